@@ -1,0 +1,726 @@
+//! [`OwnershipStore`] on one DynamoDB table (single-table design; the key design is documented in
+//! `docs/data-model.md`).
+//!
+//! | item        | pk                    | sk                  | gsi1 (`by_user`)                       | gsi2 (`by_state`)                  |
+//! |-------------|-----------------------|---------------------|----------------------------------------|------------------------------------|
+//! | device      | `DEVICE#<thing>`      | `#DEVICE`           | `USER#<holder>` / `DEVICE#<thing>`     | –                                  |
+//! | history     | `DEVICE#<thing>`      | `HISTORY#<seq:010>` | –                                      | –                                  |
+//! | claim       | `CLAIM#<claim_id>`    | `#CLAIM`            | `USER#<user>` / `CLAIM#<created>#<id>` | `STATE#<state>` / `<deadline>#<id>`|
+//! | idempotency | `IDEMPOTENCY#<user>`  | `KEY#<key>`         | –                                      | –                                  |
+//!
+//! Every write goes through [`OwnershipStore::commit`], one `TransactWriteItems` whose conditions
+//! are: the device is still at the version the decision was made on, each updated claim is still
+//! at its version, each new claim and history entry does not exist yet, and the idempotency key is
+//! free. History items are only ever `Put` with `attribute_not_exists`: nothing updates or deletes
+//! them.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    error::{DisplayErrorContext, SdkError},
+    types::{AttributeValue, CancellationReason, Put, TransactWriteItem},
+    Client,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use time::OffsetDateTime;
+
+use crate::{
+    domain::{
+        claim::{Claim, ClaimState, Failure, StateChange},
+        device::{Device, Holder},
+        history::{Actor, HistoryEntry, HistoryEvent},
+        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+    },
+    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
+};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const BY_USER_INDEX: &str = "by_user";
+pub const BY_STATE_INDEX: &str = "by_state";
+
+#[derive(Clone, Debug)]
+pub struct DynamoOwnershipStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoOwnershipStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    fn put(&self, item: Item, condition: &str, values: Item) -> Result<TransactWriteItem, StoreError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition);
+        if condition.contains("#version") {
+            put = put.expression_attribute_names("#version", "version");
+        }
+        if condition.contains("#expires_at") {
+            put = put.expression_attribute_names("#expires_at", "expires_at");
+        }
+        if !values.is_empty() {
+            put = put.set_expression_attribute_values(Some(values));
+        }
+        let put = put.build().map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// The writes of a change, in a fixed order: device, claims, history, idempotency record.
+    /// [`classify_cancellation`] relies on the idempotency record coming last.
+    fn transaction(&self, change: &DeviceChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let mut writes = Vec::with_capacity(2 + change.claims.len() + change.history.len());
+        writes.push(self.versioned_put(device_item(&change.device), change.expected_version)?);
+        for write in &change.claims {
+            writes.push(self.versioned_put(claim_item(&write.claim), write.expected_version)?);
+        }
+        for entry in &change.history {
+            let item = history_item(&change.device.thing_name, entry);
+            writes.push(self.put(item, "attribute_not_exists(pk)", Item::new())?);
+        }
+        if let Some(record) = &change.idempotency {
+            // An expired record may be taken over; a live one belongs to the first request.
+            writes.push(self.put(
+                idempotency_item(record),
+                "attribute_not_exists(pk) OR #expires_at <= :now",
+                Item::from([(":now".to_owned(), n(millis(record.created_at)))]),
+            )?);
+        }
+        Ok(writes)
+    }
+
+    fn versioned_put(&self, item: Item, expected: Option<u64>) -> Result<TransactWriteItem, StoreError> {
+        match expected {
+            None => self.put(item, "attribute_not_exists(pk)", Item::new()),
+            Some(version) => self.put(
+                item,
+                "#version = :expected",
+                Item::from([(":expected".to_owned(), n(version))]),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for DynamoOwnershipStore {
+    async fn device(&self, thing: &ThingName) -> Result<Option<Device>, StoreError> {
+        self.get(device_pk(thing), DEVICE_SK)
+            .await?
+            .map(|item| device_from(&item))
+            .transpose()
+    }
+
+    async fn claim(&self, claim_id: &ClaimId) -> Result<Option<Claim>, StoreError> {
+        self.get(format!("CLAIM#{claim_id}"), CLAIM_SK)
+            .await?
+            .map(|item| claim_from(&item))
+            .transpose()
+    }
+
+    async fn history(&self, thing: &ThingName) -> Result<Vec<HistoryEntry>, StoreError> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(device_pk(thing)))
+            .expression_attribute_values(":prefix", s("HISTORY#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(unavailable)?;
+        items.iter().map(history_from).collect()
+    }
+
+    async fn idempotency_record(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let Some(item) = self.get(idempotency_pk(user), &idempotency_sk(key)).await? else {
+            return Ok(None);
+        };
+        // TTL deletion is lazy (up to days late): an expired record is treated as absent.
+        let record = IdempotencyRecord {
+            user: user.clone(),
+            key: key.clone(),
+            claim_id: claim_id_attr(&item, "claim_id")?,
+            fingerprint: str_attr(&item, "fingerprint")?.to_owned(),
+            created_at: time_attr(&item, "created_at")?,
+            expires_at: time_attr(&item, "expires_at")?,
+        };
+        Ok((record.expires_at > now).then_some(record))
+    }
+
+    async fn commit(&self, change: DeviceChange) -> Result<(), CommitError> {
+        let writes = self.transaction(&change)?;
+        let idempotency_index = change.idempotency.as_ref().map(|_| writes.len() - 1);
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let reasons = err
+                    .as_service_error()
+                    .and_then(|service| match service {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+                            cancelled,
+                        ) => Some(cancelled.cancellation_reasons().to_vec()),
+                        _ => None,
+                    });
+                match reasons {
+                    Some(reasons) => Err(classify_cancellation(&reasons, idempotency_index)),
+                    None => Err(CommitError::Store(unavailable(err))),
+                }
+            }
+        }
+    }
+
+    async fn devices_held_by(
+        &self,
+        user: &UserId,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Device>, PageError> {
+        let partition = user_pk(user);
+        let start = page_token
+            .map(|token| decode_page_token(token, &partition))
+            .transpose()?;
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_USER_INDEX)
+            .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :prefix)")
+            .expression_attribute_values(":pk", s(partition))
+            .expression_attribute_values(":prefix", s("DEVICE#"))
+            .limit(i32::try_from(limit.clamp(1, 100)).unwrap_or(100))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let items = out.items().iter().map(device_from).collect::<Result<Vec<_>, _>>()?;
+        let next_token = out.last_evaluated_key().map(encode_page_token).transpose()?;
+        Ok(Page { items, next_token })
+    }
+
+    async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::new();
+        for state in [ClaimState::Pending, ClaimState::EndpointPublished] {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_STATE_INDEX)
+                .key_condition_expression("gsi2pk = :pk AND gsi2sk < :due")
+                .expression_attribute_values(":pk", s(state_pk(state)))
+                .expression_attribute_values(":due", s(padded_millis(due_before)))
+                .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                claims.push(claim_from(item)?);
+            }
+        }
+        claims.sort_by_key(|claim| claim.expires_at);
+        claims.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(claims)
+    }
+}
+
+/// Which condition failed decides what the caller does next.
+fn classify_cancellation(reasons: &[CancellationReason], idempotency_index: Option<usize>) -> CommitError {
+    let failed = |index: usize| {
+        reasons
+            .get(index)
+            .and_then(|reason| reason.code())
+            .is_some_and(|code| code == "ConditionalCheckFailed")
+    };
+    if idempotency_index.is_some_and(failed) {
+        return CommitError::IdempotencyKeyUsed;
+    }
+    let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+    if codes
+        .iter()
+        .all(|code| matches!(*code, "ConditionalCheckFailed" | "TransactionConflict"))
+    {
+        CommitError::Conflict
+    } else {
+        CommitError::Store(StoreError::Unavailable(format!("transaction cancelled: {}", codes.join(", "))))
+    }
+}
+
+fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Unavailable(DisplayErrorContext(&err).to_string())
+}
+
+// ---- keys -------------------------------------------------------------------------------------
+
+const DEVICE_SK: &str = "#DEVICE";
+const CLAIM_SK: &str = "#CLAIM";
+
+fn device_pk(thing: &ThingName) -> String {
+    format!("DEVICE#{thing}")
+}
+
+fn user_pk(user: &UserId) -> String {
+    format!("USER#{user}")
+}
+
+fn state_pk(state: ClaimState) -> String {
+    format!("STATE#{}", state.as_str())
+}
+
+fn idempotency_pk(user: &UserId) -> String {
+    format!("IDEMPOTENCY#{user}")
+}
+
+fn idempotency_sk(key: &IdempotencyKey) -> String {
+    format!("KEY#{}", key.as_str())
+}
+
+/// Milliseconds since the epoch, zero-padded so that string order is time order (until year 2286).
+fn padded_millis(at: OffsetDateTime) -> String {
+    format!("{:013}", millis(at))
+}
+
+// ---- item mapping -----------------------------------------------------------------------------
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn device_item(device: &Device) -> Item {
+    let mut item = Item::from([
+        ("pk".to_owned(), s(device_pk(&device.thing_name))),
+        ("sk".to_owned(), s(DEVICE_SK)),
+        ("entity".to_owned(), s("device")),
+        ("thing_name".to_owned(), s(device.thing_name.as_str())),
+        ("vendor".to_owned(), s(&device.vendor)),
+        ("disabled".to_owned(), AttributeValue::Bool(device.disabled)),
+        ("imported_at".to_owned(), n(millis(device.imported_at))),
+        ("version".to_owned(), n(device.version)),
+        ("history_len".to_owned(), n(device.history_len)),
+    ]);
+    if let Some(sku) = &device.sku {
+        item.insert("sku".to_owned(), s(sku));
+    }
+    let held = match &device.holder {
+        Holder::Free => None,
+        Holder::Reserved {
+            claim_id,
+            user,
+            expires_at,
+        } => {
+            item.insert("holder_until".to_owned(), n(millis(*expires_at)));
+            Some(("reserved", claim_id, user))
+        }
+        Holder::Owned { claim_id, user, since } => {
+            item.insert("holder_since".to_owned(), n(millis(*since)));
+            Some(("owned", claim_id, user))
+        }
+    };
+    match held {
+        None => {
+            item.insert("holder_kind".to_owned(), s("free"));
+        }
+        Some((kind, claim_id, user)) => {
+            item.insert("holder_kind".to_owned(), s(kind));
+            item.insert("holder_claim_id".to_owned(), s(claim_id.as_str()));
+            item.insert("holder_user".to_owned(), s(user.as_str()));
+            item.insert("gsi1pk".to_owned(), s(user_pk(user)));
+            item.insert("gsi1sk".to_owned(), s(device_pk(&device.thing_name)));
+        }
+    }
+    item
+}
+
+fn device_from(item: &Item) -> Result<Device, StoreError> {
+    let holder = match str_attr(item, "holder_kind")? {
+        "free" => Holder::Free,
+        "reserved" => Holder::Reserved {
+            claim_id: claim_id_attr(item, "holder_claim_id")?,
+            user: user_attr(item, "holder_user")?,
+            expires_at: time_attr(item, "holder_until")?,
+        },
+        "owned" => Holder::Owned {
+            claim_id: claim_id_attr(item, "holder_claim_id")?,
+            user: user_attr(item, "holder_user")?,
+            since: time_attr(item, "holder_since")?,
+        },
+        other => return Err(corrupt("holder_kind", other)),
+    };
+    Ok(Device {
+        thing_name: thing_attr(item, "thing_name")?,
+        vendor: str_attr(item, "vendor")?.to_owned(),
+        sku: opt_str_attr(item, "sku")?.map(str::to_owned),
+        disabled: match item.get("disabled") {
+            Some(AttributeValue::Bool(value)) => *value,
+            _ => return Err(corrupt("disabled", "not a boolean")),
+        },
+        holder,
+        imported_at: time_attr(item, "imported_at")?,
+        version: u64_attr(item, "version")?,
+        history_len: u64_attr(item, "history_len")?,
+    })
+}
+
+fn claim_item(claim: &Claim) -> Item {
+    let history = claim
+        .history
+        .iter()
+        .map(|change| {
+            AttributeValue::M(HashMap::from([
+                ("state".to_owned(), s(change.state.as_str())),
+                ("at".to_owned(), n(millis(change.at))),
+            ]))
+        })
+        .collect();
+    let mut item = Item::from([
+        ("pk".to_owned(), s(format!("CLAIM#{}", claim.claim_id))),
+        ("sk".to_owned(), s(CLAIM_SK)),
+        ("entity".to_owned(), s("claim")),
+        ("claim_id".to_owned(), s(claim.claim_id.as_str())),
+        ("thing_name".to_owned(), s(claim.thing_name.as_str())),
+        ("user_id".to_owned(), s(claim.user.as_str())),
+        ("state".to_owned(), s(claim.state.as_str())),
+        ("target_endpoint".to_owned(), s(&claim.target_endpoint)),
+        ("created_at".to_owned(), n(millis(claim.created_at))),
+        ("updated_at".to_owned(), n(millis(claim.updated_at))),
+        ("expires_at".to_owned(), n(millis(claim.expires_at))),
+        ("history".to_owned(), AttributeValue::L(history)),
+        ("version".to_owned(), n(claim.version)),
+        ("gsi1pk".to_owned(), s(user_pk(&claim.user))),
+        (
+            "gsi1sk".to_owned(),
+            s(format!("CLAIM#{}#{}", padded_millis(claim.created_at), claim.claim_id)),
+        ),
+        ("gsi2pk".to_owned(), s(state_pk(claim.state))),
+        (
+            "gsi2sk".to_owned(),
+            s(format!("{}#{}", padded_millis(claim.expires_at), claim.claim_id)),
+        ),
+    ]);
+    if let Some(failure) = &claim.failure {
+        item.insert("failure_code".to_owned(), s(&failure.code));
+        item.insert("failure_message".to_owned(), s(&failure.message));
+    }
+    item
+}
+
+fn claim_from(item: &Item) -> Result<Claim, StoreError> {
+    let state_name = str_attr(item, "state")?;
+    let state = ClaimState::parse(state_name).ok_or_else(|| corrupt("state", state_name))?;
+    let history = match item.get("history") {
+        Some(AttributeValue::L(entries)) => entries
+            .iter()
+            .map(|entry| match entry {
+                AttributeValue::M(map) => {
+                    let name = str_attr(map, "state")?;
+                    Ok(StateChange {
+                        state: ClaimState::parse(name).ok_or_else(|| corrupt("history.state", name))?,
+                        at: time_attr(map, "at")?,
+                    })
+                }
+                _ => Err(corrupt("history", "entry is not a map")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => return Err(corrupt("history", "missing")),
+    };
+    let failure = match (opt_str_attr(item, "failure_code")?, opt_str_attr(item, "failure_message")?) {
+        (Some(code), Some(message)) => Some(Failure {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }),
+        _ => None,
+    };
+    Ok(Claim {
+        claim_id: claim_id_attr(item, "claim_id")?,
+        thing_name: thing_attr(item, "thing_name")?,
+        user: user_attr(item, "user_id")?,
+        state,
+        target_endpoint: str_attr(item, "target_endpoint")?.to_owned(),
+        created_at: time_attr(item, "created_at")?,
+        updated_at: time_attr(item, "updated_at")?,
+        expires_at: time_attr(item, "expires_at")?,
+        history,
+        failure,
+        version: u64_attr(item, "version")?,
+    })
+}
+
+fn history_item(thing: &ThingName, entry: &HistoryEntry) -> Item {
+    let mut item = Item::from([
+        ("pk".to_owned(), s(device_pk(thing))),
+        ("sk".to_owned(), s(format!("HISTORY#{:010}", entry.seq))),
+        ("entity".to_owned(), s("history")),
+        ("seq".to_owned(), n(entry.seq)),
+        ("at".to_owned(), n(millis(entry.at))),
+        ("event".to_owned(), s(entry.event.as_str())),
+    ]);
+    let (kind, id) = match &entry.actor {
+        Actor::User(user) => ("user", Some(user.as_str())),
+        Actor::Operator(operator) => ("operator", Some(operator.as_str())),
+        Actor::System => ("system", None),
+    };
+    item.insert("actor_kind".to_owned(), s(kind));
+    if let Some(id) = id {
+        item.insert("actor_id".to_owned(), s(id));
+    }
+    if let Some(claim_id) = &entry.claim_id {
+        item.insert("claim_id".to_owned(), s(claim_id.as_str()));
+    }
+    if let Some(reason) = &entry.reason {
+        item.insert("reason".to_owned(), s(reason));
+    }
+    item
+}
+
+fn history_from(item: &Item) -> Result<HistoryEntry, StoreError> {
+    let event_name = str_attr(item, "event")?;
+    let actor = match (str_attr(item, "actor_kind")?, opt_str_attr(item, "actor_id")?) {
+        ("user", Some(id)) => Actor::User(UserId::parse(id).map_err(|_| corrupt("actor_id", id))?),
+        ("operator", Some(id)) => Actor::Operator(id.to_owned()),
+        ("system", None) => Actor::System,
+        (kind, _) => return Err(corrupt("actor_kind", kind)),
+    };
+    Ok(HistoryEntry {
+        seq: u64_attr(item, "seq")?,
+        at: time_attr(item, "at")?,
+        event: HistoryEvent::parse(event_name).ok_or_else(|| corrupt("event", event_name))?,
+        actor,
+        claim_id: opt_str_attr(item, "claim_id")?
+            .map(|raw| ClaimId::parse(raw).ok_or_else(|| corrupt("claim_id", raw)))
+            .transpose()?,
+        reason: opt_str_attr(item, "reason")?.map(str::to_owned),
+    })
+}
+
+fn idempotency_item(record: &IdempotencyRecord) -> Item {
+    Item::from([
+        ("pk".to_owned(), s(idempotency_pk(&record.user))),
+        ("sk".to_owned(), s(idempotency_sk(&record.key))),
+        ("entity".to_owned(), s("idempotency")),
+        ("claim_id".to_owned(), s(record.claim_id.as_str())),
+        ("fingerprint".to_owned(), s(&record.fingerprint)),
+        ("created_at".to_owned(), n(millis(record.created_at))),
+        ("expires_at".to_owned(), n(millis(record.expires_at))),
+        // DynamoDB TTL (epoch seconds) only reclaims space; correctness uses `expires_at`.
+        ("ttl".to_owned(), n(record.expires_at.unix_timestamp())),
+    ])
+}
+
+// ---- attribute readers ------------------------------------------------------------------------
+
+fn corrupt(attribute: &str, detail: &str) -> StoreError {
+    StoreError::Corrupt(format!("attribute {attribute}: {detail}"))
+}
+
+fn opt_str_attr<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::S(value)) => Ok(Some(value)),
+        Some(_) => Err(corrupt(name, "not a string")),
+    }
+}
+
+fn str_attr<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    opt_str_attr(item, name)?.ok_or_else(|| corrupt(name, "missing"))
+}
+
+fn u64_attr(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(raw)) => raw.parse().map_err(|_| corrupt(name, raw)),
+        _ => Err(corrupt(name, "missing or not a number")),
+    }
+}
+
+fn time_attr(item: &Item, name: &str) -> Result<OffsetDateTime, StoreError> {
+    let ms: i64 = match item.get(name) {
+        Some(AttributeValue::N(raw)) => raw.parse().map_err(|_| corrupt(name, raw))?,
+        _ => return Err(corrupt(name, "missing or not a number")),
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(|_| corrupt(name, "out of range"))
+}
+
+fn thing_attr(item: &Item, name: &str) -> Result<ThingName, StoreError> {
+    let raw = str_attr(item, name)?;
+    ThingName::parse(raw).map_err(|_| corrupt(name, raw))
+}
+
+fn user_attr(item: &Item, name: &str) -> Result<UserId, StoreError> {
+    let raw = str_attr(item, name)?;
+    UserId::parse(raw).map_err(|_| corrupt(name, raw))
+}
+
+fn claim_id_attr(item: &Item, name: &str) -> Result<ClaimId, StoreError> {
+    let raw = str_attr(item, name)?;
+    ClaimId::parse(raw).ok_or_else(|| corrupt(name, raw))
+}
+
+// ---- page tokens ------------------------------------------------------------------------------
+
+/// The last key of a `by_user` page, as base64url JSON. Decoding checks the token is for the
+/// caller's own partition, so a forged token cannot read another user's items.
+fn encode_page_token(key: &Item) -> Result<String, PageError> {
+    let mut plain = std::collections::BTreeMap::new();
+    for (name, value) in key {
+        match value {
+            AttributeValue::S(text) => {
+                plain.insert(name.clone(), text.clone());
+            }
+            _ => return Err(StoreError::Corrupt(format!("page key {name} is not a string")).into()),
+        }
+    }
+    let json = serde_json::to_vec(&plain).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(json))
+}
+
+fn decode_page_token(token: &str, partition: &str) -> Result<Item, PageError> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| PageError::InvalidToken)?;
+    let plain: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&bytes).map_err(|_| PageError::InvalidToken)?;
+    let expected_keys = ["gsi1pk", "gsi1sk", "pk", "sk"];
+    if plain.len() != expected_keys.len()
+        || !expected_keys.iter().all(|k| plain.contains_key(*k))
+        || plain.get("gsi1pk").map(String::as_str) != Some(partition)
+    {
+        return Err(PageError::InvalidToken);
+    }
+    Ok(plain.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn sample_claim() -> Claim {
+        let mut claim = Claim::new(
+            ClaimId::new_random(),
+            ThingName::parse("dev-1").expect("valid"),
+            UserId::parse("user-a").expect("valid"),
+            "oem-ats.iot.eu-west-1.amazonaws.com".into(),
+            datetime!(2026-01-01 10:00:00.123 UTC),
+            time::Duration::minutes(15),
+        );
+        claim.failure = Some(Failure {
+            code: "staging_unreachable".into(),
+            message: "connection refused".into(),
+        });
+        claim
+    }
+
+    #[test]
+    fn claims_survive_the_round_trip() {
+        let claim = sample_claim();
+        assert_eq!(claim_from(&claim_item(&claim)), Ok(claim));
+    }
+
+    #[test]
+    fn devices_survive_the_round_trip_in_every_holder_state() {
+        let claim = sample_claim();
+        for holder in [
+            Holder::Free,
+            Holder::Reserved {
+                claim_id: claim.claim_id.clone(),
+                user: claim.user.clone(),
+                expires_at: claim.expires_at,
+            },
+            Holder::Owned {
+                claim_id: claim.claim_id.clone(),
+                user: claim.user.clone(),
+                since: claim.created_at,
+            },
+        ] {
+            let device = Device {
+                thing_name: claim.thing_name.clone(),
+                vendor: "espressif".into(),
+                sku: Some("SKU-1".into()),
+                disabled: true,
+                holder,
+                imported_at: claim.created_at,
+                version: 7,
+                history_len: 3,
+            };
+            assert_eq!(device_from(&device_item(&device)), Ok(device));
+        }
+    }
+
+    #[test]
+    fn page_tokens_only_open_the_callers_own_partition() {
+        let key = Item::from([
+            ("pk".to_owned(), s("DEVICE#d1")),
+            ("sk".to_owned(), s("#DEVICE")),
+            ("gsi1pk".to_owned(), s("USER#alice")),
+            ("gsi1sk".to_owned(), s("DEVICE#d1")),
+        ]);
+        let token = encode_page_token(&key).expect("encodes");
+        assert_eq!(decode_page_token(&token, "USER#alice"), Ok(key));
+        assert_eq!(decode_page_token(&token, "USER#mallory"), Err(PageError::InvalidToken));
+        assert_eq!(decode_page_token("not base64!", "USER#alice"), Err(PageError::InvalidToken));
+    }
+
+    #[test]
+    fn a_failed_idempotency_condition_is_reported_as_such() {
+        let ok = CancellationReason::builder().code("None").build();
+        let failed = CancellationReason::builder().code("ConditionalCheckFailed").build();
+        let conflict = CancellationReason::builder().code("TransactionConflict").build();
+        let throttled = CancellationReason::builder().code("ThrottlingError").build();
+        assert_eq!(
+            classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], Some(2)),
+            CommitError::IdempotencyKeyUsed
+        );
+        assert_eq!(classify_cancellation(&[failed, ok.clone()], Some(1)), CommitError::Conflict);
+        assert_eq!(classify_cancellation(&[conflict, ok.clone()], None), CommitError::Conflict);
+        assert!(matches!(
+            classify_cancellation(&[throttled, ok], None),
+            CommitError::Store(StoreError::Unavailable(_))
+        ));
+    }
+}

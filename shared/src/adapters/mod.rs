@@ -1,0 +1,3 @@
+//! Adapters: the only code that talks to AWS SDKs. Each maps SDK errors to the port's errors.
+
+pub mod dynamodb;

@@ -1,0 +1,276 @@
+//! The claim state machine of `spec/api.md`.
+//!
+//! ```text
+//! pending ──▶ endpoint_published ──▶ provisioned ──▶ released
+//!    │  ╲            │  ╲
+//!    │   ╲           │   ╲──▶ failed
+//!    │    ╲──────────┴──▶ expired ──(renewed by a retry while the device is free)──▶ pending
+//!    └──▶ provisioned (events may overtake the publish confirmation)
+//! ```
+//!
+//! A live claim (`pending`, `endpoint_published`) has a deadline. Expiry is a fact of the clock, not
+//! of a background job: [`Claim::effective_state`] reports `expired` the moment the deadline passes,
+//! whether or not any sweep has written it down yet.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ids::{ClaimId, ThingName, UserId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimState {
+    Pending,
+    EndpointPublished,
+    Provisioned,
+    Expired,
+    Released,
+    Failed,
+}
+
+impl ClaimState {
+    pub const ALL: [ClaimState; 6] = [
+        ClaimState::Pending,
+        ClaimState::EndpointPublished,
+        ClaimState::Provisioned,
+        ClaimState::Expired,
+        ClaimState::Released,
+        ClaimState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClaimState::Pending => "pending",
+            ClaimState::EndpointPublished => "endpoint_published",
+            ClaimState::Provisioned => "provisioned",
+            ClaimState::Expired => "expired",
+            ClaimState::Released => "released",
+            ClaimState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Waiting for the device: holds a reservation and has a deadline.
+    pub fn is_live(self) -> bool {
+        matches!(self, ClaimState::Pending | ClaimState::EndpointPublished)
+    }
+
+    /// The transitions the state machine allows. Everything else is refused.
+    pub fn can_become(self, next: ClaimState) -> bool {
+        use ClaimState::*;
+        matches!(
+            (self, next),
+            (Pending, EndpointPublished)
+                | (Pending | EndpointPublished, Provisioned | Expired | Failed | Released)
+                | (Provisioned, Released)
+                | (Expired, Pending)
+        )
+    }
+}
+
+impl std::fmt::Display for ClaimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub state: ClaimState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Why a claim is `failed`, or why its last publish attempt failed (kept while it retries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} claim cannot become {to}")]
+pub struct TransitionError {
+    pub from: ClaimState,
+    pub to: ClaimState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub claim_id: ClaimId,
+    pub thing_name: ThingName,
+    pub user: UserId,
+    /// The state as last written. Use [`Claim::effective_state`] to answer "what is it now".
+    pub state: ClaimState,
+    pub target_endpoint: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub history: Vec<StateChange>,
+    pub failure: Option<Failure>,
+    /// Optimistic-concurrency counter of the stored record.
+    pub version: u64,
+}
+
+impl Claim {
+    pub fn new(
+        claim_id: ClaimId,
+        thing_name: ThingName,
+        user: UserId,
+        target_endpoint: String,
+        now: OffsetDateTime,
+        deadline: time::Duration,
+    ) -> Self {
+        Self {
+            claim_id,
+            thing_name,
+            user,
+            state: ClaimState::Pending,
+            target_endpoint,
+            created_at: now,
+            updated_at: now,
+            expires_at: now + deadline,
+            history: vec![StateChange {
+                state: ClaimState::Pending,
+                at: now,
+            }],
+            failure: None,
+            version: 1,
+        }
+    }
+
+    /// Has the deadline passed while the claim was still waiting for its device?
+    pub fn is_overdue(&self, now: OffsetDateTime) -> bool {
+        self.state.is_live() && now >= self.expires_at
+    }
+
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.state.is_live() && !self.is_overdue(now)
+    }
+
+    pub fn effective_state(&self, now: OffsetDateTime) -> ClaimState {
+        if self.is_overdue(now) {
+            ClaimState::Expired
+        } else {
+            self.state
+        }
+    }
+
+    /// The history as it is true now: an overdue claim shows its expiry at the deadline, even
+    /// before a writer has recorded it.
+    pub fn effective_history(&self, now: OffsetDateTime) -> Vec<StateChange> {
+        let mut history = self.history.clone();
+        if self.is_overdue(now) {
+            history.push(StateChange {
+                state: ClaimState::Expired,
+                at: self.expires_at,
+            });
+        }
+        history
+    }
+
+    /// Applies a transition, recording it in the claim's own history. An overdue live claim can
+    /// only expire (or, for events that prove the device arrived, be provisioned).
+    pub fn transition(&mut self, next: ClaimState, at: OffsetDateTime) -> Result<(), TransitionError> {
+        let from = self.state;
+        let overdue = self.is_overdue(at);
+        let allowed = from.can_become(next)
+            && (!overdue || matches!(next, ClaimState::Expired | ClaimState::Provisioned));
+        if !allowed {
+            return Err(TransitionError { from, to: next });
+        }
+        // An overdue claim records its expiry at the deadline, when it became true.
+        let recorded_at = if next == ClaimState::Expired && overdue { self.expires_at } else { at };
+        self.state = next;
+        self.updated_at = at;
+        self.history.push(StateChange {
+            state: next,
+            at: recorded_at,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    fn claim_at(now: OffsetDateTime) -> Claim {
+        Claim::new(
+            ClaimId::new_random(),
+            ThingName::parse("dev-1").expect("valid"),
+            UserId::parse("user-a").expect("valid"),
+            "oem-ats.iot.eu-west-1.amazonaws.com".into(),
+            now,
+            time::Duration::minutes(15),
+        )
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for state in ClaimState::ALL {
+            assert_eq!(ClaimState::parse(state.as_str()), Some(state));
+            let json = serde_json::to_string(&state).expect("serializes");
+            assert_eq!(json, format!("\"{}\"", state.as_str()));
+        }
+        assert_eq!(ClaimState::parse("PENDING"), None);
+    }
+
+    #[test]
+    fn a_live_claim_reads_as_expired_from_its_deadline_on() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let claim = claim_at(t0);
+        assert_eq!(claim.effective_state(t0 + time::Duration::minutes(14)), ClaimState::Pending);
+        let at_deadline = t0 + time::Duration::minutes(15);
+        assert_eq!(claim.effective_state(at_deadline), ClaimState::Expired);
+        let history = claim.effective_history(at_deadline);
+        assert_eq!(history.last().map(|h| (h.state, h.at)), Some((ClaimState::Expired, at_deadline)));
+    }
+
+    #[test]
+    fn happy_path_then_release() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let mut claim = claim_at(t0);
+        claim.transition(ClaimState::EndpointPublished, t0).expect("publish");
+        claim.transition(ClaimState::Provisioned, t0 + time::Duration::minutes(1)).expect("arrive");
+        // A provisioned claim has no deadline any more.
+        assert_eq!(claim.effective_state(t0 + time::Duration::days(30)), ClaimState::Provisioned);
+        claim.transition(ClaimState::Released, t0 + time::Duration::days(30)).expect("release");
+        let states: Vec<_> = claim.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            [
+                ClaimState::Pending,
+                ClaimState::EndpointPublished,
+                ClaimState::Provisioned,
+                ClaimState::Released
+            ]
+        );
+    }
+
+    #[test]
+    fn overdue_claims_can_only_expire_or_be_proven_arrived() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let late = t0 + time::Duration::minutes(20);
+        let mut claim = claim_at(t0);
+        assert!(claim.clone().transition(ClaimState::EndpointPublished, late).is_err());
+        assert!(claim.clone().transition(ClaimState::Provisioned, late).is_ok());
+        claim.transition(ClaimState::Expired, late).expect("expire");
+        assert_eq!(claim.history.last().map(|h| h.at), Some(claim.expires_at));
+    }
+
+    #[test]
+    fn terminal_states_stay_terminal() {
+        for from in [ClaimState::Released, ClaimState::Failed] {
+            for to in ClaimState::ALL {
+                assert!(!from.can_become(to), "{from} -> {to}");
+            }
+        }
+        assert!(!ClaimState::Expired.can_become(ClaimState::Provisioned));
+        assert!(!ClaimState::Provisioned.can_become(ClaimState::Pending));
+    }
+}

@@ -1,0 +1,224 @@
+//! A manufactured device and the ownership rules that decide who may claim or release it.
+//!
+//! A device is held by at most one user at a time, either as a *reservation* (a live claim with a
+//! deadline) or as *ownership* (the claim completed). The rules here only decide; the store applies
+//! a decision atomically, guarded by the device's version, so two racing decisions cannot both land.
+
+use time::OffsetDateTime;
+
+use super::ids::{ClaimId, ThingName, UserId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    Free,
+    Reserved {
+        claim_id: ClaimId,
+        user: UserId,
+        expires_at: OffsetDateTime,
+    },
+    Owned {
+        claim_id: ClaimId,
+        user: UserId,
+        since: OffsetDateTime,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub thing_name: ThingName,
+    /// Module vendor: selects the staging endpoint and the claim-thing credentials.
+    pub vendor: String,
+    pub sku: Option<String>,
+    pub disabled: bool,
+    pub holder: Holder,
+    pub imported_at: OffsetDateTime,
+    /// Optimistic-concurrency counter: every change of the device or its claims bumps it.
+    pub version: u64,
+    /// Number of history entries; the next entry gets `history_len + 1`.
+    pub history_len: u64,
+}
+
+/// What a claim request for this device leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// Reserve the device for the caller with a new claim. `superseded` is an earlier claim whose
+    /// deadline passed: it is recorded as expired in the same change.
+    Reserve { superseded: Option<ClaimId> },
+    /// The caller already holds this device (live reservation or ownership): answer with that claim.
+    AlreadyYours(ClaimId),
+    /// Another user holds it.
+    AlreadyClaimed,
+    /// Disabled by an operator: to users this is indistinguishable from an unknown device.
+    NotClaimable,
+}
+
+/// What a user's release request leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseDecision {
+    Release(ClaimId),
+    /// The caller's claim is still waiting for the device: the endpoint may already be on its way,
+    /// so releasing now would race the device's arrival (`409 conflict`).
+    MidClaim,
+    /// Not held by the caller: answered like an unknown device.
+    NotYours,
+}
+
+impl Device {
+    /// The holder as it is true at `now`: a reservation past its deadline holds nothing.
+    pub fn effective_holder(&self, now: OffsetDateTime) -> &Holder {
+        match &self.holder {
+            Holder::Reserved { expires_at, .. } if now >= *expires_at => &Holder::Free,
+            holder => holder,
+        }
+    }
+
+    /// The claim whose deadline passed while it still held the reservation, if any.
+    pub fn overdue_reservation(&self, now: OffsetDateTime) -> Option<&ClaimId> {
+        match &self.holder {
+            Holder::Reserved {
+                claim_id, expires_at, ..
+            } if now >= *expires_at => Some(claim_id),
+            _ => None,
+        }
+    }
+
+    pub fn decide_claim(&self, user: &UserId, now: OffsetDateTime) -> ClaimDecision {
+        if self.disabled {
+            return ClaimDecision::NotClaimable;
+        }
+        match self.effective_holder(now) {
+            Holder::Free => ClaimDecision::Reserve {
+                superseded: self.overdue_reservation(now).cloned(),
+            },
+            Holder::Reserved {
+                claim_id, user: holder, ..
+            }
+            | Holder::Owned {
+                claim_id, user: holder, ..
+            } => {
+                if holder == user {
+                    ClaimDecision::AlreadyYours(claim_id.clone())
+                } else {
+                    ClaimDecision::AlreadyClaimed
+                }
+            }
+        }
+    }
+
+    pub fn decide_release(&self, user: &UserId, now: OffsetDateTime) -> ReleaseDecision {
+        match self.effective_holder(now) {
+            Holder::Owned {
+                claim_id, user: owner, ..
+            } if owner == user => ReleaseDecision::Release(claim_id.clone()),
+            Holder::Reserved { user: holder, .. } if holder == user => ReleaseDecision::MidClaim,
+            _ => ReleaseDecision::NotYours,
+        }
+    }
+
+    /// The user this device counts as "theirs" right now (owned or live reservation).
+    pub fn held_by(&self, now: OffsetDateTime) -> Option<&UserId> {
+        match self.effective_holder(now) {
+            Holder::Free => None,
+            Holder::Reserved { user, .. } | Holder::Owned { user, .. } => Some(user),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-01-01 10:00 UTC);
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).expect("valid")
+    }
+
+    fn device(holder: Holder) -> Device {
+        Device {
+            thing_name: ThingName::parse("dev-1").expect("valid"),
+            vendor: "espressif".into(),
+            sku: None,
+            disabled: false,
+            holder,
+            imported_at: T0,
+            version: 1,
+            history_len: 1,
+        }
+    }
+
+    fn reserved_by(who: &str, expires_at: OffsetDateTime) -> (ClaimId, Device) {
+        let claim_id = ClaimId::new_random();
+        let dev = device(Holder::Reserved {
+            claim_id: claim_id.clone(),
+            user: user(who),
+            expires_at,
+        });
+        (claim_id, dev)
+    }
+
+    #[test]
+    fn a_free_device_is_reserved_for_the_first_caller() {
+        assert_eq!(
+            device(Holder::Free).decide_claim(&user("a"), T0),
+            ClaimDecision::Reserve { superseded: None }
+        );
+    }
+
+    #[test]
+    fn a_live_reservation_is_yours_or_already_claimed() {
+        let (claim_id, dev) = reserved_by("a", T0 + time::Duration::minutes(15));
+        assert_eq!(dev.decide_claim(&user("a"), T0), ClaimDecision::AlreadyYours(claim_id));
+        assert_eq!(dev.decide_claim(&user("b"), T0), ClaimDecision::AlreadyClaimed);
+    }
+
+    #[test]
+    fn an_expired_reservation_frees_the_device_for_anyone() {
+        let deadline = T0 + time::Duration::minutes(15);
+        let (claim_id, dev) = reserved_by("a", deadline);
+        for who in ["a", "b"] {
+            assert_eq!(
+                dev.decide_claim(&user(who), deadline),
+                ClaimDecision::Reserve {
+                    superseded: Some(claim_id.clone())
+                }
+            );
+        }
+        assert_eq!(dev.held_by(deadline), None);
+    }
+
+    #[test]
+    fn ownership_is_exclusive_and_only_the_owner_releases() {
+        let claim_id = ClaimId::new_random();
+        let dev = device(Holder::Owned {
+            claim_id: claim_id.clone(),
+            user: user("a"),
+            since: T0,
+        });
+        let much_later = T0 + time::Duration::days(400);
+        assert_eq!(dev.decide_claim(&user("b"), much_later), ClaimDecision::AlreadyClaimed);
+        assert_eq!(
+            dev.decide_claim(&user("a"), much_later),
+            ClaimDecision::AlreadyYours(claim_id.clone())
+        );
+        assert_eq!(dev.decide_release(&user("a"), much_later), ReleaseDecision::Release(claim_id));
+        assert_eq!(dev.decide_release(&user("b"), much_later), ReleaseDecision::NotYours);
+    }
+
+    #[test]
+    fn a_live_reservation_cannot_be_released_but_an_expired_one_is_nobodys() {
+        let deadline = T0 + time::Duration::minutes(15);
+        let (_, dev) = reserved_by("a", deadline);
+        assert_eq!(dev.decide_release(&user("a"), T0), ReleaseDecision::MidClaim);
+        assert_eq!(dev.decide_release(&user("b"), T0), ReleaseDecision::NotYours);
+        assert_eq!(dev.decide_release(&user("a"), deadline), ReleaseDecision::NotYours);
+    }
+
+    #[test]
+    fn disabled_devices_cannot_be_claimed_by_anyone() {
+        let mut dev = device(Holder::Free);
+        dev.disabled = true;
+        assert_eq!(dev.decide_claim(&user("a"), T0), ClaimDecision::NotClaimable);
+    }
+}

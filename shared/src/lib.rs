@@ -1,0 +1,7 @@
+//! Shared core of the ExpressLink claim backend: the domain (no AWS types), the ports it needs, the
+//! use cases built on them, and the adapters that implement the ports on AWS.
+
+pub mod adapters;
+pub mod domain;
+pub mod ports;
+pub mod service;

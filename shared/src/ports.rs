@@ -1,0 +1,166 @@
+//! The port the claim logic needs from its storage, in domain terms only.
+//!
+//! Every ownership change is one [`DeviceChange`]: the new device record, the claims it creates or
+//! updates, the history entries it appends and, for claim requests, the idempotency record. The
+//! store applies it all-or-nothing and only if the device is still at the version the decision was
+//! made on, so concurrent writers cannot both win and a crash never leaves half a change behind.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    claim::Claim,
+    device::Device,
+    history::{HistoryEntry, NewHistoryEntry},
+    ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+};
+
+/// The storage could not answer; nothing was changed. `Unavailable` is worth retrying later
+/// (`503`), `Corrupt` is a bug or a hand-edited record (`500`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored record is not valid: {0}")]
+    Corrupt(String),
+}
+
+/// Why a [`DeviceChange`] did not land. Nothing of it was written in any case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The device or a claim changed since it was read: read again and decide again.
+    #[error("the device changed concurrently")]
+    Conflict,
+    /// The idempotency record already exists: another request with the same key won.
+    #[error("the idempotency key is already used")]
+    IdempotencyKeyUsed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an `Idempotency-Key` bound a caller's request to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub user: UserId,
+    pub key: IdempotencyKey,
+    pub claim_id: ClaimId,
+    /// What the request asked for; the same key with another request is refused.
+    pub fingerprint: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimWrite {
+    pub claim: Claim,
+    /// `None`: the claim is new and must not exist; `Some(v)`: it must still be at version `v`.
+    pub expected_version: Option<u64>,
+}
+
+/// One atomic change around one device. Build it with [`DeviceChange::on`] (existing device) or
+/// [`DeviceChange::create`] (new device); the builder keeps the version and history numbering right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceChange {
+    pub device: Device,
+    /// `None`: the device must not exist yet.
+    pub expected_version: Option<u64>,
+    pub claims: Vec<ClaimWrite>,
+    pub history: Vec<HistoryEntry>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+impl DeviceChange {
+    pub fn on(before: &Device) -> Self {
+        let mut device = before.clone();
+        device.version = before.version + 1;
+        Self {
+            device,
+            expected_version: Some(before.version),
+            claims: Vec::new(),
+            history: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    pub fn create(mut device: Device) -> Self {
+        device.version = 1;
+        device.history_len = 0;
+        Self {
+            device,
+            expected_version: None,
+            claims: Vec::new(),
+            history: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    pub fn record(&mut self, entry: NewHistoryEntry) {
+        self.device.history_len += 1;
+        self.history.push(entry.numbered(self.device.history_len));
+    }
+
+    pub fn create_claim(&mut self, claim: Claim) {
+        self.claims.push(ClaimWrite {
+            claim,
+            expected_version: None,
+        });
+    }
+
+    pub fn update_claim(&mut self, before_version: u64, mut claim: Claim) {
+        claim.version = before_version + 1;
+        self.claims.push(ClaimWrite {
+            claim,
+            expected_version: Some(before_version),
+        });
+    }
+}
+
+/// A page of results and the opaque token of the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+#[async_trait]
+pub trait OwnershipStore: Send + Sync {
+    /// The device record, read strongly consistent (it is the basis of ownership decisions).
+    async fn device(&self, thing: &ThingName) -> Result<Option<Device>, StoreError>;
+
+    async fn claim(&self, claim_id: &ClaimId) -> Result<Option<Claim>, StoreError>;
+
+    /// The device's history in order, oldest first.
+    async fn history(&self, thing: &ThingName) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// The record for `(user, key)` if one exists and has not expired at `now`.
+    async fn idempotency_record(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        now: OffsetDateTime,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// Applies the change atomically, or nothing of it.
+    async fn commit(&self, change: DeviceChange) -> Result<(), CommitError>;
+
+    /// Devices recorded as held (owned or reserved) by `user`. The caller filters reservations
+    /// whose deadline passed; a token that does not belong to this query is an error.
+    async fn devices_held_by(
+        &self,
+        user: &UserId,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<Device>, PageError>;
+
+    /// Claims recorded in a live state whose deadline is before `due_before`, oldest deadline
+    /// first: the work list of the expiry sweep.
+    async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("the page token is not valid")]
+    InvalidToken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,474 @@
+//! Use cases of the claim backend on top of the [`OwnershipStore`] port: claim, read, release,
+//! publish and provisioning progress, import, disable/enable and the expiry sweep.
+//!
+//! Each use case reads the device, lets the domain rules decide, and commits the outcome as one
+//! [`DeviceChange`] guarded by the version it read. When another writer got there first the commit
+//! reports a conflict and the use case decides again on fresh data, a bounded number of times.
+
+use std::time::Duration as StdDuration;
+
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    domain::{
+        claim::{Claim, ClaimState},
+        device::{ClaimDecision, Device, Holder, ReleaseDecision},
+        history::{Actor, HistoryEvent, NewHistoryEntry},
+        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+    },
+    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
+};
+
+/// Where "now" comes from; tests move it, production reads the system clock.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimSettings {
+    /// How long a claim reserves its device while waiting for it to arrive (default 15 min).
+    pub deadline: Duration,
+    /// How long an `Idempotency-Key` keeps answering with its first result.
+    pub idempotency_window: Duration,
+    /// How many times a use case decides again after losing a race before answering `busy`.
+    pub max_attempts: u32,
+}
+
+impl Default for ClaimSettings {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::minutes(15),
+            idempotency_window: Duration::hours(24),
+            max_attempts: 12,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub user: UserId,
+    pub thing_name: ThingName,
+    pub target_endpoint: String,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl ClaimRequest {
+    /// What an idempotency key is bound to: the same key must come with the same request.
+    fn fingerprint(&self) -> String {
+        format!("claim:{}", self.thing_name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// A new claim reserved the device (`202`).
+    Created(Claim),
+    /// The caller already holds the device, or repeated an idempotent request (`200`).
+    Existing(Claim),
+}
+
+impl ClaimOutcome {
+    pub fn claim(&self) -> &Claim {
+        match self {
+            ClaimOutcome::Created(claim) | ClaimOutcome::Existing(claim) => claim,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Unknown, disabled, or wrong code: deliberately one answer (`404 device_not_found`).
+    #[error("no claimable device for that code")]
+    DeviceNotFound,
+    #[error("the device is held by another user")]
+    AlreadyClaimed,
+    #[error("the Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// Lost the race too many times; nothing was written (`503`).
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    /// Not the caller's device (or no such device): one answer for both (`404`).
+    #[error("no such device")]
+    DeviceNotFound,
+    #[error("the device is in the middle of a claim")]
+    MidClaim,
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of operator and system actions on a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceOpError {
+    #[error("no such device")]
+    DeviceNotFound,
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    pub thing_name: ThingName,
+    pub vendor: String,
+    pub sku: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Created,
+    Unchanged,
+    Updated,
+}
+
+/// What a progress report (publish confirmed, device arrived) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Applied(Box<Claim>),
+    /// The report was already applied or no longer applies (duplicate, late, superseded).
+    Ignored(ClaimState),
+}
+
+pub struct ClaimService<S, C> {
+    store: S,
+    clock: C,
+    settings: ClaimSettings,
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    pub fn new(store: S, clock: C, settings: ClaimSettings) -> Self {
+        Self { store, clock, settings }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// `POST /v1/claims`: reserve a device for the caller, or return the claim they already hold.
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+        for attempt in 0..self.settings.max_attempts {
+            if let Some(existing) = self.replay_idempotent(request).await? {
+                return Ok(ClaimOutcome::Existing(existing));
+            }
+            let now = self.clock.now();
+            let device = match self.store.device(&request.thing_name).await? {
+                Some(device) => device,
+                None => return Err(ClaimError::DeviceNotFound),
+            };
+            let superseded = match device.decide_claim(&request.user, now) {
+                ClaimDecision::NotClaimable => return Err(ClaimError::DeviceNotFound),
+                ClaimDecision::AlreadyClaimed => return Err(ClaimError::AlreadyClaimed),
+                ClaimDecision::AlreadyYours(claim_id) => {
+                    return match self.store.claim(&claim_id).await? {
+                        Some(claim) => Ok(ClaimOutcome::Existing(claim)),
+                        None => Err(StoreError::Corrupt(format!("device points at missing claim {claim_id}")).into()),
+                    };
+                }
+                ClaimDecision::Reserve { superseded } => superseded,
+            };
+
+            let claim = Claim::new(
+                ClaimId::new_random(),
+                request.thing_name.clone(),
+                request.user.clone(),
+                request.target_endpoint.clone(),
+                now,
+                self.settings.deadline,
+            );
+            let mut change = DeviceChange::on(&device);
+            if let Some(old_id) = superseded {
+                self.expire_into(&mut change, &old_id, now).await?;
+            }
+            change.device.holder = Holder::Reserved {
+                claim_id: claim.claim_id.clone(),
+                user: request.user.clone(),
+                expires_at: claim.expires_at,
+            };
+            change.record(NewHistoryEntry::new(
+                now,
+                HistoryEvent::Claimed,
+                Actor::User(request.user.clone()),
+                Some(claim.claim_id.clone()),
+            ));
+            change.idempotency = request.idempotency_key.as_ref().map(|key| IdempotencyRecord {
+                user: request.user.clone(),
+                key: key.clone(),
+                claim_id: claim.claim_id.clone(),
+                fingerprint: request.fingerprint(),
+                created_at: now,
+                expires_at: now + self.settings.idempotency_window,
+            });
+            change.create_claim(claim.clone());
+
+            if self.try_commit(change, attempt).await? {
+                return Ok(ClaimOutcome::Created(claim));
+            }
+        }
+        Err(ClaimError::Busy)
+    }
+
+    /// Commits a change. `Ok(false)`: another writer got there first (or won the same idempotency
+    /// key); after a short pause the caller reads again and decides again.
+    async fn try_commit(&self, change: DeviceChange, attempt: u32) -> Result<bool, StoreError> {
+        match self.store.commit(change).await {
+            Ok(()) => Ok(true),
+            Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => {
+                backoff(attempt).await;
+                Ok(false)
+            }
+            Err(CommitError::Store(err)) => Err(err),
+        }
+    }
+
+    async fn replay_idempotent(&self, request: &ClaimRequest) -> Result<Option<Claim>, ClaimError> {
+        let Some(key) = &request.idempotency_key else {
+            return Ok(None);
+        };
+        let Some(record) = self.store.idempotency_record(&request.user, key, self.clock.now()).await? else {
+            return Ok(None);
+        };
+        if record.fingerprint != request.fingerprint() {
+            return Err(ClaimError::IdempotencyKeyReused);
+        }
+        match self.store.claim(&record.claim_id).await? {
+            Some(claim) => Ok(Some(claim)),
+            None => Err(StoreError::Corrupt(format!("idempotency record points at missing claim {}", record.claim_id)).into()),
+        }
+    }
+
+    /// Adds "claim `old_id` expired" to a change (claim record and device history).
+    async fn expire_into(&self, change: &mut DeviceChange, old_id: &ClaimId, now: OffsetDateTime) -> Result<(), StoreError> {
+        let Some(mut old) = self.store.claim(old_id).await? else {
+            return Err(StoreError::Corrupt(format!("device points at missing claim {old_id}")));
+        };
+        let before = old.version;
+        if old.transition(ClaimState::Expired, now).is_ok() {
+            let expired_at = old.expires_at;
+            change.update_claim(before, old);
+            change.record(NewHistoryEntry::new(expired_at, HistoryEvent::Expired, Actor::System, Some(old_id.clone())));
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/claims/{id}`: the caller's claim, or `None` for unknown ids and other users' claims
+    /// alike.
+    pub async fn claim_of(&self, user: &UserId, claim_id: &ClaimId) -> Result<Option<Claim>, StoreError> {
+        Ok(self.store.claim(claim_id).await?.filter(|claim| &claim.user == user))
+    }
+
+    /// `DELETE /v1/devices/{thing_name}`: the owner gives the device up; it becomes claimable.
+    pub async fn release(&self, user: &UserId, thing: &ThingName) -> Result<Claim, ReleaseError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(ReleaseError::DeviceNotFound);
+            };
+            let claim_id = match device.decide_release(user, now) {
+                ReleaseDecision::Release(claim_id) => claim_id,
+                ReleaseDecision::MidClaim => return Err(ReleaseError::MidClaim),
+                ReleaseDecision::NotYours => return Err(ReleaseError::DeviceNotFound),
+            };
+            let mut change = DeviceChange::on(&device);
+            let released = self
+                .release_into(&mut change, &claim_id, Actor::User(user.clone()), None, now)
+                .await?;
+            if self.try_commit(change, attempt).await? {
+                return Ok(released);
+            }
+        }
+        Err(ReleaseError::Busy)
+    }
+
+    async fn release_into(
+        &self,
+        change: &mut DeviceChange,
+        claim_id: &ClaimId,
+        actor: Actor,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<Claim, StoreError> {
+        let Some(mut claim) = self.store.claim(claim_id).await? else {
+            return Err(StoreError::Corrupt(format!("device points at missing claim {claim_id}")));
+        };
+        let before = claim.version;
+        claim
+            .transition(ClaimState::Released, now)
+            .map_err(|err| StoreError::Corrupt(format!("claim {claim_id}: {err}")))?;
+        change.device.holder = Holder::Free;
+        change.update_claim(before, claim.clone());
+        let mut entry = NewHistoryEntry::new(now, HistoryEvent::Released, actor, Some(claim_id.clone()));
+        entry.reason = reason;
+        change.record(entry);
+        Ok(claim)
+    }
+
+    /// The staging endpoint confirmed the publish of a claim's endpoint message.
+    pub async fn mark_published(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
+        self.advance(claim_id, ClaimState::EndpointPublished, HistoryEvent::EndpointPublished, |_, _| {})
+            .await
+    }
+
+    /// The device arrived in the OEM account: the claimant becomes its owner.
+    pub async fn mark_provisioned(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
+        self.advance(claim_id, ClaimState::Provisioned, HistoryEvent::Provisioned, |device, claim| {
+            device.holder = Holder::Owned {
+                claim_id: claim.claim_id.clone(),
+                user: claim.user.clone(),
+                since: claim.updated_at,
+            };
+        })
+        .await
+    }
+
+    /// Moves a claim forward if it is still the device's current reservation and the state machine
+    /// allows it; reports that it did nothing otherwise (duplicates and late reports are normal).
+    async fn advance(
+        &self,
+        claim_id: &ClaimId,
+        next: ClaimState,
+        event: HistoryEvent,
+        update_device: impl Fn(&mut Device, &Claim),
+    ) -> Result<Progress, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(mut claim) = self.store.claim(claim_id).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let Some(device) = self.store.device(&claim.thing_name).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let holds_reservation =
+                matches!(&device.holder, Holder::Reserved { claim_id: held, .. } if held == claim_id);
+            let before = claim.version;
+            if !holds_reservation || claim.transition(next, now).is_err() {
+                return Ok(Progress::Ignored(claim.effective_state(now)));
+            }
+            let mut change = DeviceChange::on(&device);
+            update_device(&mut change.device, &claim);
+            change.update_claim(before, claim.clone());
+            change.record(NewHistoryEntry::new(now, event, Actor::System, Some(claim_id.clone())));
+            if self.try_commit(change, attempt).await? {
+                return Ok(Progress::Applied(Box::new(claim)));
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+
+    /// Records the expiry of a device's overdue reservation, if it has one: the sweep's unit of
+    /// work. Reads are right without it; this makes the records and lists right too.
+    pub async fn expire_if_overdue(&self, thing: &ThingName) -> Result<Option<ClaimId>, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let Some(old_id) = device.overdue_reservation(now).cloned() else {
+                return Ok(None);
+            };
+            let mut change = DeviceChange::on(&device);
+            self.expire_into(&mut change, &old_id, now).await?;
+            change.device.holder = Holder::Free;
+            if self.try_commit(change, attempt).await? {
+                return Ok(Some(old_id));
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+
+    /// Adds a manufactured device to the registry, or updates its vendor/SKU. Never touches
+    /// ownership, so re-importing a file is always safe.
+    pub async fn import(&self, new: &NewDevice, actor: Actor) -> Result<ImportOutcome, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let (change, outcome) = match self.store.device(&new.thing_name).await? {
+                None => {
+                    let mut change = DeviceChange::create(Device {
+                        thing_name: new.thing_name.clone(),
+                        vendor: new.vendor.clone(),
+                        sku: new.sku.clone(),
+                        disabled: false,
+                        holder: Holder::Free,
+                        imported_at: now,
+                        version: 0,
+                        history_len: 0,
+                    });
+                    change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
+                    (change, ImportOutcome::Created)
+                }
+                Some(existing) if existing.vendor == new.vendor && existing.sku == new.sku => {
+                    return Ok(ImportOutcome::Unchanged);
+                }
+                Some(existing) => {
+                    let mut change = DeviceChange::on(&existing);
+                    change.device.vendor = new.vendor.clone();
+                    change.device.sku = new.sku.clone();
+                    change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
+                    (change, ImportOutcome::Updated)
+                }
+            };
+            if self.try_commit(change, attempt).await? {
+                return Ok(outcome);
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+
+    /// Operator switch: a disabled device cannot be claimed. Ownership and live claims stay as
+    /// they are; setting the current value again changes nothing.
+    pub async fn set_disabled(
+        &self,
+        thing: &ThingName,
+        disabled: bool,
+        operator: &str,
+        reason: Option<String>,
+    ) -> Result<Device, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            if device.disabled == disabled {
+                return Ok(device);
+            }
+            let mut change = DeviceChange::on(&device);
+            change.device.disabled = disabled;
+            let event = if disabled { HistoryEvent::Disabled } else { HistoryEvent::Enabled };
+            let mut entry = NewHistoryEntry::new(now, event, Actor::Operator(operator.to_owned()), None);
+            entry.reason = reason.clone();
+            change.record(entry);
+            let updated = change.device.clone();
+            if self.try_commit(change, attempt).await? {
+                return Ok(updated);
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+}
+
+/// Randomised, growing pause after a lost race, so racers do not collide again in lockstep.
+async fn backoff(attempt: u32) {
+    let ceiling_ms = 10u64.saturating_mul(1 << attempt.min(6));
+    let pause = fastrand::u64(1..=ceiling_ms);
+    tokio::time::sleep(StdDuration::from_millis(pause)).await;
+}
