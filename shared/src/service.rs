@@ -166,7 +166,32 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// `POST /v1/claims`: reserve a device for the caller, or return the claim they already hold.
+    /// Logs one `claim_decision` event (fields: see README, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+        let started = std::time::Instant::now();
+        let result = self.decide_and_claim(request).await;
+        let (outcome, claim_id) = match &result {
+            Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
+            Ok(ClaimOutcome::Existing(claim)) => ("existing", Some(claim.claim_id.as_str())),
+            Err(ClaimError::DeviceNotFound) => ("device_not_found", None),
+            Err(ClaimError::AlreadyClaimed) => ("already_claimed", None),
+            Err(ClaimError::IdempotencyKeyReused) => ("idempotency_key_reused", None),
+            Err(ClaimError::Busy) => ("busy", None),
+            Err(ClaimError::Store(_)) => ("store_unavailable", None),
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        tracing::info!(
+            event = "claim_decision",
+            outcome,
+            claim_id,
+            thing_name = %request.thing_name.redacted(),
+            latency_ms = elapsed_ms(started),
+            error,
+        );
+        result
+    }
+
+    async fn decide_and_claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
         for attempt in 0..self.settings.max_attempts {
             if let Some(existing) = self.replay_idempotent(request).await? {
                 return Ok(ClaimOutcome::Existing(existing));
@@ -245,7 +270,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let Some(key) = &request.idempotency_key else {
             return Ok(None);
         };
-        let Some(record) = self.store.idempotency_record(&request.user, key, self.clock.now()).await? else {
+        let Some(record) = self
+            .store
+            .idempotency_record(&request.user, key, self.clock.now())
+            .await?
+        else {
             return Ok(None);
         };
         if record.fingerprint != request.fingerprint() {
@@ -253,12 +282,21 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
         match self.store.claim(&record.claim_id).await? {
             Some(claim) => Ok(Some(claim)),
-            None => Err(StoreError::Corrupt(format!("idempotency record points at missing claim {}", record.claim_id)).into()),
+            None => Err(StoreError::Corrupt(format!(
+                "idempotency record points at missing claim {}",
+                record.claim_id
+            ))
+            .into()),
         }
     }
 
     /// Adds "claim `old_id` expired" to a change (claim record and device history).
-    async fn expire_into(&self, change: &mut DeviceChange, old_id: &ClaimId, now: OffsetDateTime) -> Result<(), StoreError> {
+    async fn expire_into(
+        &self,
+        change: &mut DeviceChange,
+        old_id: &ClaimId,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let Some(mut old) = self.store.claim(old_id).await? else {
             return Err(StoreError::Corrupt(format!("device points at missing claim {old_id}")));
         };
@@ -266,7 +304,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         if old.transition(ClaimState::Expired, now).is_ok() {
             let expired_at = old.expires_at;
             change.update_claim(before, old);
-            change.record(NewHistoryEntry::new(expired_at, HistoryEvent::Expired, Actor::System, Some(old_id.clone())));
+            change.record(NewHistoryEntry::new(
+                expired_at,
+                HistoryEvent::Expired,
+                Actor::System,
+                Some(old_id.clone()),
+            ));
         }
         Ok(())
     }
@@ -279,6 +322,26 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// `DELETE /v1/devices/{thing_name}`: the owner gives the device up; it becomes claimable.
     pub async fn release(&self, user: &UserId, thing: &ThingName) -> Result<Claim, ReleaseError> {
+        let started = std::time::Instant::now();
+        let result = self.decide_and_release(user, thing).await;
+        let outcome = match &result {
+            Ok(_) => "released",
+            Err(ReleaseError::DeviceNotFound) => "device_not_found",
+            Err(ReleaseError::MidClaim) => "mid_claim",
+            Err(ReleaseError::Busy) => "busy",
+            Err(ReleaseError::Store(_)) => "store_unavailable",
+        };
+        tracing::info!(
+            event = "release_decision",
+            outcome,
+            claim_id = result.as_ref().ok().map(|claim| claim.claim_id.as_str()),
+            thing_name = %thing.redacted(),
+            latency_ms = elapsed_ms(started),
+        );
+        result
+    }
+
+    async fn decide_and_release(&self, user: &UserId, thing: &ThingName) -> Result<Claim, ReleaseError> {
         for attempt in 0..self.settings.max_attempts {
             let now = self.clock.now();
             let Some(device) = self.store.device(thing).await? else {
@@ -309,7 +372,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         now: OffsetDateTime,
     ) -> Result<Claim, StoreError> {
         let Some(mut claim) = self.store.claim(claim_id).await? else {
-            return Err(StoreError::Corrupt(format!("device points at missing claim {claim_id}")));
+            return Err(StoreError::Corrupt(format!(
+                "device points at missing claim {claim_id}"
+            )));
         };
         let before = claim.version;
         claim
@@ -325,25 +390,59 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// The staging endpoint confirmed the publish of a claim's endpoint message.
     pub async fn mark_published(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
-        self.advance(claim_id, ClaimState::EndpointPublished, HistoryEvent::EndpointPublished, |_, _| {})
-            .await
+        self.advance(
+            claim_id,
+            ClaimState::EndpointPublished,
+            HistoryEvent::EndpointPublished,
+            |_, _| {},
+        )
+        .await
     }
 
     /// The device arrived in the OEM account: the claimant becomes its owner.
     pub async fn mark_provisioned(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
-        self.advance(claim_id, ClaimState::Provisioned, HistoryEvent::Provisioned, |device, claim| {
-            device.holder = Holder::Owned {
-                claim_id: claim.claim_id.clone(),
-                user: claim.user.clone(),
-                since: claim.updated_at,
-            };
-        })
+        self.advance(
+            claim_id,
+            ClaimState::Provisioned,
+            HistoryEvent::Provisioned,
+            |device, claim| {
+                device.holder = Holder::Owned {
+                    claim_id: claim.claim_id.clone(),
+                    user: claim.user.clone(),
+                    since: claim.updated_at,
+                };
+            },
+        )
         .await
     }
 
     /// Moves a claim forward if it is still the device's current reservation and the state machine
     /// allows it; reports that it did nothing otherwise (duplicates and late reports are normal).
     async fn advance(
+        &self,
+        claim_id: &ClaimId,
+        next: ClaimState,
+        event: HistoryEvent,
+        update_device: impl Fn(&mut Device, &Claim),
+    ) -> Result<Progress, DeviceOpError> {
+        let started = std::time::Instant::now();
+        let result = self.try_advance(claim_id, next, event, update_device).await;
+        let outcome = match &result {
+            Ok(Progress::Applied(_)) => "applied".to_owned(),
+            Ok(Progress::Ignored(state)) => format!("ignored_{state}"),
+            Err(err) => err.to_string(),
+        };
+        tracing::info!(
+            event = "claim_progress",
+            to = next.as_str(),
+            outcome,
+            claim_id = claim_id.as_str(),
+            latency_ms = elapsed_ms(started),
+        );
+        result
+    }
+
+    async fn try_advance(
         &self,
         claim_id: &ClaimId,
         next: ClaimState,
@@ -453,7 +552,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
             let mut change = DeviceChange::on(&device);
             change.device.disabled = disabled;
-            let event = if disabled { HistoryEvent::Disabled } else { HistoryEvent::Enabled };
+            let event = if disabled {
+                HistoryEvent::Disabled
+            } else {
+                HistoryEvent::Enabled
+            };
             let mut entry = NewHistoryEntry::new(now, event, Actor::Operator(operator.to_owned()), None);
             entry.reason = reason.clone();
             change.record(entry);
@@ -464,6 +567,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
         Err(DeviceOpError::Busy)
     }
+}
+
+fn elapsed_ms(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Randomised, growing pause after a lost race, so racers do not collide again in lockstep.

@@ -19,15 +19,16 @@ pub const DEFAULT_DYNAMODB_ENDPOINT: &str = "http://127.0.0.1:8000";
 
 /// A DynamoDB client for the local engine. Local engines accept any static credentials.
 pub async fn local_dynamodb() -> DynamoClient {
-    let endpoint =
-        std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| DEFAULT_DYNAMODB_ENDPOINT.to_owned());
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| DEFAULT_DYNAMODB_ENDPOINT.to_owned());
     dynamodb_at(&endpoint).await
 }
 
 pub async fn dynamodb_at(endpoint: &str) -> DynamoClient {
     let config = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "local"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "local",
+        ))
         .endpoint_url(endpoint)
         .load()
         .await;

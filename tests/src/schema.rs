@@ -3,8 +3,8 @@
 
 use aws_sdk_dynamodb::{
     types::{
-        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-        ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType, TimeToLiveSpecification,
     },
     Client,
 };
@@ -122,7 +122,11 @@ impl TableSchema {
             {
                 return Ok(false)
             }
-            Err(err) => return Err(SchemaError::Dynamo(aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string())),
+            Err(err) => {
+                return Err(SchemaError::Dynamo(
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&err).to_string(),
+                ))
+            }
         }
         if let Some(attribute) = &self.ttl_attribute {
             let spec = TimeToLiveSpecification::builder()

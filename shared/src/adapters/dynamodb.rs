@@ -272,14 +272,21 @@ fn classify_cancellation(reasons: &[CancellationReason], idempotency_index: Opti
     if idempotency_index.is_some_and(failed) {
         return CommitError::IdempotencyKeyUsed;
     }
-    let codes: Vec<&str> = reasons.iter().filter_map(|r| r.code()).filter(|c| *c != "None").collect();
+    let codes: Vec<&str> = reasons
+        .iter()
+        .filter_map(|r| r.code())
+        .filter(|c| *c != "None")
+        .collect();
     if codes
         .iter()
         .all(|code| matches!(*code, "ConditionalCheckFailed" | "TransactionConflict"))
     {
         CommitError::Conflict
     } else {
-        CommitError::Store(StoreError::Unavailable(format!("transaction cancelled: {}", codes.join(", "))))
+        CommitError::Store(StoreError::Unavailable(format!(
+            "transaction cancelled: {}",
+            codes.join(", ")
+        )))
     }
 }
 
@@ -472,7 +479,10 @@ fn claim_from(item: &Item) -> Result<Claim, StoreError> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(corrupt("history", "missing")),
     };
-    let failure = match (opt_str_attr(item, "failure_code")?, opt_str_attr(item, "failure_message")?) {
+    let failure = match (
+        opt_str_attr(item, "failure_code")?,
+        opt_str_attr(item, "failure_message")?,
+    ) {
         (Some(code), Some(message)) => Some(Failure {
             code: code.to_owned(),
             message: message.to_owned(),
@@ -703,7 +713,10 @@ mod tests {
         let token = encode_page_token(&key).expect("encodes");
         assert_eq!(decode_page_token(&token, "USER#alice"), Ok(key));
         assert_eq!(decode_page_token(&token, "USER#mallory"), Err(PageError::InvalidToken));
-        assert_eq!(decode_page_token("not base64!", "USER#alice"), Err(PageError::InvalidToken));
+        assert_eq!(
+            decode_page_token("not base64!", "USER#alice"),
+            Err(PageError::InvalidToken)
+        );
     }
 
     #[test]
@@ -716,8 +729,14 @@ mod tests {
             classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], Some(2)),
             CommitError::IdempotencyKeyUsed
         );
-        assert_eq!(classify_cancellation(&[failed, ok.clone()], Some(1)), CommitError::Conflict);
-        assert_eq!(classify_cancellation(&[conflict, ok.clone()], None), CommitError::Conflict);
+        assert_eq!(
+            classify_cancellation(&[failed, ok.clone()], Some(1)),
+            CommitError::Conflict
+        );
+        assert_eq!(
+            classify_cancellation(&[conflict, ok.clone()], None),
+            CommitError::Conflict
+        );
         assert!(matches!(
             classify_cancellation(&[throttled, ok], None),
             CommitError::Store(StoreError::Unavailable(_))

@@ -177,13 +177,17 @@ impl Claim {
     pub fn transition(&mut self, next: ClaimState, at: OffsetDateTime) -> Result<(), TransitionError> {
         let from = self.state;
         let overdue = self.is_overdue(at);
-        let allowed = from.can_become(next)
-            && (!overdue || matches!(next, ClaimState::Expired | ClaimState::Provisioned));
+        let allowed =
+            from.can_become(next) && (!overdue || matches!(next, ClaimState::Expired | ClaimState::Provisioned));
         if !allowed {
             return Err(TransitionError { from, to: next });
         }
         // An overdue claim records its expiry at the deadline, when it became true.
-        let recorded_at = if next == ClaimState::Expired && overdue { self.expires_at } else { at };
+        let recorded_at = if next == ClaimState::Expired && overdue {
+            self.expires_at
+        } else {
+            at
+        };
         self.state = next;
         self.updated_at = at;
         self.history.push(StateChange {
@@ -224,11 +228,17 @@ mod tests {
     fn a_live_claim_reads_as_expired_from_its_deadline_on() {
         let t0 = datetime!(2026-01-01 10:00 UTC);
         let claim = claim_at(t0);
-        assert_eq!(claim.effective_state(t0 + time::Duration::minutes(14)), ClaimState::Pending);
+        assert_eq!(
+            claim.effective_state(t0 + time::Duration::minutes(14)),
+            ClaimState::Pending
+        );
         let at_deadline = t0 + time::Duration::minutes(15);
         assert_eq!(claim.effective_state(at_deadline), ClaimState::Expired);
         let history = claim.effective_history(at_deadline);
-        assert_eq!(history.last().map(|h| (h.state, h.at)), Some((ClaimState::Expired, at_deadline)));
+        assert_eq!(
+            history.last().map(|h| (h.state, h.at)),
+            Some((ClaimState::Expired, at_deadline))
+        );
     }
 
     #[test]
@@ -236,10 +246,17 @@ mod tests {
         let t0 = datetime!(2026-01-01 10:00 UTC);
         let mut claim = claim_at(t0);
         claim.transition(ClaimState::EndpointPublished, t0).expect("publish");
-        claim.transition(ClaimState::Provisioned, t0 + time::Duration::minutes(1)).expect("arrive");
+        claim
+            .transition(ClaimState::Provisioned, t0 + time::Duration::minutes(1))
+            .expect("arrive");
         // A provisioned claim has no deadline any more.
-        assert_eq!(claim.effective_state(t0 + time::Duration::days(30)), ClaimState::Provisioned);
-        claim.transition(ClaimState::Released, t0 + time::Duration::days(30)).expect("release");
+        assert_eq!(
+            claim.effective_state(t0 + time::Duration::days(30)),
+            ClaimState::Provisioned
+        );
+        claim
+            .transition(ClaimState::Released, t0 + time::Duration::days(30))
+            .expect("release");
         let states: Vec<_> = claim.history.iter().map(|h| h.state).collect();
         assert_eq!(
             states,

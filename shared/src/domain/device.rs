@@ -202,7 +202,10 @@ mod tests {
             dev.decide_claim(&user("a"), much_later),
             ClaimDecision::AlreadyYours(claim_id.clone())
         );
-        assert_eq!(dev.decide_release(&user("a"), much_later), ReleaseDecision::Release(claim_id));
+        assert_eq!(
+            dev.decide_release(&user("a"), much_later),
+            ReleaseDecision::Release(claim_id)
+        );
         assert_eq!(dev.decide_release(&user("b"), much_later), ReleaseDecision::NotYours);
     }
 

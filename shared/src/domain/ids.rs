@@ -205,9 +205,23 @@ mod tests {
         assert_eq!(ThingName::parse(""), Err(CodeError::Empty));
         assert_eq!(
             ThingName::parse(&"a".repeat(THING_NAME_MAX_LEN + 1)),
-            Err(CodeError::TooLong { max: THING_NAME_MAX_LEN })
+            Err(CodeError::TooLong {
+                max: THING_NAME_MAX_LEN
+            })
         );
-        for bad in ["a/b", "a+", "#", "a b", " a", "a\0", "$aws", "é", "a.b", "a\n", "a\u{200b}"] {
+        for bad in [
+            "a/b",
+            "a+",
+            "#",
+            "a b",
+            " a",
+            "a\0",
+            "$aws",
+            "é",
+            "a.b",
+            "a\n",
+            "a\u{200b}",
+        ] {
             assert_eq!(ThingName::parse(bad), Err(CodeError::InvalidCharacter), "{bad:?}");
         }
     }

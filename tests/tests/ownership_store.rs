@@ -1,0 +1,615 @@
+//! Ownership rules end to end on the real DynamoDB engine (DynamoDB Local, started by
+//! `scripts/dev.sh`). Each test works in a table of its own, so they run in parallel.
+
+// A failed expectation in a test is the test failing: unwrap/expect are the right tool here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::HashMap, sync::Arc};
+
+use aws_sdk_dynamodb::{types::AttributeValue, Client};
+use claim_shared::{
+    adapters::dynamodb::DynamoOwnershipStore,
+    domain::{
+        claim::ClaimState,
+        device::Holder,
+        history::{Actor, HistoryEntry, HistoryEvent},
+        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+    },
+    ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
+    service::{
+        ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice, Progress,
+        ReleaseError,
+    },
+};
+use claim_tests::{dynamodb_at, fresh_table, local_dynamodb, ManualClock};
+use time::{macros::datetime, Duration};
+
+const ENDPOINT: &str = "oem-ats.iot.eu-west-1.amazonaws.com";
+type Service = ClaimService<DynamoOwnershipStore, ManualClock>;
+
+struct Fixture {
+    client: Client,
+    table: String,
+    clock: ManualClock,
+    service: Arc<Service>,
+}
+
+async fn fixture() -> Fixture {
+    let client = local_dynamodb().await;
+    let table = fresh_table(&client).await;
+    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
+    let service = Arc::new(ClaimService::new(
+        DynamoOwnershipStore::new(client.clone(), &table),
+        clock.clone(),
+        ClaimSettings::default(),
+    ));
+    Fixture {
+        client,
+        table,
+        clock,
+        service,
+    }
+}
+
+fn thing(name: &str) -> ThingName {
+    ThingName::parse(name).expect("valid thing name")
+}
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).expect("valid user id")
+}
+
+fn request(who: &str, device: &str, key: Option<&str>) -> ClaimRequest {
+    ClaimRequest {
+        user: user(who),
+        thing_name: thing(device),
+        target_endpoint: ENDPOINT.to_owned(),
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("valid key")),
+    }
+}
+
+impl Fixture {
+    async fn import(&self, device: &str) {
+        let outcome = self
+            .service
+            .import(
+                &NewDevice {
+                    thing_name: thing(device),
+                    vendor: "espressif".into(),
+                    sku: Some("KETTLE-2".into()),
+                },
+                Actor::Operator("factory-import".into()),
+            )
+            .await
+            .expect("import");
+        assert_eq!(outcome, ImportOutcome::Created);
+    }
+
+    async fn history(&self, device: &str) -> Vec<HistoryEntry> {
+        self.service.store().history(&thing(device)).await.expect("history")
+    }
+
+    async fn events(&self, device: &str) -> Vec<(HistoryEvent, Option<ClaimId>)> {
+        self.history(device)
+            .await
+            .into_iter()
+            .map(|entry| (entry.event, entry.claim_id))
+            .collect()
+    }
+
+    /// Every stored item of one entity kind (a scan: test-only, the product never scans).
+    async fn items(&self, entity: &str) -> Vec<HashMap<String, AttributeValue>> {
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("entity = :e")
+            .expression_attribute_values(":e", AttributeValue::S(entity.into()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .expect("scan")
+    }
+
+    async fn claims_of_device(&self, device: &str) -> usize {
+        self.items("claim")
+            .await
+            .iter()
+            .filter(|item| item.get("thing_name") == Some(&AttributeValue::S(device.into())))
+            .count()
+    }
+
+    async fn claim_and_own(&self, who: &str, device: &str) -> ClaimId {
+        let ClaimOutcome::Created(claim) = self.service.claim(&request(who, device, None)).await.expect("claim") else {
+            panic!("expected a new claim");
+        };
+        assert!(matches!(
+            self.service.mark_published(&claim.claim_id).await,
+            Ok(Progress::Applied(_))
+        ));
+        assert!(matches!(
+            self.service.mark_provisioned(&claim.claim_id).await,
+            Ok(Progress::Applied(_))
+        ));
+        claim.claim_id
+    }
+}
+
+/// History entries are numbered 1..=n without gaps.
+fn assert_contiguous(history: &[HistoryEntry]) {
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    let expected: Vec<u64> = (1..=history.len() as u64).collect();
+    assert_eq!(seqs, expected, "history numbering has a gap or a duplicate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_users_racing_for_one_device_leave_exactly_one_reservation() {
+    let fx = fixture().await;
+    fx.import("race-1").await;
+
+    let attempts = (0..20).map(|i| {
+        let service = Arc::clone(&fx.service);
+        tokio::spawn(async move { (i, service.claim(&request(&format!("user-{i}"), "race-1", None)).await) })
+    });
+    let results = futures::future::join_all(attempts).await;
+
+    let mut winners = Vec::new();
+    let mut refused = 0;
+    for joined in results {
+        let (i, result) = joined.expect("task");
+        match result {
+            Ok(ClaimOutcome::Created(claim)) => winners.push((i, claim)),
+            Err(ClaimError::AlreadyClaimed) => refused += 1,
+            other => panic!("user-{i}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one reservation wins");
+    assert_eq!(refused, 19, "everyone else sees already_claimed");
+    let (winner, claim) = &winners[0];
+
+    // The store is consistent: one holder, one claim, and the history tells exactly that.
+    let device = fx.service.store().device(&thing("race-1")).await.unwrap().unwrap();
+    assert!(matches!(
+        &device.holder,
+        Holder::Reserved { claim_id, user: u, .. } if claim_id == &claim.claim_id && u == &user(&format!("user-{winner}"))
+    ));
+    assert_eq!(fx.claims_of_device("race-1").await, 1);
+    let history = fx.history("race-1").await;
+    assert_contiguous(&history);
+    assert_eq!(
+        fx.events("race-1").await,
+        [
+            (HistoryEvent::Imported, None),
+            (HistoryEvent::Claimed, Some(claim.claim_id.clone()))
+        ]
+    );
+    assert_eq!(device.history_len, 2);
+}
+
+#[tokio::test]
+async fn the_same_user_claiming_again_gets_the_same_claim() {
+    let fx = fixture().await;
+    fx.import("dev-again").await;
+
+    let first = fx
+        .service
+        .claim(&request("alice", "dev-again", None))
+        .await
+        .expect("first");
+    let ClaimOutcome::Created(first) = first else {
+        panic!("first claim must be new")
+    };
+
+    // Without a key, with a new key, and with the same key twice: always the first claim.
+    for key in [None, Some("key-1"), Some("key-1"), Some("key-2")] {
+        let again = fx
+            .service
+            .claim(&request("alice", "dev-again", key))
+            .await
+            .expect("again");
+        assert_eq!(again, ClaimOutcome::Existing(first.clone()), "key {key:?}");
+    }
+    assert_eq!(fx.claims_of_device("dev-again").await, 1);
+    assert_eq!(fx.history("dev-again").await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_sent_concurrently_makes_one_claim() {
+    let fx = fixture().await;
+    fx.import("dev-idem").await;
+
+    let attempts = (0..10).map(|_| {
+        let service = Arc::clone(&fx.service);
+        tokio::spawn(async move { service.claim(&request("bob", "dev-idem", Some("retry-me"))).await })
+    });
+    let outcomes: Vec<ClaimOutcome> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("task").expect("claim"))
+        .collect();
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, ClaimOutcome::Created(_)))
+        .count();
+    assert_eq!(created, 1);
+    let ids: std::collections::HashSet<_> = outcomes.iter().map(|o| o.claim().claim_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "every response names the same claim");
+    assert_eq!(fx.claims_of_device("dev-idem").await, 1);
+    assert_eq!(fx.items("idempotency").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_cannot_be_reused_for_another_device() {
+    let fx = fixture().await;
+    fx.import("dev-k1").await;
+    fx.import("dev-k2").await;
+    fx.service
+        .claim(&request("carol", "dev-k1", Some("same-key")))
+        .await
+        .expect("first");
+    let reused = fx.service.claim(&request("carol", "dev-k2", Some("same-key"))).await;
+    assert_eq!(reused, Err(ClaimError::IdempotencyKeyReused));
+    assert_eq!(fx.claims_of_device("dev-k2").await, 0, "nothing was written");
+    assert_eq!(fx.history("dev-k2").await.len(), 1);
+
+    // Once the key's window has passed it is free again.
+    fx.clock.advance(Duration::hours(25));
+    let later = fx.service.claim(&request("carol", "dev-k2", Some("same-key"))).await;
+    assert!(matches!(later, Ok(ClaimOutcome::Created(_))), "{later:?}");
+}
+
+#[tokio::test]
+async fn a_reservation_past_its_deadline_reads_expired_and_frees_the_device() {
+    let fx = fixture().await;
+    fx.import("dev-exp").await;
+    let ClaimOutcome::Created(first) = fx.service.claim(&request("alice", "dev-exp", None)).await.unwrap() else {
+        panic!("new claim expected");
+    };
+    assert_eq!(
+        fx.service.claim(&request("bob", "dev-exp", None)).await,
+        Err(ClaimError::AlreadyClaimed)
+    );
+
+    fx.clock.advance(Duration::minutes(15));
+
+    // Reads are right without any sweep having run.
+    let read = fx
+        .service
+        .claim_of(&user("alice"), &first.claim_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.effective_state(fx.service.now()), ClaimState::Expired);
+    let device = fx.service.store().device(&thing("dev-exp")).await.unwrap().unwrap();
+    assert_eq!(device.held_by(fx.service.now()), None);
+
+    // Another user can claim; the old claim is recorded as expired in the same change.
+    let ClaimOutcome::Created(second) = fx.service.claim(&request("bob", "dev-exp", None)).await.unwrap() else {
+        panic!("bob gets a new claim");
+    };
+    let old = fx.service.store().claim(&first.claim_id).await.unwrap().unwrap();
+    assert_eq!(old.state, ClaimState::Expired);
+    assert_eq!(old.history.last().map(|h| h.at), Some(first.expires_at));
+    let history = fx.history("dev-exp").await;
+    assert_contiguous(&history);
+    assert_eq!(
+        fx.events("dev-exp").await,
+        [
+            (HistoryEvent::Imported, None),
+            (HistoryEvent::Claimed, Some(first.claim_id.clone())),
+            (HistoryEvent::Expired, Some(first.claim_id.clone())),
+            (HistoryEvent::Claimed, Some(second.claim_id.clone())),
+        ]
+    );
+    // A late "published" report for the superseded claim changes nothing.
+    assert_eq!(
+        fx.service.mark_published(&first.claim_id).await,
+        Ok(Progress::Ignored(ClaimState::Expired))
+    );
+    assert_eq!(fx.history("dev-exp").await.len(), 4);
+}
+
+#[tokio::test]
+async fn the_expiry_sweep_records_overdue_claims_without_any_read() {
+    let fx = fixture().await;
+    fx.import("dev-sweep").await;
+    fx.import("dev-fresh").await;
+    let overdue = fx.service.claim(&request("alice", "dev-sweep", None)).await.unwrap();
+    fx.clock.advance(Duration::minutes(10));
+    fx.service.claim(&request("bob", "dev-fresh", None)).await.unwrap();
+    fx.clock.advance(Duration::minutes(6));
+
+    let due = fx.service.store().overdue_claims(fx.service.now(), 100).await.unwrap();
+    let due_ids: Vec<_> = due.iter().map(|c| c.claim_id.clone()).collect();
+    assert_eq!(due_ids, [overdue.claim().claim_id.clone()]);
+
+    let expired = fx.service.expire_if_overdue(&thing("dev-sweep")).await.unwrap();
+    assert_eq!(expired, Some(overdue.claim().claim_id.clone()));
+    // Running it again (a retried sweep) changes nothing.
+    assert_eq!(fx.service.expire_if_overdue(&thing("dev-sweep")).await.unwrap(), None);
+    let device = fx.service.store().device(&thing("dev-sweep")).await.unwrap().unwrap();
+    assert_eq!(device.holder, Holder::Free);
+    assert!(fx
+        .service
+        .store()
+        .overdue_claims(fx.service.now(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(fx.history("dev-sweep").await.len(), 3);
+}
+
+#[tokio::test]
+async fn only_the_owner_releases_and_the_device_becomes_claimable() {
+    let fx = fixture().await;
+    fx.import("dev-rel").await;
+
+    // A live reservation cannot be released (the endpoint may already be on its way).
+    let pending = fx.service.claim(&request("alice", "dev-rel", None)).await.unwrap();
+    assert_eq!(
+        fx.service.release(&user("alice"), &thing("dev-rel")).await,
+        Err(ReleaseError::MidClaim)
+    );
+    fx.service.mark_published(&pending.claim().claim_id).await.unwrap();
+    fx.service.mark_provisioned(&pending.claim().claim_id).await.unwrap();
+    let owned = pending.claim().claim_id.clone();
+
+    // Anyone else, and unknown devices, get the same answer.
+    assert_eq!(
+        fx.service.release(&user("mallory"), &thing("dev-rel")).await,
+        Err(ReleaseError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.release(&user("mallory"), &thing("no-such-device")).await,
+        Err(ReleaseError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.claim(&request("bob", "dev-rel", None)).await,
+        Err(ClaimError::AlreadyClaimed)
+    );
+
+    let released = fx.service.release(&user("alice"), &thing("dev-rel")).await.unwrap();
+    assert_eq!(released.state, ClaimState::Released);
+    assert_eq!(
+        fx.service.release(&user("alice"), &thing("dev-rel")).await,
+        Err(ReleaseError::DeviceNotFound),
+        "a second release finds nothing to release"
+    );
+
+    let bobs = fx.service.claim(&request("bob", "dev-rel", None)).await.unwrap();
+    assert!(matches!(bobs, ClaimOutcome::Created(_)));
+    assert_eq!(
+        fx.events("dev-rel").await,
+        [
+            (HistoryEvent::Imported, None),
+            (HistoryEvent::Claimed, Some(owned.clone())),
+            (HistoryEvent::EndpointPublished, Some(owned.clone())),
+            (HistoryEvent::Provisioned, Some(owned.clone())),
+            (HistoryEvent::Released, Some(owned.clone())),
+            (HistoryEvent::Claimed, Some(bobs.claim().claim_id.clone())),
+        ]
+    );
+    let release_entry = &fx.history("dev-rel").await[4];
+    assert_eq!(release_entry.actor, Actor::User(user("alice")));
+}
+
+#[tokio::test]
+async fn disabled_devices_cannot_be_claimed_and_look_unknown() {
+    let fx = fixture().await;
+    fx.import("dev-off").await;
+    fx.service
+        .set_disabled(&thing("dev-off"), true, "ops@oem", Some("returned to factory".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.service.claim(&request("alice", "dev-off", None)).await,
+        Err(ClaimError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.claim(&request("alice", "never-imported", None)).await,
+        Err(ClaimError::DeviceNotFound),
+        "indistinguishable from an unknown device"
+    );
+    assert_eq!(fx.claims_of_device("dev-off").await, 0);
+
+    fx.service
+        .set_disabled(&thing("dev-off"), false, "ops@oem", None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        fx.service.claim(&request("alice", "dev-off", None)).await,
+        Ok(ClaimOutcome::Created(_))
+    ));
+    let history = fx.history("dev-off").await;
+    let disabled = &history[1];
+    assert_eq!(disabled.event, HistoryEvent::Disabled);
+    assert_eq!(disabled.actor, Actor::Operator("ops@oem".into()));
+    assert_eq!(disabled.reason.as_deref(), Some("returned to factory"));
+    assert_eq!(history[2].event, HistoryEvent::Enabled);
+}
+
+#[tokio::test]
+async fn history_is_append_only_across_every_operation() {
+    let fx = fixture().await;
+    fx.import("dev-hist").await;
+    let mut snapshots = vec![fx.history("dev-hist").await];
+
+    fx.service.claim(&request("alice", "dev-hist", None)).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.clock.advance(Duration::minutes(16));
+    fx.service.claim(&request("bob", "dev-hist", None)).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    let bobs = fx.service.claim(&request("bob", "dev-hist", None)).await.unwrap();
+    fx.service.mark_published(&bobs.claim().claim_id).await.unwrap();
+    fx.service.mark_provisioned(&bobs.claim().claim_id).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.service.release(&user("bob"), &thing("dev-hist")).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.service
+        .set_disabled(&thing("dev-hist"), true, "ops", None)
+        .await
+        .unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+
+    for pair in snapshots.windows(2) {
+        assert!(pair[1].len() > pair[0].len(), "every operation appended");
+        assert_eq!(&pair[1][..pair[0].len()], &pair[0][..], "earlier entries never change");
+    }
+    let last = snapshots.last().unwrap();
+    assert_contiguous(last);
+
+    // A writer that tries to rewrite an existing entry is refused, and nothing of its change lands.
+    let device = fx.service.store().device(&thing("dev-hist")).await.unwrap().unwrap();
+    let mut forged = DeviceChange::on(&device);
+    let mut rewritten = last[0].clone();
+    rewritten.event = HistoryEvent::Released;
+    forged.history.push(rewritten);
+    forged.device.disabled = false;
+    assert_eq!(fx.service.store().commit(forged).await, Err(CommitError::Conflict));
+    assert_eq!(&fx.history("dev-hist").await, last);
+    let after = fx.service.store().device(&thing("dev-hist")).await.unwrap().unwrap();
+    assert_eq!(after, device, "the device did not change either");
+}
+
+#[tokio::test]
+async fn a_stale_decision_never_lands() {
+    let fx = fixture().await;
+    fx.import("dev-stale").await;
+    let before = fx.service.store().device(&thing("dev-stale")).await.unwrap().unwrap();
+    fx.service.claim(&request("alice", "dev-stale", None)).await.unwrap();
+
+    // A change decided on the old version (as a racing writer would) is refused whole.
+    let mut stale = DeviceChange::on(&before);
+    stale.device.disabled = true;
+    assert_eq!(fx.service.store().commit(stale).await, Err(CommitError::Conflict));
+    let now = fx.service.store().device(&thing("dev-stale")).await.unwrap().unwrap();
+    assert!(!now.disabled);
+}
+
+#[tokio::test]
+async fn reimporting_never_touches_ownership() {
+    let fx = fixture().await;
+    fx.import("dev-imp").await;
+    let claim = fx.claim_and_own("alice", "dev-imp").await;
+    let same = NewDevice {
+        thing_name: thing("dev-imp"),
+        vendor: "espressif".into(),
+        sku: Some("KETTLE-2".into()),
+    };
+    let actor = Actor::Operator("factory-import".into());
+    assert_eq!(
+        fx.service.import(&same, actor.clone()).await,
+        Ok(ImportOutcome::Unchanged)
+    );
+    let changed = NewDevice {
+        sku: Some("KETTLE-3".into()),
+        ..same
+    };
+    assert_eq!(fx.service.import(&changed, actor).await, Ok(ImportOutcome::Updated));
+    let device = fx.service.store().device(&thing("dev-imp")).await.unwrap().unwrap();
+    assert_eq!(device.sku.as_deref(), Some("KETTLE-3"));
+    assert!(matches!(device.holder, Holder::Owned { claim_id, .. } if claim_id == claim));
+}
+
+#[tokio::test]
+async fn devices_held_by_a_user_page_through_their_own_devices_only() {
+    let fx = fixture().await;
+    for i in 0..5 {
+        fx.import(&format!("dev-list-{i}")).await;
+    }
+    fx.import("dev-other").await;
+    for i in 0..5 {
+        fx.service
+            .claim(&request("dana", &format!("dev-list-{i}"), None))
+            .await
+            .unwrap();
+    }
+    fx.service.claim(&request("erin", "dev-other", None)).await.unwrap();
+
+    let store = fx.service.store();
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = store.devices_held_by(&user("dana"), token.as_deref(), 2).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|d| d.thing_name.to_string()));
+        match page.next_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..5).map(|i| format!("dev-list-{i}")).collect::<Vec<_>>());
+
+    // Erin cannot use Dana's page token.
+    let dana_page = store.devices_held_by(&user("dana"), None, 2).await.unwrap();
+    let token = dana_page.next_token.expect("more pages");
+    assert!(store.devices_held_by(&user("erin"), Some(&token), 2).await.is_err());
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_fails_cleanly() {
+    // Nothing listens on port 9 (discard) here: every call fails to connect.
+    let client = dynamodb_at("http://127.0.0.1:9").await;
+    let service = ClaimService::new(
+        DynamoOwnershipStore::new(client, "unreachable"),
+        ManualClock::at(datetime!(2026-03-01 12:00 UTC)),
+        ClaimSettings::default(),
+    );
+    let result = service.claim(&request("alice", "dev-1", None)).await;
+    assert!(
+        matches!(result, Err(ClaimError::Store(StoreError::Unavailable(_)))),
+        "{result:?}"
+    );
+}
+
+/// Captures what the code under test logs, as the JSON lines CloudWatch would receive.
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn claim_decisions_are_logged_with_their_fields_but_never_the_full_code() {
+    let fx = fixture().await;
+    let code = "a1b2c3d4-e5f6-7890-abcd-ef0123456789";
+    fx.import(code).await;
+
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    let claim = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let claim = fx.service.claim(&request("alice", code, None)).await.unwrap();
+        fx.service.claim(&request("bob", code, None)).await.unwrap_err();
+        claim
+    };
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let decisions: Vec<&serde_json::Value> = events
+        .iter()
+        .map(|e| &e["fields"])
+        .filter(|f| f["event"] == "claim_decision")
+        .collect();
+    assert_eq!(decisions.len(), 2);
+    assert_eq!(decisions[0]["outcome"], "created");
+    assert_eq!(decisions[0]["claim_id"], claim.claim().claim_id.as_str());
+    assert!(decisions[0]["latency_ms"].is_u64());
+    assert_eq!(decisions[1]["outcome"], "already_claimed");
+    assert_eq!(decisions[1]["thing_name"], "a1b2…(36 chars)");
+    assert!(!text.contains(code), "the full label code never reaches the logs");
+}
