@@ -16,7 +16,7 @@ use crate::{
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
-    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
+    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
 
 /// Where "now" comes from; tests move it, production reads the system clock.
@@ -318,6 +318,50 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// alike.
     pub async fn claim_of(&self, user: &UserId, claim_id: &ClaimId) -> Result<Option<Claim>, StoreError> {
         Ok(self.store.claim(claim_id).await?.filter(|claim| &claim.user == user))
+    }
+
+    /// `GET /v1/devices/{thing_name}`: the device and the claim through which the caller holds it
+    /// now (owned or live reservation); `None` for anyone else and for unknown devices alike.
+    pub async fn device_of(&self, user: &UserId, thing: &ThingName) -> Result<Option<(Device, Claim)>, StoreError> {
+        let Some(device) = self.store.device(thing).await? else {
+            return Ok(None);
+        };
+        self.with_holding_claim(user, device).await
+    }
+
+    /// `GET /v1/devices`: the caller's devices (owned, and reserved by live claims), a page at a time.
+    pub async fn devices_of(
+        &self,
+        user: &UserId,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page<(Device, Claim)>, PageError> {
+        let page = self.store.devices_held_by(user, page_token, limit).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for device in page.items {
+            if let Some(pair) = self.with_holding_claim(user, device).await? {
+                items.push(pair);
+            }
+        }
+        Ok(Page {
+            items,
+            next_token: page.next_token,
+        })
+    }
+
+    async fn with_holding_claim(&self, user: &UserId, device: Device) -> Result<Option<(Device, Claim)>, StoreError> {
+        if device.held_by(self.clock.now()) != Some(user) {
+            return Ok(None);
+        }
+        let Some(claim_id) = device.holder.claim_id() else {
+            return Ok(None);
+        };
+        match self.store.claim(claim_id).await? {
+            Some(claim) => Ok(Some((device, claim))),
+            None => Err(StoreError::Corrupt(format!(
+                "device points at missing claim {claim_id}"
+            ))),
+        }
     }
 
     /// `DELETE /v1/devices/{thing_name}`: the owner gives the device up; it becomes claimable.

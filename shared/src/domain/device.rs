@@ -63,6 +63,15 @@ pub enum ReleaseDecision {
     NotYours,
 }
 
+impl Holder {
+    pub fn claim_id(&self) -> Option<&ClaimId> {
+        match self {
+            Holder::Free => None,
+            Holder::Reserved { claim_id, .. } | Holder::Owned { claim_id, .. } => Some(claim_id),
+        }
+    }
+}
+
 impl Device {
     /// The holder as it is true at `now`: a reservation past its deadline holds nothing.
     pub fn effective_holder(&self, now: OffsetDateTime) -> &Holder {

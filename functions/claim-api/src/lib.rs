@@ -1,0 +1,523 @@
+//! The user routes of `spec/api.md` as one Lambda function behind API Gateway (REST or HTTP API
+//! payloads; also Function URL payloads under `cargo lambda watch`).
+//!
+//! The handler never fails the invocation: every outcome, bugs included, is an HTTP response in the
+//! `api.md` error shape with an `x-request-id` header.
+
+pub mod identity;
+
+use claim_shared::{
+    domain::{
+        claim::Claim,
+        device::Device,
+        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+    },
+    ports::{OwnershipStore, PageError, StoreError},
+    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, Clock, ReleaseError},
+};
+use lambda_http::{
+    http::{header, HeaderValue, Method, StatusCode},
+    request::RequestContext,
+    Body, Request, RequestExt, Response,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tracing::Instrument;
+
+/// Largest request body accepted. A claim request is a label code and a region hint; anything near
+/// this size is not one.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// Devices per page of `GET /v1/devices`.
+pub const DEVICES_PAGE_SIZE: u32 = 25;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The OEM AWS IoT data endpoint devices are sent to (endpoint selection rules come later).
+    pub target_endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ApiConfig {
+    /// Checked at cold start, so a bad deployment fails loudly instead of publishing garbage.
+    pub fn new(target_endpoint: &str) -> Result<Self, ConfigError> {
+        let valid_host = !target_endpoint.is_empty()
+            && target_endpoint.len() <= 253
+            && target_endpoint
+                .split('.')
+                .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid_host {
+            return Err(ConfigError(format!(
+                "OEM_ENDPOINT must be a host name such as xxxx-ats.iot.eu-west-1.amazonaws.com, got {target_endpoint:?}"
+            )));
+        }
+        Ok(Self {
+            target_endpoint: target_endpoint.to_owned(),
+        })
+    }
+}
+
+pub struct Api<S, C> {
+    pub service: ClaimService<S, C>,
+    pub config: ApiConfig,
+}
+
+/// An error answer in the `api.md` shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn device_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "device_not_found",
+            "No device of yours matches this code.",
+        )
+    }
+
+    fn claim_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "claim_not_found",
+            "No claim of yours has this id.",
+        )
+    }
+
+    fn unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "The service is temporarily unavailable; nothing was changed. Please try again.",
+        )
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong on our side; nothing was changed.",
+        )
+    }
+
+    fn from_store(err: &StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => Self::unavailable(),
+            StoreError::Corrupt(_) => Self::internal(),
+        }
+    }
+}
+
+/// The routes, by template (what logs show; raw paths carry label codes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    CreateClaim,
+    GetClaim(String),
+    ListDevices,
+    GetDevice(String),
+    ReleaseDevice(String),
+}
+
+impl Route {
+    fn template(&self) -> &'static str {
+        match self {
+            Route::CreateClaim => "POST /v1/claims",
+            Route::GetClaim(_) => "GET /v1/claims/{claim_id}",
+            Route::ListDevices => "GET /v1/devices",
+            Route::GetDevice(_) => "GET /v1/devices/{thing_name}",
+            Route::ReleaseDevice(_) => "DELETE /v1/devices/{thing_name}",
+        }
+    }
+}
+
+/// Matches the path from its `v1` segment on, so a REST API stage prefix (`/prod/v1/...`) does not
+/// matter.
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let start = segments.iter().position(|s| *s == "v1");
+    let rest = start.map(|i| &segments[i + 1..]).unwrap_or(&[]);
+    let route = match (method, rest) {
+        (&Method::POST, ["claims"]) => Route::CreateClaim,
+        (&Method::GET, ["claims", id]) => Route::GetClaim((*id).to_owned()),
+        (&Method::GET, ["devices"]) => Route::ListDevices,
+        (&Method::GET, ["devices", thing]) => Route::GetDevice((*thing).to_owned()),
+        (&Method::DELETE, ["devices", thing]) => Route::ReleaseDevice((*thing).to_owned()),
+        (_, ["claims"] | ["claims", _] | ["devices"] | ["devices", _]) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This method is not allowed on this resource.",
+            ))
+        }
+        _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.")),
+    };
+    Ok(route)
+}
+
+/// The id API Gateway gave the request (the one in its access logs), else the Lambda request id.
+pub fn request_id(request: &Request) -> String {
+    let from_gateway = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(context)) => context.request_id.clone(),
+        Some(RequestContext::ApiGatewayV2(context)) => context.request_id.clone(),
+        _ => None,
+    };
+    from_gateway
+        .or_else(|| request.lambda_context_ref().map(|context| context.request_id.clone()))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+impl<S: OwnershipStore, C: Clock> Api<S, C> {
+    pub fn new(service: ClaimService<S, C>, config: ApiConfig) -> Self {
+        Self { service, config }
+    }
+
+    /// Entry point for `lambda_http::run`. Never returns `Err`.
+    pub async fn handle(&self, request: Request) -> Result<Response<Body>, std::convert::Infallible> {
+        let request_id = request_id(&request);
+        let span = tracing::info_span!("request", request_id = %request_id);
+        Ok(self.respond(request, request_id).instrument(span).await)
+    }
+
+    async fn respond(&self, request: Request, request_id: String) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let routed = route(request.method(), request.uri().path());
+        let template = routed.as_ref().map(Route::template).unwrap_or("unmatched");
+        let result = match routed {
+            Ok(route) => self.dispatch(route, &request).await,
+            Err(err) => Err(err),
+        };
+        let response = match result {
+            Ok((status, headers, body)) => json_response(status, &request_id, headers, body),
+            Err(err) => json_response(
+                err.status,
+                &request_id,
+                Vec::new(),
+                Some(json!({"error": {"code": err.code, "message": err.message, "request_id": request_id}})),
+            ),
+        };
+        tracing::info!(
+            event = "http_request",
+            route = template,
+            status = response.status().as_u16(),
+            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        response
+    }
+
+    async fn dispatch(&self, route: Route, request: &Request) -> Result<Answer, ApiError> {
+        let Some(user) = identity::caller(request) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Sign in to claim devices.",
+            ));
+        };
+        match route {
+            Route::CreateClaim => self.create_claim(&user, request).await,
+            Route::GetClaim(id) => self.get_claim(&user, &id).await,
+            Route::ListDevices => self.list_devices(&user, request).await,
+            Route::GetDevice(thing) => self.get_device(&user, &thing).await,
+            Route::ReleaseDevice(thing) => self.release_device(&user, &thing).await,
+        }
+    }
+
+    async fn create_claim(&self, user: &UserId, request: &Request) -> Result<Answer, ApiError> {
+        let body = parse_claim_body(request.body().as_ref())?;
+        let thing_name = ThingName::parse(&body.code)
+            .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", err.to_string()))?;
+        let idempotency_key = match request.headers().get("idempotency-key") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|raw| IdempotencyKey::parse(raw).ok())
+                    .ok_or_else(|| {
+                        ApiError::invalid_request("Idempotency-Key must be 1 to 255 printable ASCII characters.")
+                    })?,
+            ),
+        };
+        let claim_request = ClaimRequest {
+            user: user.clone(),
+            thing_name,
+            target_endpoint: self.config.target_endpoint.clone(),
+            idempotency_key,
+        };
+        let outcome = self.service.claim(&claim_request).await.map_err(|err| match err {
+            ClaimError::DeviceNotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "device_not_found",
+                "No claimable device matches this code. Check the code on the label.",
+            ),
+            ClaimError::AlreadyClaimed => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_claimed",
+                "This device belongs to someone else. Ask them to release it first.",
+            ),
+            ClaimError::IdempotencyKeyReused => {
+                ApiError::invalid_request("This Idempotency-Key was already used for a different request.")
+            }
+            ClaimError::Busy => ApiError::unavailable(),
+            ClaimError::Store(err) => ApiError::from_store(&err),
+        })?;
+        let now = self.service.now();
+        Ok(match outcome {
+            ClaimOutcome::Created(claim) => {
+                let location = format!("/v1/claims/{}", claim.claim_id);
+                (
+                    StatusCode::ACCEPTED,
+                    vec![(header::LOCATION, location)],
+                    Some(claim_view(&claim, now)),
+                )
+            }
+            ClaimOutcome::Existing(claim) => (StatusCode::OK, Vec::new(), Some(claim_view(&claim, now))),
+        })
+    }
+
+    async fn get_claim(&self, user: &UserId, raw_id: &str) -> Result<Answer, ApiError> {
+        let Some(claim_id) = ClaimId::parse(raw_id) else {
+            return Err(ApiError::claim_not_found());
+        };
+        let claim = self
+            .service
+            .claim_of(user, &claim_id)
+            .await
+            .map_err(|err| ApiError::from_store(&err))?
+            .ok_or_else(ApiError::claim_not_found)?;
+        Ok((StatusCode::OK, Vec::new(), Some(claim_view(&claim, self.service.now()))))
+    }
+
+    async fn list_devices(&self, user: &UserId, request: &Request) -> Result<Answer, ApiError> {
+        let params = request.query_string_parameters_ref();
+        let token = params.and_then(|p| p.first("next_token")).filter(|t| !t.is_empty());
+        let page = self
+            .service
+            .devices_of(user, token, DEVICES_PAGE_SIZE)
+            .await
+            .map_err(|err| match err {
+                PageError::InvalidToken => ApiError::invalid_request("next_token is not valid."),
+                PageError::Store(err) => ApiError::from_store(&err),
+            })?;
+        let now = self.service.now();
+        let devices: Vec<Value> = page
+            .items
+            .iter()
+            .map(|(device, claim)| device_view(device, claim, now))
+            .collect();
+        Ok((
+            StatusCode::OK,
+            Vec::new(),
+            Some(json!({"devices": devices, "next_token": page.next_token})),
+        ))
+    }
+
+    async fn get_device(&self, user: &UserId, raw_thing: &str) -> Result<Answer, ApiError> {
+        let thing = ThingName::parse(raw_thing).map_err(|_| ApiError::device_not_found())?;
+        let (device, claim) = self
+            .service
+            .device_of(user, &thing)
+            .await
+            .map_err(|err| ApiError::from_store(&err))?
+            .ok_or_else(ApiError::device_not_found)?;
+        let now = self.service.now();
+        let mut view = device_view(&device, &claim, now);
+        // Only the caller's own claim: earlier owners' history is not theirs to see.
+        view["history"] = history_view(&claim, now);
+        Ok((StatusCode::OK, Vec::new(), Some(view)))
+    }
+
+    async fn release_device(&self, user: &UserId, raw_thing: &str) -> Result<Answer, ApiError> {
+        let thing = ThingName::parse(raw_thing).map_err(|_| ApiError::device_not_found())?;
+        self.service.release(user, &thing).await.map_err(|err| match err {
+            ReleaseError::DeviceNotFound => ApiError::device_not_found(),
+            ReleaseError::MidClaim => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "This device is still being claimed; wait until the claim completes or expires.",
+            ),
+            ReleaseError::Busy => ApiError::unavailable(),
+            ReleaseError::Store(err) => ApiError::from_store(&err),
+        })?;
+        Ok((StatusCode::NO_CONTENT, Vec::new(), None))
+    }
+}
+
+type Answer = (StatusCode, Vec<(header::HeaderName, String)>, Option<Value>);
+
+#[derive(Debug, Deserialize)]
+struct ClaimBody {
+    code: String,
+    /// Region hint for endpoint selection; validated, not yet used (one endpoint today).
+    #[serde(default)]
+    region: Option<String>,
+}
+
+fn parse_claim_body(bytes: &[u8]) -> Result<ClaimBody, ApiError> {
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::invalid_request(format!(
+            "The request body is larger than {MAX_BODY_BYTES} bytes."
+        )));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid_request("The request body is not UTF-8."))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid_request(
+            "The request body must be a JSON object with a \"code\".",
+        ));
+    }
+    // serde's messages name the field and the expected type; the position suffix is noise.
+    let explain = |err: serde_json::Error| {
+        let detail = err.to_string();
+        let detail = detail.split(" at line").next().unwrap_or("invalid JSON").to_owned();
+        ApiError::invalid_request(format!("The request body is not a valid claim request: {detail}."))
+    };
+    let value: Value = serde_json::from_str(text).map_err(explain)?;
+    // Derived structs also accept a JSON array in field order; only an object is a claim request.
+    if !value.is_object() {
+        return Err(ApiError::invalid_request("The request body must be a JSON object."));
+    }
+    let body: ClaimBody = serde_json::from_value(value).map_err(explain)?;
+    if let Some(region) = &body.region {
+        let valid = (1..=32).contains(&region.len())
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(ApiError::invalid_request("region must look like eu-west-1."));
+        }
+    }
+    Ok(body)
+}
+
+fn timestamp(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+fn history_view(claim: &Claim, now: OffsetDateTime) -> Value {
+    claim
+        .effective_history(now)
+        .iter()
+        .map(|change| json!({"state": change.state, "at": timestamp(change.at)}))
+        .collect()
+}
+
+pub fn claim_view(claim: &Claim, now: OffsetDateTime) -> Value {
+    json!({
+        "claim_id": claim.claim_id,
+        "thing_name": claim.thing_name,
+        "state": claim.effective_state(now),
+        "target_endpoint": claim.target_endpoint,
+        "created_at": timestamp(claim.created_at),
+        "updated_at": timestamp(claim.updated_at),
+        "expires_at": timestamp(claim.expires_at),
+        "history": history_view(claim, now),
+        "failure": claim.failure.as_ref().map(|f| json!({"code": f.code, "message": f.message})),
+    })
+}
+
+fn device_view(device: &Device, claim: &Claim, now: OffsetDateTime) -> Value {
+    json!({
+        "thing_name": device.thing_name,
+        "state": claim.effective_state(now),
+        "claim_id": claim.claim_id,
+        "claimed_at": timestamp(claim.created_at),
+        "target_endpoint": claim.target_endpoint,
+        "sku": device.sku,
+    })
+}
+
+fn json_response(
+    status: StatusCode,
+    request_id: &str,
+    headers: Vec<(header::HeaderName, String)>,
+    body: Option<Value>,
+) -> Response<Body> {
+    let mut response = Response::new(match body {
+        Some(value) => Body::Text(value.to_string()),
+        None => Body::Empty,
+    });
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    if status != StatusCode::NO_CONTENT {
+        out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        out.insert("x-request-id", value);
+    }
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_from_the_v1_segment_on() {
+        assert_eq!(route(&Method::POST, "/v1/claims"), Ok(Route::CreateClaim));
+        assert_eq!(route(&Method::POST, "/prod/v1/claims/"), Ok(Route::CreateClaim));
+        assert_eq!(route(&Method::GET, "/v1/devices/d1"), Ok(Route::GetDevice("d1".into())));
+        assert_eq!(
+            route(&Method::PUT, "/v1/claims").map_err(|e| e.status),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v2/claims").map_err(|e| e.status),
+            Err(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/claims/a/b").map_err(|e| e.status),
+            Err(StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn the_endpoint_must_be_a_host_name() {
+        assert!(ApiConfig::new("abc123-ats.iot.eu-west-1.amazonaws.com").is_ok());
+        for bad in ["", "https://x.com", "a..b", "host/path", "a b", "x.com:8883"] {
+            assert!(ApiConfig::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn body_errors_name_the_problem_without_echoing_input() {
+        let err = parse_claim_body(br#"{"code": 5}"#).unwrap_err();
+        assert_eq!(err.code, "invalid_request");
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+        let err = parse_claim_body(br#"{"kode": "x"}"#).unwrap_err();
+        assert!(err.message.contains("missing field `code`"), "{}", err.message);
+        let secret = "\"supersecretcode\"";
+        let err = parse_claim_body(format!("{{\"code\": {secret}").as_bytes()).unwrap_err();
+        assert!(!err.message.contains("supersecret"));
+    }
+}

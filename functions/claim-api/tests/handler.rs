@@ -1,0 +1,467 @@
+//! The claim API handler, driven by API Gateway events built from captured REST API (Cognito user
+//! pool authorizer) and HTTP API (JWT authorizer) fixtures, against DynamoDB Local.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use claim_api::{Api, ApiConfig};
+use claim_shared::{
+    adapters::dynamodb::DynamoOwnershipStore,
+    domain::{history::Actor, ids::ThingName},
+    ports::OwnershipStore,
+    service::{ClaimService, ClaimSettings, NewDevice},
+};
+use claim_tests::{fresh_table, local_dynamodb, ManualClock};
+use lambda_http::{http::StatusCode, Body, Response};
+use serde_json::{json, Value};
+use time::macros::datetime;
+
+const ENDPOINT: &str = "oem123-ats.iot.eu-west-1.amazonaws.com";
+const ALICE: &str = "7f4c2a9e-1b3d-4e5f-8a6b-0c1d2e3f4a5b";
+
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    Rest,
+    Http,
+}
+
+/// One request to send: method, path, caller, body and extra headers.
+struct Call<'a> {
+    method: &'a str,
+    path: &'a str,
+    user: Option<&'a str>,
+    body: Option<Vec<u8>>,
+    headers: Vec<(&'a str, &'a str)>,
+    query: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: &'a str, path: &'a str, user: &'a str) -> Self {
+        Self {
+            method,
+            path,
+            user: Some(user),
+            body: None,
+            headers: Vec::new(),
+            query: None,
+        }
+    }
+
+    fn claim(user: &'a str, code: &str) -> Self {
+        Self::new("POST", "/v1/claims", user).body(json!({ "code": code }).to_string().into_bytes())
+    }
+
+    fn body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn event(&self, shape: Shape) -> String {
+        let fixture = match shape {
+            Shape::Rest => include_str!("fixtures/apigw_rest_cognito.json"),
+            Shape::Http => include_str!("fixtures/apigw_http_jwt.json"),
+        };
+        let mut event: Value = serde_json::from_str(fixture).unwrap();
+        let (body, encoded) = match &self.body {
+            None => (Value::Null, false),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => (Value::String(text.to_owned()), false),
+                Err(_) => (
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                    true,
+                ),
+            },
+        };
+        event["body"] = body;
+        event["isBase64Encoded"] = Value::Bool(encoded);
+        let request_id = uuid::Uuid::new_v4().to_string();
+        match shape {
+            Shape::Rest => {
+                event["httpMethod"] = json!(self.method);
+                event["path"] = json!(self.path);
+                event["resource"] = json!(self.path);
+                event["requestContext"]["httpMethod"] = json!(self.method);
+                event["requestContext"]["path"] = json!(format!("/prod{}", self.path));
+                event["requestContext"]["requestId"] = json!(request_id);
+                match self.user {
+                    Some(user) => event["requestContext"]["authorizer"]["claims"]["sub"] = json!(user),
+                    None => event["requestContext"]["authorizer"] = Value::Null,
+                }
+                for (name, value) in &self.headers {
+                    event["headers"][*name] = json!(value);
+                    event["multiValueHeaders"][*name] = json!([value]);
+                }
+                if let Some((k, v)) = self.query {
+                    event["queryStringParameters"] = json!({ k: v });
+                    event["multiValueQueryStringParameters"] = json!({ k: [v] });
+                }
+            }
+            Shape::Http => {
+                event["rawPath"] = json!(self.path);
+                event["requestContext"]["http"]["method"] = json!(self.method);
+                event["requestContext"]["http"]["path"] = json!(self.path);
+                event["requestContext"]["requestId"] = json!(request_id);
+                match self.user {
+                    Some(user) => event["requestContext"]["authorizer"]["jwt"]["claims"]["sub"] = json!(user),
+                    None => event["requestContext"]["authorizer"] = Value::Null,
+                }
+                for (name, value) in &self.headers {
+                    event["headers"][*name] = json!(value);
+                }
+                if let Some((k, v)) = self.query {
+                    let encoded: String = url_encode(v);
+                    event["rawQueryString"] = json!(format!("{k}={encoded}"));
+                    event["queryStringParameters"] = json!({ k: v });
+                }
+            }
+        }
+        event.to_string()
+    }
+}
+
+fn url_encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Fixture {
+    api: Arc<Api<DynamoOwnershipStore, ManualClock>>,
+    clock: ManualClock,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: lambda_http::http::HeaderMap,
+    body: Value,
+}
+
+async fn fixture() -> Fixture {
+    let client = local_dynamodb().await;
+    let table = fresh_table(&client).await;
+    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
+    let service = ClaimService::new(
+        DynamoOwnershipStore::new(client, table),
+        clock.clone(),
+        ClaimSettings::default(),
+    );
+    Fixture {
+        api: Arc::new(Api::new(service, ApiConfig::new(ENDPOINT).unwrap())),
+        clock,
+    }
+}
+
+impl Fixture {
+    async fn import(&self, thing: &str) {
+        self.api
+            .service
+            .import(
+                &NewDevice {
+                    thing_name: ThingName::parse(thing).unwrap(),
+                    vendor: "espressif".into(),
+                    sku: Some("KETTLE-2".into()),
+                },
+                Actor::Operator("test".into()),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn send(&self, call: &Call<'_>, shape: Shape) -> Answer {
+        let request = lambda_http::request::from_str(&call.event(shape)).expect("fixture parses");
+        let response: Response<Body> = self.api.handle(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = match response.body() {
+            Body::Empty => Value::Null,
+            Body::Text(text) => serde_json::from_str(text).expect("JSON body"),
+            Body::Binary(bytes) => serde_json::from_slice(bytes).expect("JSON body"),
+            _ => panic!("unexpected body kind"),
+        };
+        Answer { status, headers, body }
+    }
+
+    async fn history_len(&self, thing: &str) -> usize {
+        let store = self.api.service.store();
+        store.history(&ThingName::parse(thing).unwrap()).await.unwrap().len()
+    }
+}
+
+fn assert_error(answer: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.body["error"]["code"], code, "{:?}", answer.body);
+    assert!(answer.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let request_id = answer.headers.get("x-request-id").and_then(|v| v.to_str().ok());
+    assert_eq!(answer.body["error"]["request_id"].as_str(), request_id);
+}
+
+#[tokio::test]
+async fn a_full_claim_through_both_payload_shapes() {
+    for shape in [Shape::Rest, Shape::Http] {
+        let fx = fixture().await;
+        fx.import("dev-full").await;
+
+        let created = fx.send(&Call::claim(ALICE, "dev-full"), shape).await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{shape:?}: {:?}", created.body);
+        let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            created.headers.get("location").unwrap(),
+            &format!("/v1/claims/{claim_id}")
+        );
+        assert!(created.headers.contains_key("x-request-id"));
+        assert_eq!(created.body["state"], "pending");
+        assert_eq!(created.body["thing_name"], "dev-full");
+        assert_eq!(created.body["target_endpoint"], ENDPOINT);
+        assert_eq!(created.body["created_at"], "2026-03-01T12:00:00Z");
+        assert_eq!(created.body["expires_at"], "2026-03-01T12:15:00Z");
+
+        let read = fx
+            .send(&Call::new("GET", &format!("/v1/claims/{claim_id}"), ALICE), shape)
+            .await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(read.body["claim_id"], claim_id.as_str());
+        assert_eq!(
+            read.body["history"],
+            json!([{"state": "pending", "at": "2026-03-01T12:00:00Z"}])
+        );
+        assert_eq!(read.body["failure"], Value::Null);
+
+        let again = fx.send(&Call::claim(ALICE, "dev-full"), shape).await;
+        assert_eq!(again.status, StatusCode::OK, "the same user again gets the live claim");
+        assert_eq!(again.body["claim_id"], claim_id.as_str());
+
+        let list = fx.send(&Call::new("GET", "/v1/devices", ALICE), shape).await;
+        assert_eq!(list.status, StatusCode::OK);
+        assert_eq!(
+            list.body,
+            json!({"devices": [{
+                "thing_name": "dev-full", "state": "pending", "claim_id": claim_id,
+                "claimed_at": "2026-03-01T12:00:00Z", "target_endpoint": ENDPOINT, "sku": "KETTLE-2"
+            }], "next_token": null})
+        );
+        let device = fx.send(&Call::new("GET", "/v1/devices/dev-full", ALICE), shape).await;
+        assert_eq!(device.status, StatusCode::OK);
+        assert_eq!(device.body["history"][0]["state"], "pending");
+
+        let release = fx
+            .send(&Call::new("DELETE", "/v1/devices/dev-full", ALICE), shape)
+            .await;
+        assert_error(&release, StatusCode::CONFLICT, "conflict");
+
+        fx.clock.advance(time::Duration::minutes(15));
+        let expired = fx
+            .send(&Call::new("GET", &format!("/v1/claims/{claim_id}"), ALICE), shape)
+            .await;
+        assert_eq!(expired.body["state"], "expired");
+        let list = fx.send(&Call::new("GET", "/v1/devices", ALICE), shape).await;
+        assert_eq!(list.body["devices"], json!([]));
+    }
+}
+
+#[tokio::test]
+async fn an_owned_device_is_released_with_204() {
+    let fx = fixture().await;
+    fx.import("dev-own").await;
+    let created = fx.send(&Call::claim(ALICE, "dev-own"), Shape::Http).await;
+    let claim_id = claim_shared::domain::ids::ClaimId::parse(created.body["claim_id"].as_str().unwrap()).unwrap();
+    fx.api.service.mark_published(&claim_id).await.unwrap();
+    fx.api.service.mark_provisioned(&claim_id).await.unwrap();
+
+    let device = fx
+        .send(&Call::new("GET", "/v1/devices/dev-own", ALICE), Shape::Http)
+        .await;
+    assert_eq!(device.body["state"], "provisioned");
+    let states: Vec<&str> = device.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "endpoint_published", "provisioned"]);
+
+    let other = fx
+        .send(&Call::new("DELETE", "/v1/devices/dev-own", "someone-else"), Shape::Http)
+        .await;
+    assert_error(&other, StatusCode::NOT_FOUND, "device_not_found");
+    let released = fx
+        .send(&Call::new("DELETE", "/v1/devices/dev-own", ALICE), Shape::Http)
+        .await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
+    assert!(released.headers.contains_key("x-request-id"));
+    let bob = fx.send(&Call::claim("bob", "dev-own"), Shape::Http).await;
+    assert_eq!(bob.status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn no_authenticated_caller_is_401() {
+    let fx = fixture().await;
+    fx.import("dev-auth").await;
+    for shape in [Shape::Rest, Shape::Http] {
+        let mut call = Call::claim(ALICE, "dev-auth");
+        call.user = None;
+        // A user named in a header or the body does not count.
+        call.headers.push(("x-local-user", ALICE));
+        let answer = fx.send(&call, shape).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(fx.history_len("dev-auth").await, 1, "nothing was written");
+}
+
+#[tokio::test]
+async fn other_users_claims_and_devices_look_exactly_like_missing_ones() {
+    let fx = fixture().await;
+    fx.import("dev-priv").await;
+    let created = fx.send(&Call::claim(ALICE, "dev-priv"), Shape::Rest).await;
+    let claim_path = format!("/v1/claims/{}", created.body["claim_id"].as_str().unwrap());
+    let missing_claim = format!("/v1/claims/{}", uuid::Uuid::new_v4());
+
+    let pairs = [
+        (claim_path.as_str(), missing_claim.as_str(), "claim_not_found"),
+        ("/v1/devices/dev-priv", "/v1/devices/no-such-dev", "device_not_found"),
+        ("/v1/devices/dev-priv", "/v1/devices/bad%2Fcode", "device_not_found"),
+    ];
+    for (theirs, missing, code) in pairs {
+        let a = fx.send(&Call::new("GET", theirs, "mallory"), Shape::Rest).await;
+        let b = fx.send(&Call::new("GET", missing, "mallory"), Shape::Rest).await;
+        assert_error(&a, StatusCode::NOT_FOUND, code);
+        assert_error(&b, StatusCode::NOT_FOUND, code);
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            v["error"]["request_id"] = Value::Null;
+            v
+        };
+        assert_eq!(strip(&a.body), strip(&b.body), "{theirs} vs {missing}");
+    }
+    let other = fx.send(&Call::new("GET", "/v1/devices", "mallory"), Shape::Rest).await;
+    assert_eq!(other.body["devices"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_400_and_changes_nothing() {
+    let fx = fixture().await;
+    fx.import("dev-bad").await;
+    let long_text = "x".repeat(10 * 1024);
+    let one_mb = format!("{{\"code\":\"{}\"}}", "a".repeat(1024 * 1024));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("malformed JSON", b"{\"code\": \"dev-bad\"".to_vec(), "invalid_request"),
+        ("not an object", b"[\"dev-bad\"]".to_vec(), "invalid_request"),
+        ("code is a number", br#"{"code": 12}"#.to_vec(), "invalid_request"),
+        ("code is null", br#"{"code": null}"#.to_vec(), "invalid_request"),
+        (
+            "region is a number",
+            br#"{"code": "dev-bad", "region": 5}"#.to_vec(),
+            "invalid_request",
+        ),
+        (
+            "region is odd",
+            br#"{"code": "dev-bad", "region": "EU WEST"}"#.to_vec(),
+            "invalid_request",
+        ),
+        (
+            "missing code",
+            br#"{"region": "eu-west-1"}"#.to_vec(),
+            "invalid_request",
+        ),
+        ("empty body", Vec::new(), "invalid_request"),
+        ("1 MB body", one_mb.into_bytes(), "invalid_request"),
+        ("10 kB of text", long_text.into_bytes(), "invalid_request"),
+        ("non-UTF-8", vec![0x7b, 0xff, 0xfe, 0x7d], "invalid_request"),
+        ("empty code", br#"{"code": ""}"#.to_vec(), "invalid_code"),
+        ("slash", br#"{"code": "dev-bad/other"}"#.to_vec(), "invalid_code"),
+        ("plus", br#"{"code": "+"}"#.to_vec(), "invalid_code"),
+        ("hash", br##"{"code": "#"}"##.to_vec(), "invalid_code"),
+        ("NUL", br#"{"code": "dev-bad\u0000"}"#.to_vec(), "invalid_code"),
+        ("spaces", br#"{"code": "dev bad"}"#.to_vec(), "invalid_code"),
+        ("leading space", br#"{"code": " dev-bad"}"#.to_vec(), "invalid_code"),
+        ("dollar", br#"{"code": "$aws"}"#.to_vec(), "invalid_code"),
+        (
+            "65 characters",
+            format!("{{\"code\":\"{}\"}}", "a".repeat(65)).into_bytes(),
+            "invalid_code",
+        ),
+    ];
+    for shape in [Shape::Rest, Shape::Http] {
+        for (name, body, code) in &cases {
+            let call = Call::new("POST", "/v1/claims", ALICE).body(body.clone());
+            let answer = fx.send(&call, shape).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::BAD_REQUEST,
+                "{shape:?} {name}: {:?}",
+                answer.body
+            );
+            assert_error(&answer, StatusCode::BAD_REQUEST, code);
+        }
+        let mut call = Call::claim(ALICE, "dev-bad");
+        call.headers.push(("idempotency-key", "has space"));
+        assert_error(&fx.send(&call, shape).await, StatusCode::BAD_REQUEST, "invalid_request");
+        let mut list = Call::new("GET", "/v1/devices", ALICE);
+        list.query = Some(("next_token", "forged"));
+        assert_error(&fx.send(&list, shape).await, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(fx.history_len("dev-bad").await, 1, "no bad request wrote anything");
+    let list = fx.send(&Call::new("GET", "/v1/devices", ALICE), Shape::Http).await;
+    assert_eq!(list.body["devices"], json!([]));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_in_the_error_shape() {
+    let fx = fixture().await;
+    assert_error(
+        &fx.send(&Call::new("GET", "/v1/nothing", ALICE), Shape::Http).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &fx.send(&Call::new("PUT", "/v1/claims", ALICE), Shape::Rest).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_claims_over_the_handler_give_one_202() {
+    let fx = fixture().await;
+    fx.import("dev-race").await;
+    let fx = Arc::new(fx);
+    let tasks = (0..20).map(|i| {
+        let fx = Arc::clone(&fx);
+        tokio::spawn(async move {
+            let user = format!("user-{i}");
+            fx.send(&Call::claim(&user, "dev-race"), Shape::Http).await.status
+        })
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1);
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 19);
+    assert_eq!(fx.history_len("dev-race").await, 2);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer() {
+    let fx = fixture().await;
+    fx.import("dev-idem").await;
+    let mut call = Call::claim(ALICE, "dev-idem");
+    call.headers.push(("idempotency-key", "3b1c-retry"));
+    let first = fx.send(&call, Shape::Rest).await;
+    let second = fx.send(&call, Shape::Rest).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(first.body["claim_id"], second.body["claim_id"]);
+    let mut other = Call::claim(ALICE, "dev-other");
+    other.headers.push(("idempotency-key", "3b1c-retry"));
+    assert_error(
+        &fx.send(&other, Shape::Rest).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+    );
+}
