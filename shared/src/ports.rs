@@ -12,8 +12,28 @@ use crate::domain::{
     claim::Claim,
     device::Device,
     history::{HistoryEntry, NewHistoryEntry},
-    ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+    ids::{ClaimId, ConfigTopic, IdempotencyKey, ThingName, UserId},
+    publish::{ClaimThingCredentials, PublishError},
 };
+
+/// Where a module vendor's claim-thing credentials come from (Secrets Manager in production).
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    async fn claim_thing(&self, vendor: &str) -> Result<ClaimThingCredentials, PublishError>;
+}
+
+/// Delivers one message to the staging endpoint as the claim-thing and returns once the endpoint
+/// confirmed it (QoS 1 PUBACK), or fails. Callers guarantee that no two publishes with the same
+/// credentials run at once.
+#[async_trait]
+pub trait EndpointPublisher: Send + Sync {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError>;
+}
 
 /// The storage could not answer; nothing was changed. `Unavailable` is worth retrying later
 /// (`503`), `Corrupt` is a bug or a hand-edited record (`500`).
@@ -64,6 +84,8 @@ pub struct DeviceChange {
     pub device: Device,
     /// `None`: the device must not exist yet.
     pub expected_version: Option<u64>,
+    /// The history length the decision was made on; entries are numbered from here.
+    pub expected_history_len: u64,
     pub claims: Vec<ClaimWrite>,
     pub history: Vec<HistoryEntry>,
     pub idempotency: Option<IdempotencyRecord>,
@@ -76,6 +98,7 @@ impl DeviceChange {
         Self {
             device,
             expected_version: Some(before.version),
+            expected_history_len: before.history_len,
             claims: Vec::new(),
             history: Vec::new(),
             idempotency: None,
@@ -88,10 +111,22 @@ impl DeviceChange {
         Self {
             device,
             expected_version: None,
+            expected_history_len: 0,
             claims: Vec::new(),
             history: Vec::new(),
             idempotency: None,
         }
+    }
+
+    /// History entries must continue the stored numbering without gaps: `expected_history_len + 1`
+    /// up to the new `device.history_len`. Stores refuse changes that do not.
+    pub fn history_is_contiguous(&self) -> bool {
+        let numbered_from = self.expected_history_len + 1;
+        self.history
+            .iter()
+            .enumerate()
+            .all(|(i, entry)| entry.seq == numbered_from + i as u64)
+            && self.device.history_len == self.expected_history_len + self.history.len() as u64
     }
 
     pub fn record(&mut self, entry: NewHistoryEntry) {
@@ -151,6 +186,22 @@ pub trait OwnershipStore: Send + Sync {
         page_token: Option<&str>,
         limit: u32,
     ) -> Result<Page<Device>, PageError>;
+
+    /// Claims whose endpoint message is due for publishing at `now` (the outbox), earliest first.
+    async fn due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
+
+    /// Takes the named lease until `until` if it is free, lapsed, or already `holder`'s. A lease keeps
+    /// one publisher per claim-thing at a time (AWS IoT disconnects duplicate client ids).
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease back if `holder` still has it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
 
     /// Claims recorded in a live state whose deadline is before `due_before`, oldest deadline
     /// first: the work list of the expiry sweep.

@@ -11,10 +11,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     domain::{
-        claim::{Claim, ClaimState},
+        claim::{Claim, ClaimState, Failure},
         device::{ClaimDecision, Device, Holder, ReleaseDecision},
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+        publish::PublishError,
     },
     ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
@@ -28,8 +29,11 @@ pub trait Clock: Send + Sync {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Whole milliseconds: the precision the store keeps, so a claim reads back exactly as it was
+    /// answered.
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        let now = OffsetDateTime::now_utc();
+        now.replace_millisecond(now.millisecond()).unwrap_or(now)
     }
 }
 
@@ -41,6 +45,10 @@ pub struct ClaimSettings {
     pub idempotency_window: Duration,
     /// How many times a use case decides again after losing a race before answering `busy`.
     pub max_attempts: u32,
+    /// Pause before re-publishing after the first failed attempt; it doubles with each failure…
+    pub publish_backoff_base: Duration,
+    /// …up to this.
+    pub publish_backoff_max: Duration,
 }
 
 impl Default for ClaimSettings {
@@ -49,6 +57,8 @@ impl Default for ClaimSettings {
             deadline: Duration::minutes(15),
             idempotency_window: Duration::hours(24),
             max_attempts: 12,
+            publish_backoff_base: Duration::seconds(2),
+            publish_backoff_max: Duration::minutes(5),
         }
     }
 }
@@ -124,6 +134,20 @@ pub enum DeviceOpError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    /// Unknown id or another user's claim: one answer for both (`404`).
+    #[error("no such claim")]
+    ClaimNotFound,
+    /// Provisioned, released or failed, or expired while the device went to someone else (`409`).
+    #[error("the claim cannot be retried")]
+    NotRetryable,
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDevice {
     pub thing_name: ThingName,
@@ -193,8 +217,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     async fn decide_and_claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
         for attempt in 0..self.settings.max_attempts {
-            if let Some(existing) = self.replay_idempotent(request).await? {
-                return Ok(ClaimOutcome::Existing(existing));
+            // Records are written only with a new claim, so a replay repeats that answer (`202`).
+            if let Some(first) = self.replay_idempotent(request).await? {
+                return Ok(ClaimOutcome::Created(first));
             }
             let now = self.clock.now();
             let device = match self.store.device(&request.thing_name).await? {
@@ -217,6 +242,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 ClaimId::new_random(),
                 request.thing_name.clone(),
                 request.user.clone(),
+                device.vendor.clone(),
                 request.target_endpoint.clone(),
                 now,
                 self.settings.deadline,
@@ -301,16 +327,18 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return Err(StoreError::Corrupt(format!("device points at missing claim {old_id}")));
         };
         let before = old.version;
-        if old.transition(ClaimState::Expired, now).is_ok() {
-            let expired_at = old.expires_at;
-            change.update_claim(before, old);
-            change.record(NewHistoryEntry::new(
-                expired_at,
-                HistoryEvent::Expired,
-                Actor::System,
-                Some(old_id.clone()),
-            ));
-        }
+        // The device still points at this claim, so it must be live: anything else is corrupt data,
+        // and skipping it would leave a claim that nothing ever expires.
+        old.transition(ClaimState::Expired, now)
+            .map_err(|err| StoreError::Corrupt(format!("claim {old_id}: {err}")))?;
+        let expired_at = old.expires_at;
+        change.update_claim(before, old);
+        change.record(NewHistoryEntry::new(
+            expired_at,
+            HistoryEvent::Expired,
+            Actor::System,
+            Some(old_id.clone()),
+        ));
         Ok(())
     }
 
@@ -434,13 +462,165 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// The staging endpoint confirmed the publish of a claim's endpoint message.
     pub async fn mark_published(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
-        self.advance(
-            claim_id,
-            ClaimState::EndpointPublished,
-            HistoryEvent::EndpointPublished,
-            |_, _| {},
-        )
-        .await
+        self.record_publish(claim_id, &Ok(())).await
+    }
+
+    /// Records the result of one publish attempt from the outbox: confirmed (the claim becomes
+    /// `endpoint_published`, or a requested re-publish is done) or failed (the claim stays
+    /// `pending`, keeps the failure for the user, and is due again after a growing backoff). A claim
+    /// that no longer owes a publish (expired, superseded, finished) just leaves the outbox.
+    pub async fn record_publish(
+        &self,
+        claim_id: &ClaimId,
+        result: &Result<(), PublishError>,
+    ) -> Result<Progress, DeviceOpError> {
+        let started = std::time::Instant::now();
+        let outcome = self.try_record_publish(claim_id, result).await;
+        let recorded = match &outcome {
+            Ok(Progress::Applied(claim)) => format!("recorded_{}", claim.state),
+            Ok(Progress::Ignored(state)) => format!("ignored_{state}"),
+            Err(err) => err.to_string(),
+        };
+        tracing::info!(
+            event = "claim_publish",
+            outcome = if result.is_ok() { "published" } else { "publish_failed" },
+            recorded,
+            claim_id = claim_id.as_str(),
+            error_code = result.as_ref().err().map(|err| err.code),
+            error = result.as_ref().err().map(|err| err.message.as_str()),
+            latency_ms = elapsed_ms(started),
+        );
+        outcome
+    }
+
+    async fn try_record_publish(
+        &self,
+        claim_id: &ClaimId,
+        result: &Result<(), PublishError>,
+    ) -> Result<Progress, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(mut claim) = self.store.claim(claim_id).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let Some(device) = self.store.device(&claim.thing_name).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let holds = matches!(&device.holder, Holder::Reserved { claim_id: held, .. } if held == claim_id);
+            let before = claim.version;
+            let mut change = DeviceChange::on(&device);
+            let progress = if !holds || !claim.is_live(now) {
+                if claim.next_publish_at.is_none() {
+                    return Ok(Progress::Ignored(claim.effective_state(now)));
+                }
+                if holds && claim.is_overdue(now) {
+                    self.expire_into(&mut change, claim_id, now).await?;
+                    change.device.holder = Holder::Free;
+                } else {
+                    claim.next_publish_at = None;
+                    change.update_claim(before, claim.clone());
+                }
+                Progress::Ignored(claim.effective_state(now))
+            } else {
+                claim.publish_attempts += 1;
+                match result {
+                    Ok(()) => {
+                        claim.failure = None;
+                        if claim.state == ClaimState::Pending {
+                            claim
+                                .transition(ClaimState::EndpointPublished, now)
+                                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                        } else {
+                            // A re-publish the user asked for: the state stays, the outbox entry goes.
+                            claim.next_publish_at = None;
+                            claim.updated_at = now;
+                        }
+                        change.record(NewHistoryEntry::new(
+                            now,
+                            HistoryEvent::EndpointPublished,
+                            Actor::System,
+                            Some(claim_id.clone()),
+                        ));
+                    }
+                    Err(err) => {
+                        claim.failure = Some(Failure {
+                            code: err.code.to_owned(),
+                            message: publish_failure_message(err.code).to_owned(),
+                        });
+                        claim.next_publish_at = Some(now + self.publish_backoff(claim.publish_attempts));
+                    }
+                }
+                change.update_claim(before, claim.clone());
+                Progress::Applied(Box::new(claim))
+            };
+            if self.try_commit(change, attempt).await? {
+                return Ok(progress);
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+
+    /// 2 s, 4 s, 8 s … up to the configured maximum, after the n-th failed attempt.
+    fn publish_backoff(&self, attempts: u32) -> Duration {
+        let factor = 1i32 << attempts.saturating_sub(1).min(20);
+        let backoff = self.settings.publish_backoff_base * factor;
+        backoff.min(self.settings.publish_backoff_max)
+    }
+
+    /// `POST /v1/claims/{id}/retry`: publish the endpoint again for a live claim, or renew an expired
+    /// claim (new deadline, publish due now) if its device is still free.
+    pub async fn retry(&self, user: &UserId, claim_id: &ClaimId) -> Result<Claim, RetryError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(mut claim) = self.claim_of(user, claim_id).await? else {
+                return Err(RetryError::ClaimNotFound);
+            };
+            let Some(device) = self.store.device(&claim.thing_name).await? else {
+                return Err(StoreError::Corrupt(format!("claim {claim_id} names a missing device")).into());
+            };
+            let before = claim.version;
+            let mut change = DeviceChange::on(&device);
+            if claim.is_live(now) {
+                claim.next_publish_at = Some(now);
+            } else if claim.effective_state(now) == ClaimState::Expired {
+                let superseded = match device.decide_claim(user, now) {
+                    ClaimDecision::Reserve { superseded } => superseded,
+                    _ => return Err(RetryError::NotRetryable),
+                };
+                match &superseded {
+                    // The device still points at this claim: its expiry is recorded by the renewal.
+                    Some(id) if id == claim_id => change.record(NewHistoryEntry::new(
+                        claim.expires_at,
+                        HistoryEvent::Expired,
+                        Actor::System,
+                        Some(claim_id.clone()),
+                    )),
+                    Some(other) => self.expire_into(&mut change, other, now).await?,
+                    None => {}
+                }
+                claim
+                    .renew(now, self.settings.deadline)
+                    .map_err(|_| RetryError::NotRetryable)?;
+                change.device.holder = Holder::Reserved {
+                    claim_id: claim_id.clone(),
+                    user: user.clone(),
+                    expires_at: claim.expires_at,
+                };
+                change.record(NewHistoryEntry::new(
+                    now,
+                    HistoryEvent::Claimed,
+                    Actor::User(user.clone()),
+                    Some(claim_id.clone()),
+                ));
+            } else {
+                return Err(RetryError::NotRetryable);
+            }
+            change.update_claim(before, claim.clone());
+            if self.try_commit(change, attempt).await? {
+                return Ok(claim);
+            }
+        }
+        Err(RetryError::Busy)
     }
 
     /// The device arrived in the OEM account: the claimant becomes its owner.
@@ -615,6 +795,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
 fn elapsed_ms(started: std::time::Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the user sees while a claim waits for a retry of its publish (the technical detail goes
+/// to the logs only).
+fn publish_failure_message(code: &str) -> &'static str {
+    match code {
+        "vendor_not_configured" | "credentials_invalid" | "tls_config" => {
+            "This product cannot be onboarded yet because of a configuration problem on our side. We keep trying and have been alerted."
+        }
+        _ => "We could not reach the product's network service yet. We keep trying automatically until the claim expires.",
+    }
 }
 
 /// Randomised, growing pause after a lost race, so racers do not collide again in lockstep.

@@ -1,6 +1,7 @@
 //! Test kit for the integration tests and the local stack: clients for the local engines, tables
 //! created from `template.yaml`, and a clock the tests can move.
 
+pub mod pki;
 pub mod schema;
 
 use std::sync::{
@@ -72,4 +73,84 @@ impl Clock for ManualClock {
 
 fn to_millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The running local stack, as `scripts/dev.sh` describes it in `.local/endpoints.env`.
+#[derive(Debug, Clone)]
+pub struct LocalStack {
+    pub table: String,
+    pub pki_dir: std::path::PathBuf,
+    pub staging_port: u16,
+    pub oem_port: u16,
+    pub api_url: String,
+    pub api_log: std::path::PathBuf,
+}
+
+impl LocalStack {
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        Self {
+            table: var("CLAIMS_TABLE", "expresslink-claims"),
+            pki_dir: var("PKI_DIR", &root.join(".local/pki").display().to_string()).into(),
+            staging_port: var("MQTT_STAGING_PORT", "8883").parse().unwrap_or(8883),
+            oem_port: var("MQTT_OEM_PORT", "8884").parse().unwrap_or(8884),
+            api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/lambda-url/claim-api"),
+            api_log: var(
+                "CLAIM_API_LOG",
+                &root.join(".local/logs/claim-api.log").display().to_string(),
+            )
+            .into(),
+        }
+    }
+}
+
+/// A Secrets Manager client for moto (`AWS_ENDPOINT_URL`, default `http://127.0.0.1:5000`).
+pub async fn local_secrets() -> aws_sdk_secretsmanager::Client {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "local",
+        ))
+        .endpoint_url(endpoint)
+        .load()
+        .await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
+
+/// Stores (or replaces) a vendor's claim-thing secret, as `infra/` will do on AWS.
+pub async fn put_claim_thing_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    name: &str,
+    value: &serde_json::Value,
+) -> Result<(), String> {
+    let text = value.to_string();
+    let created = client.create_secret().name(name).secret_string(&text).send().await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_exists_exception()) => client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(&text)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string()),
+        Err(err) => Err(aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string()),
+    }
+}
+
+/// The claim-thing secret for the local broker: the local CA's `claim-thing` identity, a UUID client
+/// id, and the staging listener.
+pub fn local_claim_thing_secret(pki: &pki::LocalPki, staging_port: u16) -> Result<serde_json::Value, pki::PkiError> {
+    let identity = pki.client(pki::CLAIM_THING)?;
+    Ok(serde_json::json!({
+        "certificate_pem": identity.cert_pem,
+        "private_key_pem": identity.key_pem,
+        "client_id": uuid::Uuid::new_v4().to_string(),
+        "staging_endpoint": "localhost",
+        "port": staging_port,
+        "ca_pem": pki.ca_pem()?,
+    }))
 }

@@ -188,7 +188,8 @@ mod tests {
             names,
             [
                 claim_shared::adapters::dynamodb::BY_USER_INDEX,
-                claim_shared::adapters::dynamodb::BY_STATE_INDEX
+                claim_shared::adapters::dynamodb::BY_STATE_INDEX,
+                claim_shared::adapters::dynamodb::OUTBOX_INDEX,
             ]
         );
         let keys: Vec<_> = schema.key_schema.iter().map(|k| k.attribute_name()).collect();

@@ -12,8 +12,9 @@ use claim_shared::{
         device::Device,
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
+    outbox::Outbox,
     ports::{OwnershipStore, PageError, StoreError},
-    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, Clock, ReleaseError},
+    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, Clock, ReleaseError, RetryError},
 };
 use lambda_http::{
     http::{header, HeaderValue, Method, StatusCode},
@@ -36,18 +37,12 @@ pub const DEVICES_PAGE_SIZE: u32 = 25;
 pub struct ApiConfig {
     /// The OEM AWS IoT data endpoint devices are sent to (endpoint selection rules come later).
     pub target_endpoint: String,
+    /// How long a request may spend publishing due endpoint messages before it answers; what is
+    /// left is published by the scheduled `claim-publisher`.
+    pub publish_budget: std::time::Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use claim_shared::config::ConfigError;
 
 impl ApiConfig {
     /// Checked at cold start, so a bad deployment fails loudly instead of publishing garbage.
@@ -64,12 +59,14 @@ impl ApiConfig {
         }
         Ok(Self {
             target_endpoint: target_endpoint.to_owned(),
+            publish_budget: std::time::Duration::from_secs(3),
         })
     }
 }
 
 pub struct Api<S, C> {
     pub service: ClaimService<S, C>,
+    pub outbox: Outbox,
     pub config: ApiConfig,
 }
 
@@ -139,6 +136,7 @@ impl ApiError {
 enum Route {
     CreateClaim,
     GetClaim(String),
+    RetryClaim(String),
     ListDevices,
     GetDevice(String),
     ReleaseDevice(String),
@@ -149,6 +147,7 @@ impl Route {
         match self {
             Route::CreateClaim => "POST /v1/claims",
             Route::GetClaim(_) => "GET /v1/claims/{claim_id}",
+            Route::RetryClaim(_) => "POST /v1/claims/{claim_id}/retry",
             Route::ListDevices => "GET /v1/devices",
             Route::GetDevice(_) => "GET /v1/devices/{thing_name}",
             Route::ReleaseDevice(_) => "DELETE /v1/devices/{thing_name}",
@@ -165,10 +164,11 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let route = match (method, rest) {
         (&Method::POST, ["claims"]) => Route::CreateClaim,
         (&Method::GET, ["claims", id]) => Route::GetClaim((*id).to_owned()),
+        (&Method::POST, ["claims", id, "retry"]) => Route::RetryClaim((*id).to_owned()),
         (&Method::GET, ["devices"]) => Route::ListDevices,
         (&Method::GET, ["devices", thing]) => Route::GetDevice((*thing).to_owned()),
         (&Method::DELETE, ["devices", thing]) => Route::ReleaseDevice((*thing).to_owned()),
-        (_, ["claims"] | ["claims", _] | ["devices"] | ["devices", _]) => {
+        (_, ["claims"] | ["claims", _] | ["claims", _, "retry"] | ["devices"] | ["devices", _]) => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -194,8 +194,25 @@ pub fn request_id(request: &Request) -> String {
 }
 
 impl<S: OwnershipStore, C: Clock> Api<S, C> {
-    pub fn new(service: ClaimService<S, C>, config: ApiConfig) -> Self {
-        Self { service, config }
+    pub fn new(service: ClaimService<S, C>, outbox: Outbox, config: ApiConfig) -> Self {
+        Self {
+            service,
+            outbox,
+            config,
+        }
+    }
+
+    /// Publishes what is due (this request's claim first among them) within the request's budget,
+    /// then reads the claim again so the answer shows how far it got. A failure here is not the
+    /// caller's: the claim is accepted and the scheduled publisher carries on.
+    async fn publish_then_read(&self, user: &UserId, claim: Claim) -> Claim {
+        if let Err(err) = self.outbox.drain(&self.service, self.config.publish_budget).await {
+            tracing::warn!(event = "outbox_drain_failed", error = %err);
+        }
+        match self.service.claim_of(user, &claim.claim_id).await {
+            Ok(Some(fresh)) => fresh,
+            _ => claim,
+        }
     }
 
     /// Entry point for `lambda_http::run`. Never returns `Err`.
@@ -242,6 +259,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         match route {
             Route::CreateClaim => self.create_claim(&user, request).await,
             Route::GetClaim(id) => self.get_claim(&user, &id).await,
+            Route::RetryClaim(id) => self.retry_claim(&user, &id).await,
             Route::ListDevices => self.list_devices(&user, request).await,
             Route::GetDevice(thing) => self.get_device(&user, &thing).await,
             Route::ReleaseDevice(thing) => self.release_device(&user, &thing).await,
@@ -290,7 +308,9 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         let now = self.service.now();
         Ok(match outcome {
             ClaimOutcome::Created(claim) => {
+                let claim = self.publish_then_read(user, claim).await;
                 let location = format!("/v1/claims/{}", claim.claim_id);
+                let now = self.service.now();
                 (
                     StatusCode::ACCEPTED,
                     vec![(header::LOCATION, location)],
@@ -299,6 +319,28 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             }
             ClaimOutcome::Existing(claim) => (StatusCode::OK, Vec::new(), Some(claim_view(&claim, now))),
         })
+    }
+
+    async fn retry_claim(&self, user: &UserId, raw_id: &str) -> Result<Answer, ApiError> {
+        let Some(claim_id) = ClaimId::parse(raw_id) else {
+            return Err(ApiError::claim_not_found());
+        };
+        let claim = self.service.retry(user, &claim_id).await.map_err(|err| match err {
+            RetryError::ClaimNotFound => ApiError::claim_not_found(),
+            RetryError::NotRetryable => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "This claim cannot be retried: it is complete, or its device was claimed by someone else.",
+            ),
+            RetryError::Busy => ApiError::unavailable(),
+            RetryError::Store(err) => ApiError::from_store(&err),
+        })?;
+        let claim = self.publish_then_read(user, claim).await;
+        Ok((
+            StatusCode::ACCEPTED,
+            Vec::new(),
+            Some(claim_view(&claim, self.service.now())),
+        ))
     }
 
     async fn get_claim(&self, user: &UserId, raw_id: &str) -> Result<Answer, ApiError> {

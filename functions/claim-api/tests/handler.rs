@@ -1,16 +1,25 @@
 //! The claim API handler, driven by API Gateway events built from captured REST API (Cognito user
-//! pool authorizer) and HTTP API (JWT authorizer) fixtures, against DynamoDB Local.
+//! pool authorizer) and HTTP API (JWT authorizer) fixtures, against DynamoDB Local. The publish
+//! side is an in-memory recorder here; `tests/tests/claim_end_to_end.rs` covers it with the real
+//! broker, Secrets Manager (moto) and the served functions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
 
 use base64::Engine as _;
 use claim_api::{Api, ApiConfig};
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
-    domain::{history::Actor, ids::ThingName},
-    ports::OwnershipStore,
+    domain::{
+        history::Actor,
+        ids::{ConfigTopic, ThingName},
+        publish::{ClaimThingCredentials, PublishError},
+    },
+    outbox::{Outbox, OutboxSettings},
+    ports::{CredentialSource, EndpointPublisher, OwnershipStore},
     service::{ClaimService, ClaimSettings, NewDevice},
 };
 use claim_tests::{fresh_table, local_dynamodb, ManualClock};
@@ -130,9 +139,44 @@ fn url_encode(raw: &str) -> String {
         .collect()
 }
 
+struct FixedCredentials;
+
+#[async_trait]
+impl CredentialSource for FixedCredentials {
+    async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
+        Ok(ClaimThingCredentials {
+            certificate_pem: String::new(),
+            private_key_pem: String::new(),
+            client_id: "claim-thing".into(),
+            staging_endpoint: "staging.invalid".into(),
+            port: 8883,
+            ca_pem: None,
+        })
+    }
+}
+
+/// Records what would have been published.
+#[derive(Default)]
+struct RecordingPublisher(Mutex<Vec<(String, String)>>);
+
+#[async_trait]
+impl EndpointPublisher for RecordingPublisher {
+    async fn publish(
+        &self,
+        _credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let payload = String::from_utf8_lossy(payload).into_owned();
+        self.0.lock().unwrap().push((topic.to_string(), payload));
+        Ok(())
+    }
+}
+
 struct Fixture {
     api: Arc<Api<DynamoOwnershipStore, ManualClock>>,
     clock: ManualClock,
+    published: Arc<RecordingPublisher>,
 }
 
 struct Answer {
@@ -150,9 +194,12 @@ async fn fixture() -> Fixture {
         clock.clone(),
         ClaimSettings::default(),
     );
+    let published = Arc::new(RecordingPublisher::default());
+    let outbox = Outbox::new(Arc::new(FixedCredentials), published.clone(), OutboxSettings::default());
     Fixture {
-        api: Arc::new(Api::new(service, ApiConfig::new(ENDPOINT).unwrap())),
+        api: Arc::new(Api::new(service, outbox, ApiConfig::new(ENDPOINT).unwrap())),
         clock,
+        published,
     }
 }
 
@@ -214,7 +261,15 @@ async fn a_full_claim_through_both_payload_shapes() {
             &format!("/v1/claims/{claim_id}")
         );
         assert!(created.headers.contains_key("x-request-id"));
-        assert_eq!(created.body["state"], "pending");
+        // The endpoint message went out before the answer.
+        assert_eq!(created.body["state"], "endpoint_published");
+        assert_eq!(
+            *fx.published.0.lock().unwrap(),
+            [(
+                "dev-full/expresslink_config".to_owned(),
+                format!("{{\"Endpoint\":\"{ENDPOINT}\"}}")
+            )]
+        );
         assert_eq!(created.body["thing_name"], "dev-full");
         assert_eq!(created.body["target_endpoint"], ENDPOINT);
         assert_eq!(created.body["created_at"], "2026-03-01T12:00:00Z");
@@ -227,7 +282,10 @@ async fn a_full_claim_through_both_payload_shapes() {
         assert_eq!(read.body["claim_id"], claim_id.as_str());
         assert_eq!(
             read.body["history"],
-            json!([{"state": "pending", "at": "2026-03-01T12:00:00Z"}])
+            json!([
+                {"state": "pending", "at": "2026-03-01T12:00:00Z"},
+                {"state": "endpoint_published", "at": "2026-03-01T12:00:00Z"}
+            ])
         );
         assert_eq!(read.body["failure"], Value::Null);
 
@@ -240,13 +298,13 @@ async fn a_full_claim_through_both_payload_shapes() {
         assert_eq!(
             list.body,
             json!({"devices": [{
-                "thing_name": "dev-full", "state": "pending", "claim_id": claim_id,
+                "thing_name": "dev-full", "state": "endpoint_published", "claim_id": claim_id,
                 "claimed_at": "2026-03-01T12:00:00Z", "target_endpoint": ENDPOINT, "sku": "KETTLE-2"
             }], "next_token": null})
         );
         let device = fx.send(&Call::new("GET", "/v1/devices/dev-full", ALICE), shape).await;
         assert_eq!(device.status, StatusCode::OK);
-        assert_eq!(device.body["history"][0]["state"], "pending");
+        assert_eq!(device.body["history"][1]["state"], "endpoint_published");
 
         let release = fx
             .send(&Call::new("DELETE", "/v1/devices/dev-full", ALICE), shape)
@@ -269,7 +327,6 @@ async fn an_owned_device_is_released_with_204() {
     fx.import("dev-own").await;
     let created = fx.send(&Call::claim(ALICE, "dev-own"), Shape::Http).await;
     let claim_id = claim_shared::domain::ids::ClaimId::parse(created.body["claim_id"].as_str().unwrap()).unwrap();
-    fx.api.service.mark_published(&claim_id).await.unwrap();
     fx.api.service.mark_provisioned(&claim_id).await.unwrap();
 
     let device = fx
@@ -405,6 +462,7 @@ async fn bad_input_gets_a_clear_400_and_changes_nothing() {
         assert_error(&fx.send(&list, shape).await, StatusCode::BAD_REQUEST, "invalid_request");
     }
     assert_eq!(fx.history_len("dev-bad").await, 1, "no bad request wrote anything");
+    assert!(fx.published.0.lock().unwrap().is_empty(), "nothing was published");
     let list = fx.send(&Call::new("GET", "/v1/devices", ALICE), Shape::Http).await;
     assert_eq!(list.body["devices"], json!([]));
 }
@@ -443,7 +501,12 @@ async fn twenty_concurrent_claims_over_the_handler_give_one_202() {
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1);
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 19);
-    assert_eq!(fx.history_len("dev-race").await, 2);
+    assert_eq!(
+        fx.history_len("dev-race").await,
+        3,
+        "imported, claimed, endpoint_published"
+    );
+    assert_eq!(fx.published.0.lock().unwrap().len(), 1, "one publish");
 }
 
 #[tokio::test]
@@ -455,7 +518,11 @@ async fn an_idempotency_key_replays_the_first_answer() {
     let first = fx.send(&call, Shape::Rest).await;
     let second = fx.send(&call, Shape::Rest).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
-    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(
+        second.status,
+        StatusCode::ACCEPTED,
+        "the same key repeats the first answer"
+    );
     assert_eq!(first.body["claim_id"], second.body["claim_id"]);
     let mut other = Call::claim(ALICE, "dev-other");
     other.headers.push(("idempotency-key", "3b1c-retry"));
@@ -463,5 +530,43 @@ async fn an_idempotency_key_replays_the_first_answer() {
         &fx.send(&other, Shape::Rest).await,
         StatusCode::BAD_REQUEST,
         "invalid_request",
+    );
+}
+
+#[tokio::test]
+async fn retry_republishes_a_live_claim_and_renews_an_expired_one_while_the_device_is_free() {
+    let fx = fixture().await;
+    fx.import("dev-retry").await;
+    let created = fx.send(&Call::claim(ALICE, "dev-retry"), Shape::Http).await;
+    let retry_path = format!("/v1/claims/{}/retry", created.body["claim_id"].as_str().unwrap());
+
+    let again = fx.send(&Call::new("POST", &retry_path, ALICE), Shape::Http).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body["state"], "endpoint_published");
+    assert_eq!(fx.published.0.lock().unwrap().len(), 2, "published again");
+
+    assert_error(
+        &fx.send(&Call::new("POST", &retry_path, "mallory"), Shape::Http).await,
+        StatusCode::NOT_FOUND,
+        "claim_not_found",
+    );
+
+    fx.clock.advance(time::Duration::minutes(20));
+    let renewed = fx.send(&Call::new("POST", &retry_path, ALICE), Shape::Http).await;
+    assert_eq!(renewed.status, StatusCode::ACCEPTED, "{:?}", renewed.body);
+    assert_eq!(renewed.body["state"], "endpoint_published");
+    assert_eq!(renewed.body["expires_at"], "2026-03-01T12:35:00Z", "a new deadline");
+    assert_eq!(fx.published.0.lock().unwrap().len(), 3);
+
+    // Once someone else holds the device, an expired claim cannot come back.
+    fx.clock.advance(time::Duration::minutes(20));
+    assert_eq!(
+        fx.send(&Call::claim("bob", "dev-retry"), Shape::Http).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_error(
+        &fx.send(&Call::new("POST", &retry_path, ALICE), Shape::Http).await,
+        StatusCode::CONFLICT,
+        "conflict",
     );
 }

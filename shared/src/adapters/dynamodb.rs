@@ -7,6 +7,10 @@
 //! | history     | `DEVICE#<thing>`      | `HISTORY#<seq:010>` | –                                      | –                                  |
 //! | claim       | `CLAIM#<claim_id>`    | `#CLAIM`            | `USER#<user>` / `CLAIM#<created>#<id>` | `STATE#<state>` / `<deadline>#<id>`|
 //! | idempotency | `IDEMPOTENCY#<user>`  | `KEY#<key>`         | –                                      | –                                  |
+//! | lease       | `LEASE#<name>`        | `#LEASE`            | –                                      | –                                  |
+//!
+//! Claims that owe a publish are also in the sparse `outbox` index: `gsi3pk = OUTBOX`,
+//! `gsi3sk = <next_publish_at>#<id>`.
 //!
 //! Every write goes through [`OwnershipStore::commit`], one `TransactWriteItems` whose conditions
 //! are: the device is still at the version the decision was made on, each updated claim is still
@@ -39,6 +43,8 @@ type Item = HashMap<String, AttributeValue>;
 
 pub const BY_USER_INDEX: &str = "by_user";
 pub const BY_STATE_INDEX: &str = "by_state";
+pub const OUTBOX_INDEX: &str = "outbox";
+const OUTBOX_PK: &str = "OUTBOX";
 
 #[derive(Clone, Debug)]
 pub struct DynamoOwnershipStore {
@@ -93,8 +99,26 @@ impl DynamoOwnershipStore {
     /// The writes of a change, in a fixed order: device, claims, history, idempotency record.
     /// [`classify_cancellation`] relies on the idempotency record coming last.
     fn transaction(&self, change: &DeviceChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+        if !change.history_is_contiguous() {
+            return Err(StoreError::Corrupt(
+                "history entries do not continue the device's numbering".into(),
+            ));
+        }
         let mut writes = Vec::with_capacity(2 + change.claims.len() + change.history.len());
-        writes.push(self.versioned_put(device_item(&change.device), change.expected_version)?);
+        let device_write = match change.expected_version {
+            None => self.put(device_item(&change.device), "attribute_not_exists(pk)", Item::new())?,
+            // The history length is checked with the version: new entries continue exactly where
+            // the stored numbering ends.
+            Some(version) => self.put(
+                device_item(&change.device),
+                "#version = :expected AND history_len = :history_len",
+                Item::from([
+                    (":expected".to_owned(), n(version)),
+                    (":history_len".to_owned(), n(change.expected_history_len)),
+                ]),
+            )?,
+        };
+        writes.push(device_write);
         for write in &change.claims {
             writes.push(self.versioned_put(claim_item(&write.claim), write.expected_version)?);
         }
@@ -236,6 +260,84 @@ impl OwnershipStore for DynamoOwnershipStore {
         Ok(Page { items, next_token })
     }
 
+    async fn due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OUTBOX_INDEX)
+            .key_condition_expression("gsi3pk = :pk AND gsi3sk <= :now")
+            .expression_attribute_values(":pk", s(OUTBOX_PK))
+            // `~` sorts after `#<claim id>`, so everything due at `now` itself is included.
+            .expression_attribute_values(":now", s(format!("{}~", padded_millis(now))))
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        out.items().iter().map(claim_from).collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("LEASE#{name}")))
+            .item("sk", s("#LEASE"))
+            .item("entity", s("lease"))
+            .item("holder", s(holder))
+            .item("until", n(millis(until)))
+            .item("ttl", n(until.unix_timestamp() + 3600))
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR holder = :holder")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":now", n(millis(now)))
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("LEASE#{name}")))
+            .key("sk", s("#LEASE"))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match result {
+            // Someone took it over after it lapsed: theirs now, nothing to release.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(unavailable(err)),
+            Ok(_) => Ok(()),
+        }
+    }
+
     async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
         let mut claims = Vec::new();
         for state in [ClaimState::Pending, ClaimState::EndpointPublished] {
@@ -277,16 +379,22 @@ fn classify_cancellation(reasons: &[CancellationReason], idempotency_index: Opti
         .filter_map(|r| r.code())
         .filter(|c| *c != "None")
         .collect();
-    if codes
+    let detail = format!("transaction cancelled: [{}]", codes.join(", "));
+    if codes.is_empty() {
+        CommitError::Store(StoreError::Unavailable(detail))
+    } else if codes
         .iter()
         .all(|code| matches!(*code, "ConditionalCheckFailed" | "TransactionConflict"))
     {
         CommitError::Conflict
+    } else if codes
+        .iter()
+        .any(|code| matches!(*code, "ValidationError" | "ItemCollectionSizeLimitExceeded"))
+    {
+        // Permanent: retrying the same change cannot succeed.
+        CommitError::Store(StoreError::Corrupt(detail))
     } else {
-        CommitError::Store(StoreError::Unavailable(format!(
-            "transaction cancelled: {}",
-            codes.join(", ")
-        )))
+        CommitError::Store(StoreError::Unavailable(detail))
     }
 }
 
@@ -435,7 +543,9 @@ fn claim_item(claim: &Claim) -> Item {
         ("claim_id".to_owned(), s(claim.claim_id.as_str())),
         ("thing_name".to_owned(), s(claim.thing_name.as_str())),
         ("user_id".to_owned(), s(claim.user.as_str())),
+        ("vendor".to_owned(), s(&claim.vendor)),
         ("state".to_owned(), s(claim.state.as_str())),
+        ("publish_attempts".to_owned(), n(claim.publish_attempts)),
         ("target_endpoint".to_owned(), s(&claim.target_endpoint)),
         ("created_at".to_owned(), n(millis(claim.created_at))),
         ("updated_at".to_owned(), n(millis(claim.updated_at))),
@@ -453,6 +563,15 @@ fn claim_item(claim: &Claim) -> Item {
             s(format!("{}#{}", padded_millis(claim.expires_at), claim.claim_id)),
         ),
     ]);
+    if let Some(due) = claim.next_publish_at {
+        // Sparse outbox index: only claims that owe a publish are in it.
+        item.insert("next_publish_at".to_owned(), n(millis(due)));
+        item.insert("gsi3pk".to_owned(), s(OUTBOX_PK));
+        item.insert(
+            "gsi3sk".to_owned(),
+            s(format!("{}#{}", padded_millis(due), claim.claim_id)),
+        );
+    }
     if let Some(failure) = &claim.failure {
         item.insert("failure_code".to_owned(), s(&failure.code));
         item.insert("failure_message".to_owned(), s(&failure.message));
@@ -493,6 +612,7 @@ fn claim_from(item: &Item) -> Result<Claim, StoreError> {
         claim_id: claim_id_attr(item, "claim_id")?,
         thing_name: thing_attr(item, "thing_name")?,
         user: user_attr(item, "user_id")?,
+        vendor: str_attr(item, "vendor")?.to_owned(),
         state,
         target_endpoint: str_attr(item, "target_endpoint")?.to_owned(),
         created_at: time_attr(item, "created_at")?,
@@ -500,6 +620,12 @@ fn claim_from(item: &Item) -> Result<Claim, StoreError> {
         expires_at: time_attr(item, "expires_at")?,
         history,
         failure,
+        publish_attempts: u32::try_from(u64_attr(item, "publish_attempts")?)
+            .map_err(|_| corrupt("publish_attempts", "too large"))?,
+        next_publish_at: item
+            .contains_key("next_publish_at")
+            .then(|| time_attr(item, "next_publish_at"))
+            .transpose()?,
         version: u64_attr(item, "version")?,
     })
 }
@@ -635,10 +761,16 @@ fn decode_page_token(token: &str, partition: &str) -> Result<Item, PageError> {
     let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| PageError::InvalidToken)?;
     let plain: std::collections::BTreeMap<String, String> =
         serde_json::from_slice(&bytes).map_err(|_| PageError::InvalidToken)?;
-    let expected_keys = ["gsi1pk", "gsi1sk", "pk", "sk"];
-    if plain.len() != expected_keys.len()
-        || !expected_keys.iter().all(|k| plain.contains_key(*k))
-        || plain.get("gsi1pk").map(String::as_str) != Some(partition)
+    let field = |name: &str| plain.get(name).map(String::as_str);
+    // Exactly the last key of a device page in the caller's own partition, and nothing else.
+    let device_key = field("gsi1sk")
+        .and_then(|sk| sk.strip_prefix("DEVICE#"))
+        .is_some_and(|thing| ThingName::parse(thing).is_ok());
+    if plain.len() != 4
+        || field("gsi1pk") != Some(partition)
+        || !device_key
+        || field("pk") != field("gsi1sk")
+        || field("sk") != Some(DEVICE_SK)
     {
         return Err(PageError::InvalidToken);
     }
@@ -655,6 +787,7 @@ mod tests {
             ClaimId::new_random(),
             ThingName::parse("dev-1").expect("valid"),
             UserId::parse("user-a").expect("valid"),
+            "espressif".into(),
             "oem-ats.iot.eu-west-1.amazonaws.com".into(),
             datetime!(2026-01-01 10:00:00.123 UTC),
             time::Duration::minutes(15),
@@ -711,12 +844,16 @@ mod tests {
             ("gsi1sk".to_owned(), s("DEVICE#d1")),
         ]);
         let token = encode_page_token(&key).expect("encodes");
-        assert_eq!(decode_page_token(&token, "USER#alice"), Ok(key));
+        assert_eq!(decode_page_token(&token, "USER#alice"), Ok(key.clone()));
         assert_eq!(decode_page_token(&token, "USER#mallory"), Err(PageError::InvalidToken));
         assert_eq!(
             decode_page_token("not base64!", "USER#alice"),
             Err(PageError::InvalidToken)
         );
+        let mut outside = key.clone();
+        outside.insert("gsi1sk".to_owned(), s("CLAIM#0001"));
+        let forged = encode_page_token(&outside).expect("encodes");
+        assert_eq!(decode_page_token(&forged, "USER#alice"), Err(PageError::InvalidToken));
     }
 
     #[test]
@@ -738,7 +875,16 @@ mod tests {
             CommitError::Conflict
         );
         assert!(matches!(
-            classify_cancellation(&[throttled, ok], None),
+            classify_cancellation(&[throttled, ok.clone()], None),
+            CommitError::Store(StoreError::Unavailable(_))
+        ));
+        let invalid = CancellationReason::builder().code("ValidationError").build();
+        assert!(matches!(
+            classify_cancellation(&[invalid, ok], None),
+            CommitError::Store(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            classify_cancellation(&[], None),
             CommitError::Store(StoreError::Unavailable(_))
         ));
     }

@@ -103,6 +103,8 @@ pub struct Claim {
     pub claim_id: ClaimId,
     pub thing_name: ThingName,
     pub user: UserId,
+    /// The device's module vendor: whose staging endpoint and claim-thing deliver the message.
+    pub vendor: String,
     /// The state as last written. Use [`Claim::effective_state`] to answer "what is it now".
     pub state: ClaimState,
     pub target_endpoint: String,
@@ -111,6 +113,12 @@ pub struct Claim {
     pub expires_at: OffsetDateTime,
     pub history: Vec<StateChange>,
     pub failure: Option<Failure>,
+    /// Publishes of the endpoint message tried so far (failed ones included).
+    pub publish_attempts: u32,
+    /// When the endpoint message is due to be published: set while a publish is owed (a new claim,
+    /// a failed attempt waiting for its backoff, a retry request), cleared once one is confirmed.
+    /// This is the claim's place in the outbox.
+    pub next_publish_at: Option<OffsetDateTime>,
     /// Optimistic-concurrency counter of the stored record.
     pub version: u64,
 }
@@ -120,6 +128,7 @@ impl Claim {
         claim_id: ClaimId,
         thing_name: ThingName,
         user: UserId,
+        vendor: String,
         target_endpoint: String,
         now: OffsetDateTime,
         deadline: time::Duration,
@@ -128,6 +137,7 @@ impl Claim {
             claim_id,
             thing_name,
             user,
+            vendor,
             state: ClaimState::Pending,
             target_endpoint,
             created_at: now,
@@ -138,6 +148,8 @@ impl Claim {
                 at: now,
             }],
             failure: None,
+            publish_attempts: 0,
+            next_publish_at: Some(now),
             version: 1,
         }
     }
@@ -194,6 +206,34 @@ impl Claim {
             state: next,
             at: recorded_at,
         });
+        // Only a pending claim owes a publish: confirmed, finished or dead claims leave the outbox.
+        if next != ClaimState::Pending {
+            self.next_publish_at = None;
+        }
+        Ok(())
+    }
+
+    /// A retry of an expired claim while its device is free: the same claim waits again, with a new
+    /// deadline and a publish due now. Only an (effectively) expired claim can be renewed.
+    pub fn renew(&mut self, now: OffsetDateTime, deadline: time::Duration) -> Result<(), TransitionError> {
+        if self.effective_state(now) != ClaimState::Expired {
+            return Err(TransitionError {
+                from: self.effective_state(now),
+                to: ClaimState::Pending,
+            });
+        }
+        if self.state != ClaimState::Expired {
+            self.transition(ClaimState::Expired, now)?;
+        }
+        self.state = ClaimState::Pending;
+        self.updated_at = now;
+        self.expires_at = now + deadline;
+        self.failure = None;
+        self.next_publish_at = Some(now);
+        self.history.push(StateChange {
+            state: ClaimState::Pending,
+            at: now,
+        });
         Ok(())
     }
 }
@@ -208,6 +248,7 @@ mod tests {
             ClaimId::new_random(),
             ThingName::parse("dev-1").expect("valid"),
             UserId::parse("user-a").expect("valid"),
+            "espressif".into(),
             "oem-ats.iot.eu-west-1.amazonaws.com".into(),
             now,
             time::Duration::minutes(15),
@@ -278,6 +319,25 @@ mod tests {
         assert!(claim.clone().transition(ClaimState::Provisioned, late).is_ok());
         claim.transition(ClaimState::Expired, late).expect("expire");
         assert_eq!(claim.history.last().map(|h| h.at), Some(claim.expires_at));
+    }
+
+    #[test]
+    fn only_an_expired_claim_is_renewed_with_a_new_deadline() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let mut claim = claim_at(t0);
+        assert!(
+            claim.clone().renew(t0, time::Duration::minutes(15)).is_err(),
+            "still live"
+        );
+        let later = t0 + time::Duration::minutes(30);
+        claim.renew(later, time::Duration::minutes(15)).expect("renew");
+        assert_eq!(claim.effective_state(later), ClaimState::Pending);
+        assert_eq!(claim.expires_at, later + time::Duration::minutes(15));
+        assert_eq!(claim.next_publish_at, Some(later));
+        let states: Vec<_> = claim.history.iter().map(|h| h.state).collect();
+        assert_eq!(states, [ClaimState::Pending, ClaimState::Expired, ClaimState::Pending]);
+        claim.transition(ClaimState::EndpointPublished, later).expect("publish");
+        assert_eq!(claim.next_publish_at, None, "a confirmed publish leaves the outbox");
     }
 
     #[test]

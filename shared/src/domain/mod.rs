@@ -5,3 +5,4 @@ pub mod claim;
 pub mod device;
 pub mod history;
 pub mod ids;
+pub mod publish;

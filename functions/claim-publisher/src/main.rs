@@ -1,0 +1,56 @@
+//! Runs on a schedule (EventBridge, every minute on AWS; every few seconds in the local stack) and
+//! publishes every endpoint message the outbox owes: new claims whose inline publish did not happen,
+//! and failed publishes whose backoff has passed. The event content is ignored.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_config::BehaviorVersion;
+use claim_shared::{
+    adapters::{dynamodb::DynamoOwnershipStore, mqtt::MqttPublisher, secrets::SecretsManagerCredentials},
+    config::{claim_settings, env_or, required, ConfigError},
+    outbox::{Outbox, OutboxSettings},
+    service::{ClaimService, SystemClock},
+};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use serde_json::{json, Value};
+
+/// Leaves headroom below the function timeout (60 s in the template).
+const DRAIN_BUDGET: Duration = Duration::from_secs(45);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let table = required("CLAIMS_TABLE")?;
+    let settings = claim_settings()?;
+    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
+    let claims = ClaimService::new(
+        DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
+        SystemClock,
+        settings,
+    );
+    let credentials = SecretsManagerCredentials::new(
+        aws_sdk_secretsmanager::Client::new(&aws),
+        env_or("CLAIM_THING_SECRET_PREFIX", "expresslink/claim-thing/"),
+        Duration::from_secs(300),
+    )
+    .map_err(|err| ConfigError(err.to_string()))?;
+    let outbox = Outbox::new(
+        Arc::new(credentials),
+        Arc::new(MqttPublisher::default()),
+        OutboxSettings::default(),
+    );
+    lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| {
+        let (claims, outbox) = (&claims, &outbox);
+        async move {
+            // A storage error fails the invocation: the next scheduled run starts over.
+            let report = outbox.drain(claims, DRAIN_BUDGET).await?;
+            Ok::<Value, Error>(json!({
+                "published": report.published,
+                "failed": report.failed,
+                "busy_vendors": report.busy_vendors,
+                "out_of_time": report.out_of_time,
+            }))
+        }
+    }))
+    .await
+}

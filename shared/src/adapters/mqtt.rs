@@ -1,0 +1,144 @@
+//! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): connect as the claim-thing,
+//! publish QoS 1, wait for the PUBACK, disconnect. Port 443 uses ALPN `x-amzn-mqtt-ca` as AWS IoT
+//! requires there. One connection per message keeps no state between invocations; callers make
+//! sure no two publishes with the same client id overlap (see the publisher lease).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use rumqttc::{
+    tokio_rustls::rustls::{
+        self,
+        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    },
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+
+use crate::{
+    domain::{
+        ids::ConfigTopic,
+        publish::{ClaimThingCredentials, PublishError},
+    },
+    ports::EndpointPublisher,
+};
+
+pub const ALPN_MQTT_CA: &[u8] = b"x-amzn-mqtt-ca";
+
+#[derive(Debug, Clone)]
+pub struct MqttPublisher {
+    /// Upper bound for connect + publish + PUBACK.
+    pub timeout: Duration,
+}
+
+impl Default for MqttPublisher {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The rustls client configuration for a claim-thing: its certificate and key as client identity,
+/// the secret's CA bundle (or the public web roots) as trust anchors.
+pub fn tls_config(credentials: &ClaimThingCredentials) -> Result<rustls::ClientConfig, PublishError> {
+    let invalid = |what: &str| PublishError::new("credentials_invalid", format!("claim-thing {what} is not valid PEM"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(credentials.certificate_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| invalid("certificate"))?;
+    if certs.is_empty() {
+        return Err(invalid("certificate"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_slice(credentials.private_key_pem.as_bytes()).map_err(|_| invalid("private key"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    match &credentials.ca_pem {
+        Some(bundle) => {
+            for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+                let cert = cert.map_err(|_| invalid("CA bundle"))?;
+                roots.add(cert).map_err(|_| invalid("CA bundle"))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // An explicit provider: the process may link more than one, and the default would then be
+    // ambiguous.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| PublishError::new("tls_config", err.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|_| PublishError::new("credentials_invalid", "claim-thing certificate and key do not match"))?;
+    if credentials.port == 443 {
+        config.alpn_protocols = vec![ALPN_MQTT_CA.to_vec()];
+    }
+    Ok(config)
+}
+
+#[async_trait]
+impl EndpointPublisher for MqttPublisher {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let tls = tls_config(credentials)?;
+        let mut options = MqttOptions::new(&credentials.client_id, &credentials.staging_endpoint, credentials.port);
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        options.set_clean_session(true);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut events) = AsyncClient::new(options, 4);
+
+        let exchange = async {
+            client
+                .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.to_vec())
+                .await
+                .map_err(|err| PublishError::new("publish_failed", err.to_string()))?;
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code != ConnectReturnCode::Success => {
+                        return Err(PublishError::new(
+                            "staging_refused",
+                            format!("connection refused: {:?}", ack.code),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(err) => return Err(connection_error(&err)),
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::new(
+                "staging_timeout",
+                format!("no PUBACK from the staging endpoint within {:?}", self.timeout),
+            )),
+        };
+        if result.is_ok() {
+            // Polite close; the message is already confirmed, so a failure here changes nothing.
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Ok(event) = events.poll().await {
+                    if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        result
+    }
+}
+
+fn connection_error(err: &ConnectionError) -> PublishError {
+    match err {
+        ConnectionError::ConnectionRefused(code) => {
+            PublishError::new("staging_refused", format!("connection refused: {code:?}"))
+        }
+        ConnectionError::Io(io) => PublishError::new("staging_unreachable", io.to_string()),
+        ConnectionError::Tls(tls) => PublishError::new("staging_tls", tls.to_string()),
+        other => PublishError::new("staging_unreachable", other.to_string()),
+    }
+}

@@ -1,0 +1,90 @@
+//! Prepares the local stack's data: the ownership table (from `template.yaml`), the local PKI
+//! (CA, broker server certificate, claim-thing and observer identities), the claim-thing secret of
+//! the demo vendor in moto, and demo devices with their birth certificates. Idempotent.
+//! Used by `scripts/dev.sh`; reads `.local/endpoints.env` variables (`CLAIMS_TABLE`, `PKI_DIR`,
+//! `MQTT_STAGING_PORT`, `AWS_ENDPOINT_URL*`).
+//!
+//! Usage: local-setup [--demo-device <thing-name>]...
+
+use claim_shared::{
+    adapters::dynamodb::DynamoOwnershipStore,
+    domain::{history::Actor, ids::ThingName},
+    service::{ClaimService, ClaimSettings, NewDevice, SystemClock},
+};
+use claim_tests::{
+    local_claim_thing_secret, local_dynamodb, local_secrets, pki, put_claim_thing_secret, schema::TableSchema,
+    LocalStack,
+};
+
+/// The vendor of the demo devices; its secret is `<prefix>demo-vendor`.
+const DEMO_VENDOR: &str = "demo-vendor";
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let stack = LocalStack::from_env();
+    let mut demo_devices = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--demo-device", Some(name)) => {
+                demo_devices.push(ThingName::parse(&name).map_err(|err| format!("--demo-device {name:?}: {err}"))?)
+            }
+            _ => {
+                return Err(format!(
+                    "unexpected argument {arg:?}; usage: local-setup [--demo-device <thing-name>]..."
+                ))
+            }
+        }
+    }
+
+    let client = local_dynamodb().await;
+    let schema = TableSchema::from_template_file().map_err(|err| err.to_string())?;
+    match schema.create(&client, &stack.table).await {
+        Ok(true) => println!("created table {}", stack.table),
+        Ok(false) => println!("table {} already exists", stack.table),
+        Err(err) => return Err(format!("cannot create table {}: {err}", stack.table)),
+    }
+
+    let pki = pki::LocalPki::ensure(&stack.pki_dir).map_err(|err| err.to_string())?;
+    pki.client(pki::OBSERVER).map_err(|err| err.to_string())?;
+    let prefix = std::env::var("CLAIM_THING_SECRET_PREFIX").unwrap_or_else(|_| "expresslink/claim-thing/".to_owned());
+    let secret = local_claim_thing_secret(&pki, stack.staging_port).map_err(|err| err.to_string())?;
+    put_claim_thing_secret(&local_secrets().await, &format!("{prefix}{DEMO_VENDOR}"), &secret).await?;
+    println!(
+        "claim-thing secret {prefix}{DEMO_VENDOR} stored (staging = localhost:{})",
+        stack.staging_port
+    );
+
+    let service = ClaimService::new(
+        DynamoOwnershipStore::new(client, &stack.table),
+        SystemClock,
+        ClaimSettings::default(),
+    );
+    for thing_name in demo_devices {
+        pki.client(thing_name.as_str()).map_err(|err| err.to_string())?;
+        let device = NewDevice {
+            thing_name: thing_name.clone(),
+            vendor: DEMO_VENDOR.into(),
+            sku: Some("DEMO-1".into()),
+        };
+        let outcome = service
+            .import(&device, Actor::Operator("scripts/dev.sh".into()))
+            .await
+            .map_err(|err| format!("cannot import {thing_name}: {err}"))?;
+        println!(
+            "demo device {thing_name}: {outcome:?}, birth certificate in {}/clients/",
+            pki.dir().display()
+        );
+    }
+    Ok(())
+}
