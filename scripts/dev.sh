@@ -305,11 +305,18 @@ cmd_status() {
   return 0
 }
 
+STARTED_BY_TEST=()
+
+stop_started_by_test() {
+  local i
+  for ((i = ${#STARTED_BY_TEST[@]} - 1; i >= 0; i--)); do stop_service "${STARTED_BY_TEST[$i]}"; done
+}
+
 cmd_test() {
-  local name started=()
-  for name in "${SERVICES[@]}"; do pid_alive "$name" || started+=("$name"); done
+  local name
+  for name in "${SERVICES[@]}"; do pid_alive "$name" || STARTED_BY_TEST+=("$name"); done
   # Stop exactly what this run starts, even when start-up fails half-way.
-  trap 'for ((i = ${#started[@]} - 1; i >= 0; i--)); do stop_service "${started[$i]}"; done' EXIT
+  trap stop_started_by_test EXIT
   stack_up
   cd "$ROOT"
   say "cargo fmt --check"

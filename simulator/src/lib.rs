@@ -15,6 +15,8 @@ use rumqttc::{
 };
 use tokio::sync::mpsc;
 
+const RECONNECT_PAUSE: Duration = Duration::from_millis(300);
+
 #[derive(Clone)]
 pub struct ModuleConfig {
     /// The module's ThingName (its UID); also its MQTT client id.
@@ -93,7 +95,10 @@ pub async fn run(config: ModuleConfig, events: mpsc::UnboundedSender<ModuleEvent
                 }
             }
             Ok(_) => {}
-            Err(err) => return Err(ModuleError::Mqtt(err.to_string())),
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Err(ModuleError::Refused(code)),
+            // Like a module whose host reconnects after CONLOST: wait, then the next poll reconnects
+            // (and the ConnAck above subscribes again).
+            Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
         }
     };
     let _ = events.send(ModuleEvent::EndpointStored(endpoint.clone()));
@@ -123,7 +128,8 @@ pub async fn run(config: ModuleConfig, events: mpsc::UnboundedSender<ModuleEvent
                 let _ = events.send(ModuleEvent::ConnectedTo(endpoint.clone()));
             }
             Ok(_) => {}
-            Err(err) => return Err(ModuleError::Mqtt(err.to_string())),
+            Err(rumqttc::ConnectionError::ConnectionRefused(code)) => return Err(ModuleError::Refused(code)),
+            Err(_) => tokio::time::sleep(RECONNECT_PAUSE).await,
         }
     }
 }

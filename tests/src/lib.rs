@@ -1,6 +1,8 @@
 //! Test kit for the integration tests and the local stack: clients for the local engines, tables
 //! created from `template.yaml`, and a clock the tests can move.
 
+pub mod e2e;
+pub mod mqtt;
 pub mod pki;
 pub mod schema;
 
@@ -84,6 +86,8 @@ pub struct LocalStack {
     pub oem_port: u16,
     pub api_url: String,
     pub api_log: std::path::PathBuf,
+    /// The OEM endpoint the functions send devices to, and where it really is locally.
+    pub oem_endpoint: String,
 }
 
 impl LocalStack {
@@ -98,10 +102,16 @@ impl LocalStack {
             api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/lambda-url/claim-api"),
             api_log: var(
                 "CLAIM_API_LOG",
-                &root.join(".local/logs/claim-api.log").display().to_string(),
+                &root.join(".local/logs/claim-functions.log").display().to_string(),
             )
             .into(),
+            oem_endpoint: var("OEM_ENDPOINT", "local-oem-ats.iot.us-east-1.amazonaws.com"),
         }
+    }
+
+    /// The staging listener's ACL, written by `scripts/dev.sh` beside the PKI.
+    pub fn staging_acl(&self) -> std::path::PathBuf {
+        self.pki_dir.join("../mosquitto-staging.acl")
     }
 }
 

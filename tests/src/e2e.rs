@@ -1,0 +1,215 @@
+//! Driving the running local stack as its users do: an app over HTTP, a module over MQTT.
+
+use std::{collections::HashMap, time::Duration};
+
+use claim_shared::{
+    adapters::dynamodb::DynamoOwnershipStore,
+    domain::{history::Actor, ids::ThingName},
+    service::{ClaimService, ClaimSettings, NewDevice, SystemClock},
+};
+use expresslink_sim::{ModuleConfig, ModuleEvent};
+use tokio::sync::mpsc;
+
+use crate::{local_dynamodb, local_secrets, pki::LocalPki, put_claim_thing_secret, LocalStack};
+
+/// The vendor `scripts/dev.sh` configured (its claim-thing publishes to the stack's broker).
+pub const DEMO_VENDOR: &str = "demo-vendor";
+
+pub struct Stack {
+    pub local: LocalStack,
+    pub pki: LocalPki,
+    pub http: reqwest::Client,
+    claims: ClaimService<DynamoOwnershipStore, SystemClock>,
+}
+
+/// An HTTP answer: status and JSON body (`null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Stack {
+    pub async fn connect() -> Self {
+        let local = LocalStack::from_env();
+        let pki = match LocalPki::ensure(&local.pki_dir) {
+            Ok(pki) => pki,
+            Err(err) => panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"),
+        };
+        let claims = ClaimService::new(
+            DynamoOwnershipStore::new(local_dynamodb().await, &local.table),
+            SystemClock,
+            ClaimSettings::default(),
+        );
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_default();
+        Self {
+            local,
+            pki,
+            http,
+            claims,
+        }
+    }
+
+    /// A new device of `vendor` in the registry, with a unique ThingName.
+    pub async fn new_device(&self, vendor: &str) -> String {
+        let thing = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+        let device = NewDevice {
+            thing_name: ThingName::parse(&thing).unwrap_or_else(|e| panic!("{e}")),
+            vendor: vendor.to_owned(),
+            sku: Some("E2E".into()),
+        };
+        if let Err(err) = self.claims.import(&device, Actor::Operator("e2e".into())).await {
+            panic!("import {thing}: {err}");
+        }
+        thing
+    }
+
+    /// A vendor of a test's own whose claim-thing publishes to `localhost:<staging_port>`.
+    pub async fn new_vendor(&self, staging_port: u16) -> String {
+        let vendor = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let secret = crate::local_claim_thing_secret(&self.pki, staging_port).unwrap_or_else(|e| panic!("{e}"));
+        self.put_secret(&vendor, &secret).await;
+        vendor
+    }
+
+    pub async fn put_secret(&self, vendor: &str, secret: &serde_json::Value) {
+        let prefix =
+            std::env::var("CLAIM_THING_SECRET_PREFIX").unwrap_or_else(|_| "expresslink/claim-thing/".to_owned());
+        if let Err(err) = put_claim_thing_secret(&local_secrets().await, &format!("{prefix}{vendor}"), secret).await {
+            panic!("secret for {vendor}: {err}");
+        }
+    }
+
+    /// One API call as `user` (named in the `x-local-user` header the local build accepts).
+    pub async fn call(&self, method: &str, path: &str, user: &str, body: Option<Vec<u8>>) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut request = self
+            .http
+            .request(method, format!("{}{}", self.local.api_url, path))
+            .header("x-local-user", user)
+            .header("content-type", "application/json");
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => panic!("{path}: {err} (is the local stack up? scripts/dev.sh up)"),
+        };
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{path}: body is not JSON: {bytes:?}"))
+        };
+        Answer { status, body }
+    }
+
+    pub async fn claim(&self, user: &str, code: &str) -> Answer {
+        let body = serde_json::json!({ "code": code }).to_string().into_bytes();
+        self.call("POST", "/v1/claims", user, Some(body)).await
+    }
+
+    /// Polls the claim until `done` says so, or `within` passes; returns the last answer.
+    pub async fn wait_for_claim(
+        &self,
+        user: &str,
+        claim_id: &str,
+        within: Duration,
+        done: impl Fn(&Answer) -> bool,
+    ) -> Answer {
+        let started = std::time::Instant::now();
+        loop {
+            let answer = self.call("GET", &format!("/v1/claims/{claim_id}"), user, None).await;
+            if done(&answer) || started.elapsed() >= within {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Starts a simulated module for `thing` on `staging_port` and waits until it listens.
+    pub async fn module(&self, thing: &str, staging_port: u16) -> Module {
+        let identity = self.pki.client(thing).unwrap_or_else(|e| panic!("{e}"));
+        let config = ModuleConfig {
+            thing_name: thing.to_owned(),
+            staging_host: "localhost".into(),
+            staging_port,
+            cert_pem: identity.cert_pem,
+            key_pem: identity.key_pem,
+            ca_pem: self.pki.ca_pem().unwrap_or_else(|e| panic!("{e}")),
+            resolve: HashMap::from([(
+                self.local.oem_endpoint.clone(),
+                ("localhost".to_owned(), self.local.oem_port),
+            )]),
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(expresslink_sim::run(config, events_tx));
+        let mut module = Module {
+            events,
+            seen: Vec::new(),
+            task,
+        };
+        module
+            .wait_for(Duration::from_secs(10), |e| *e == ModuleEvent::WaitingInStaging)
+            .await;
+        module
+    }
+}
+
+pub struct Module {
+    events: mpsc::UnboundedReceiver<ModuleEvent>,
+    /// Everything the module reported so far.
+    pub seen: Vec<ModuleEvent>,
+    task: tokio::task::JoinHandle<Result<(), expresslink_sim::ModuleError>>,
+}
+
+impl Module {
+    /// Waits for an event matching `wanted`; panics with what was seen if it does not come.
+    pub async fn wait_for(&mut self, within: Duration, wanted: impl Fn(&ModuleEvent) -> bool) {
+        if self.seen.iter().any(&wanted) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    let hit = wanted(&event);
+                    self.seen.push(event);
+                    if hit {
+                        return;
+                    }
+                }
+                Ok(None) => panic!("the module stopped; it saw {:?}", self.seen),
+                Err(_) => panic!("timed out; the module saw {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Collects what arrives within `window` (to prove nothing more comes).
+    pub async fn settle(&mut self, window: Duration) {
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            self.seen.push(event);
+        }
+    }
+
+    pub fn messages(&self) -> Vec<(String, Vec<u8>)> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                ModuleEvent::Message { topic, payload } => Some((topic.clone(), payload.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
