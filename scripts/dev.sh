@@ -10,6 +10,8 @@
 #   scripts/dev.sh status   show what runs
 #   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint and all tests, against
 #                           the real local engines (starts what is not running, stops what it started)
+#   scripts/dev.sh bench [--claims N] [--concurrency C]
+#                           load benchmark of the claim path on the local stack (leaves it running)
 #
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
 # (cargo target dir), DDB_PORT (8000), MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883),
@@ -330,10 +332,17 @@ cmd_test() {
   say "all checks passed"
 }
 
+cmd_bench() {
+  stack_up
+  cd "$ROOT"
+  cargo run -q -p claim-tests --bin claim-bench -- "$@"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
+  bench) shift; cmd_bench "$@" ;;
   down) stack_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

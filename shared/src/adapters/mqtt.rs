@@ -142,3 +142,51 @@ fn connection_error(err: &ConnectionError) -> PublishError {
         other => PublishError::new("staging_unreachable", other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials(port: u16) -> ClaimThingCredentials {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["claim-thing".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        ClaimThingCredentials {
+            certificate_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+            client_id: "uuid".into(),
+            staging_endpoint: "staging.example".into(),
+            port,
+            ca_pem: Some(cert.pem()),
+        }
+    }
+
+    #[test]
+    fn port_443_speaks_the_alpn_aws_iot_requires_and_8883_none() {
+        assert_eq!(
+            tls_config(&credentials(443)).expect("config").alpn_protocols,
+            [ALPN_MQTT_CA.to_vec()]
+        );
+        assert!(tls_config(&credentials(8883))
+            .expect("config")
+            .alpn_protocols
+            .is_empty());
+    }
+
+    #[test]
+    fn broken_key_material_is_a_credentials_error_without_the_material() {
+        let mut creds = credentials(8883);
+        creds.private_key_pem = "-----BEGIN PRIVATE KEY-----\nnot-a-key-SECRET\n-----END PRIVATE KEY-----\n".into();
+        let err = tls_config(&creds).expect_err("refused");
+        assert_eq!(err.code, "credentials_invalid");
+        assert!(!err.message.contains("SECRET"));
+        let mut mismatched = credentials(8883);
+        mismatched.private_key_pem = credentials(8883).private_key_pem;
+        assert_eq!(
+            tls_config(&mismatched).expect_err("refused").code,
+            "credentials_invalid"
+        );
+    }
+}

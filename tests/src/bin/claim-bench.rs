@@ -1,0 +1,168 @@
+//! Load benchmark of the claim path on the running local stack (`scripts/dev.sh bench`).
+//!
+//! Imports N fresh devices of the demo vendor, then claims each once over HTTP from C concurrent
+//! clients, as apps would. Every claim goes all the way: DynamoDB transaction, claim-thing secret
+//! (cached), MQTT publish over mutual TLS with PUBACK, and the record of it. Then reads each claim
+//! back. Prints latency percentiles and throughput. The figures describe this machine and the local
+//! stack (debug builds under `cargo lambda watch`, which runs one invocation at a time per function),
+//! not AWS Lambda.
+//!
+//! Usage: claim-bench [--claims N] [--concurrency C]
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use claim_tests::e2e::{Stack, DEMO_VENDOR};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let mut claims = 200usize;
+    let mut concurrency = 8usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().and_then(|v| v.parse::<usize>().ok()).filter(|v| *v > 0);
+        match (flag.as_str(), value) {
+            ("--claims", Some(v)) => claims = v,
+            ("--concurrency", Some(v)) => concurrency = v,
+            _ => {
+                eprintln!("usage: claim-bench [--claims N] [--concurrency C]");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    }
+
+    let stack = Arc::new(Stack::connect().await);
+    println!("importing {claims} devices of {DEMO_VENDOR}…");
+    let mut devices = Vec::with_capacity(claims);
+    for _ in 0..claims {
+        devices.push(stack.new_device(DEMO_VENDOR).await);
+    }
+    let devices = Arc::new(devices);
+
+    // Warm-up: the first request of each function pays its start and the first TLS handshakes.
+    let warm = stack.new_device(DEMO_VENDOR).await;
+    let _ = stack.claim("bench-warmup", &warm).await;
+
+    let (post, post_wall, statuses) = run(&stack, &devices, concurrency, |stack, i, thing| async move {
+        let answer = stack.claim(&format!("bench-{i}"), &thing).await;
+        (
+            answer.status,
+            answer.body["state"].as_str().unwrap_or("").to_owned(),
+            answer.body["claim_id"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+    .await;
+    let accepted = statuses.iter().filter(|(s, _, _)| *s == 202).count();
+    let published = statuses
+        .iter()
+        .filter(|(_, state, _)| state == "endpoint_published")
+        .count();
+    let claim_ids: Arc<Vec<(usize, String)>> = Arc::new(
+        statuses
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, id))| (i, id.clone()))
+            .collect(),
+    );
+
+    let (get, get_wall, get_statuses) = run(&stack, &devices, concurrency, move |stack, i, _thing| {
+        let claim_ids = Arc::clone(&claim_ids);
+        async move {
+            let id = claim_ids.get(i).map(|(_, id)| id.clone()).unwrap_or_default();
+            let answer = stack
+                .call("GET", &format!("/v1/claims/{id}"), &format!("bench-{i}"), None)
+                .await;
+            (answer.status, String::new(), String::new())
+        }
+    })
+    .await;
+    let read_ok = get_statuses.iter().filter(|(s, _, _)| *s == 200).count();
+
+    println!();
+    println!("claims: {claims}, concurrency: {concurrency}");
+    println!("POST /v1/claims      {}", summary(&post, post_wall));
+    println!(
+        "  202: {accepted}/{claims}, answered endpoint_published (publish confirmed inline): {published}/{claims}"
+    );
+    println!("GET /v1/claims/{{id}}  {}", summary(&get, get_wall));
+    println!("  200: {read_ok}/{claims}");
+    if accepted == claims && read_ok == claims {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+type Outcome = (u16, String, String);
+
+/// Runs `work` once per device from `concurrency` workers; returns per-request latencies, the wall
+/// time, and the outcomes in device order.
+async fn run<F, Fut>(
+    stack: &Arc<Stack>,
+    devices: &Arc<Vec<String>>,
+    concurrency: usize,
+    work: F,
+) -> (Vec<Duration>, Duration, Vec<Outcome>)
+where
+    F: Fn(Arc<Stack>, usize, String) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers = (0..concurrency).map(|_| {
+        let (stack, devices, next, work) = (Arc::clone(stack), Arc::clone(devices), Arc::clone(&next), work.clone());
+        tokio::spawn(async move {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(thing) = devices.get(i).cloned() else { break };
+                let t = Instant::now();
+                let outcome = work(Arc::clone(&stack), i, thing).await;
+                done.push((i, t.elapsed(), outcome));
+            }
+            done
+        })
+    });
+    let mut all = Vec::new();
+    for worker in futures_join(workers).await {
+        all.extend(worker);
+    }
+    let wall = started.elapsed();
+    all.sort_by_key(|(i, _, _)| *i);
+    let latencies = all.iter().map(|(_, d, _)| *d).collect();
+    let outcomes = all.into_iter().map(|(_, _, o)| o).collect();
+    (latencies, wall, outcomes)
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<Vec<T>>>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap_or_default());
+    }
+    out
+}
+
+fn summary(latencies: &[Duration], wall: Duration) -> String {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        if ms.is_empty() {
+            return 0.0;
+        }
+        let index = ((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1;
+        ms[index]
+    };
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.1} requests/s",
+        pick(0.50),
+        pick(0.90),
+        pick(0.99),
+        ms.last().copied().unwrap_or(0.0),
+        latencies.len() as f64 / wall.as_secs_f64().max(1e-9)
+    )
+}
