@@ -2,9 +2,10 @@
 # The project's one entry point for local work. Installs what it needs, idempotently.
 #
 #   scripts/dev.sh up       start the local stack (DynamoDB Local, moto, Mosquitto with mutual TLS,
-#                           the functions under cargo lambda watch, the publisher schedule), then walk
-#                           a claim end to end: a simulated ExpressLink module waits in "staging", the
-#                           demo user claims it over HTTP, the module receives its endpoint and moves.
+#                           the functions under cargo lambda watch, the schedule, the IoT events of
+#                           the OEM account), then walk a claim end to end: a simulated ExpressLink
+#                           module waits in "staging", the demo user claims it over HTTP, the module
+#                           receives its endpoint and moves, the claim completes (provisioned).
 #                           The stack keeps running; curl examples are printed.
 #   scripts/dev.sh down     stop everything `up` or `test` started
 #   scripts/dev.sh status   show what runs
@@ -36,7 +37,7 @@ PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
-SERVICES=(dynamodb moto mosquitto claim-functions publisher-schedule)
+SERVICES=(dynamodb moto mosquitto claim-functions publisher-schedule iot-events)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -190,7 +191,8 @@ EOF
     echo "per_listener_settings true"
     echo "persistence false"
     echo "user root"
-    echo "log_dest stdout"
+    # A log file (flushed per line, unlike stdout) that the iot-events bridge follows.
+    echo "log_dest file $LOGS/broker.log"
     echo "log_type error"
     echo "log_type warning"
     echo "log_type notice"
@@ -229,6 +231,7 @@ stack_up() {
   say "creating the table, the local PKI and the demo vendor's claim-thing secret"
   (cd "$ROOT" && cargo run -q -p claim-tests --bin local-setup -- --demo-device "$DEMO_DEVICE")
   write_mosquitto_config
+  mkdir -p "$LOGS" && touch "$LOGS/broker.log"
   start_service mosquitto tcp_up "$MQTT_OEM_PORT" -- "$(mosquitto_bin)" -c "$STATE/mosquitto.conf"
   # The functions, as AWS would run them, with JSON logs like CloudWatch. `local-auth` lets a
   # request name its user in the x-local-user header (no Cognito here); deployed builds never have it.
@@ -236,6 +239,11 @@ stack_up() {
     env RUST_LOG="${RUST_LOG:-info}" AWS_LAMBDA_LOG_FORMAT=JSON \
       "$VENV/bin/cargo-lambda" lambda watch --ignore-changes -A 127.0.0.1 -P "$API_PORT" \
       --manifest-path "$ROOT/Cargo.toml" -F claim-api/local-auth
+  # AWS IoT in the OEM account, locally: devices connecting to the OEM listener produce the registry
+  # and lifecycle events the topic rules would send to provisioning-events.
+  start_service iot-events log_has "watching" -- "$(cargo_target_dir)/debug/local-iot-events" \
+    --log "$LOGS/broker.log" --oem-port "$MQTT_OEM_PORT" --pki "$PKI_DIR" --things "$STATE/oem-things.txt" \
+    --invoke "http://127.0.0.1:$API_PORT/2015-03-31/functions/provisioning-events/invocations"
   # EventBridge's schedule, locally: invoke claim-publisher every few seconds.
   start_service publisher-schedule log_has "scheduled" -- bash -c "echo scheduled every $PUBLISH_EVERY s; \
     while sleep $PUBLISH_EVERY; do curl -s -o /dev/null -m 60 -X POST -d '{}' \
@@ -275,7 +283,11 @@ cmd_up() {
   for _ in $(seq 100); do log_has simulator "connected to" && break; sleep 0.1; done
   say "the module's side (log: $LOGS/simulator.log):"
   sed 's/^/    /' "$LOGS/simulator.log"
+  for _ in $(seq 100); do log_has iot-events "presence/connected" && break; sleep 0.1; done
+  say "the OEM account's side: IoT events to provisioning-events (log: $LOGS/iot-events.log):"
+  sed -n '2,$s/^/    /p' "$LOGS/iot-events.log"
   show GET "/v1/claims/$claim_id" demo-user
+  show GET /v1/devices demo-user
   say "another user trying the same device"
   show POST /v1/claims someone-else "{\"code\":\"$DEMO_DEVICE\"}"
   cat <<EOF
@@ -288,9 +300,8 @@ Try it (the caller is the x-local-user header here; on AWS it comes from Cognito
   curl -s $(api)/v1/devices -H 'x-local-user: demo-user'
   curl -s -X POST $(api)/v1/claims/$claim_id/retry -H 'x-local-user: demo-user'
   curl -s -X DELETE $(api)/v1/devices/$DEMO_DEVICE -H 'x-local-user: demo-user'
-Logs: $LOGS/claim-functions.log (JSON, as in CloudWatch), $LOGS/simulator.log, $LOGS/mosquitto.log
-Not built yet: the OEM-side events that complete a claim (provisioned); the claim stays
-endpoint_published until it expires.
+Logs: $LOGS/claim-functions.log (JSON, as in CloudWatch), $LOGS/simulator.log, $LOGS/iot-events.log,
+$LOGS/broker.log
 EOF
 }
 

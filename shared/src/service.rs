@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     domain::{
         claim::{Claim, ClaimState, Failure},
-        device::{ClaimDecision, Device, Holder, ReleaseDecision},
+        device::{ArrivalDecision, ClaimDecision, Device, Holder, Provisioning, ReleaseDecision},
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         publish::PublishError,
@@ -49,6 +49,9 @@ pub struct ClaimSettings {
     pub publish_backoff_base: Duration,
     /// …up to this.
     pub publish_backoff_max: Duration,
+    /// How long after its deadline a claim is still completed by its device arriving, if nobody
+    /// else claimed the device meanwhile.
+    pub arrival_grace: Duration,
 }
 
 impl Default for ClaimSettings {
@@ -59,6 +62,7 @@ impl Default for ClaimSettings {
             max_attempts: 12,
             publish_backoff_base: Duration::seconds(2),
             publish_backoff_max: Duration::minutes(5),
+            arrival_grace: Duration::minutes(15),
         }
     }
 }
@@ -162,6 +166,33 @@ pub enum ImportOutcome {
     Updated,
 }
 
+/// What a device's arrival in the OEM account did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArrivalOutcome {
+    /// A claim became `provisioned`; its user owns the device.
+    Completed(Box<Claim>),
+    /// Owned already; nothing changed (reconnects and duplicate events).
+    AlreadyOwned,
+    /// Owned already; provisioning details this event carried were missing and are now recorded.
+    DetailsAdded,
+    /// A registry device that no claim is waiting for.
+    Unclaimed,
+    /// Not in the registry.
+    UnknownThing,
+}
+
+impl ArrivalOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArrivalOutcome::Completed(_) => "completed",
+            ArrivalOutcome::AlreadyOwned => "already_owned",
+            ArrivalOutcome::DetailsAdded => "details_added",
+            ArrivalOutcome::Unclaimed => "unclaimed",
+            ArrivalOutcome::UnknownThing => "unknown_thing",
+        }
+    }
+}
+
 /// What a progress report (publish confirmed, device arrived) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -256,6 +287,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 user: request.user.clone(),
                 expires_at: claim.expires_at,
             };
+            change.device.last_claim = Some(claim.claim_id.clone());
             change.record(NewHistoryEntry::new(
                 now,
                 HistoryEvent::Claimed,
@@ -606,6 +638,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     user: user.clone(),
                     expires_at: claim.expires_at,
                 };
+                change.device.last_claim = Some(claim_id.clone());
                 change.record(NewHistoryEntry::new(
                     now,
                     HistoryEvent::Claimed,
@@ -623,79 +656,119 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Err(RetryError::Busy)
     }
 
-    /// The device arrived in the OEM account: the claimant becomes its owner.
-    pub async fn mark_provisioned(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
-        self.advance(
-            claim_id,
-            ClaimState::Provisioned,
-            HistoryEvent::Provisioned,
-            |device, claim| {
-                device.holder = Holder::Owned {
-                    claim_id: claim.claim_id.clone(),
-                    user: claim.user.clone(),
-                    since: claim.updated_at,
-                };
-            },
-        )
-        .await
+    /// The device arrived in the OEM account: the claimant becomes its owner. (A test and support
+    /// shortcut for [`ClaimService::record_arrival`] when the claim is known.)
+    pub async fn mark_provisioned(&self, claim_id: &ClaimId) -> Result<ArrivalOutcome, DeviceOpError> {
+        let Some(claim) = self.store.claim(claim_id).await? else {
+            return Err(DeviceOpError::DeviceNotFound);
+        };
+        self.record_arrival(&claim.thing_name, &Provisioning::default()).await
     }
 
-    /// Moves a claim forward if it is still the device's current reservation and the state machine
-    /// allows it; reports that it did nothing otherwise (duplicates and late reports are normal).
-    async fn advance(
+    /// A device showed up in the OEM account (thing created, or a connection). Completes the claim
+    /// that sent it there: the device's reservation, even past its deadline (nobody else claimed
+    /// it), or its last claim if that expired at most `arrival_grace` before. Owned devices only get
+    /// missing provisioning details filled in; duplicates and reconnects change nothing.
+    pub async fn record_arrival(
         &self,
-        claim_id: &ClaimId,
-        next: ClaimState,
-        event: HistoryEvent,
-        update_device: impl Fn(&mut Device, &Claim),
-    ) -> Result<Progress, DeviceOpError> {
+        thing: &ThingName,
+        details: &Provisioning,
+    ) -> Result<ArrivalOutcome, DeviceOpError> {
         let started = std::time::Instant::now();
-        let result = self.try_advance(claim_id, next, event, update_device).await;
-        let outcome = match &result {
-            Ok(Progress::Applied(_)) => "applied".to_owned(),
-            Ok(Progress::Ignored(state)) => format!("ignored_{state}"),
-            Err(err) => err.to_string(),
+        let outcome = self.try_record_arrival(thing, details).await;
+        let name = outcome.as_ref().map(ArrivalOutcome::name).unwrap_or("error");
+        let claim_id = match &outcome {
+            Ok(ArrivalOutcome::Completed(claim)) => Some(claim.claim_id.as_str()),
+            _ => None,
         };
         tracing::info!(
-            event = "claim_progress",
-            to = next.as_str(),
-            outcome,
-            claim_id = claim_id.as_str(),
+            event = "device_arrival",
+            outcome = name,
+            claim_id,
+            thing_name = %thing.redacted(),
+            certificate_id = details.certificate_id.as_deref(),
+            error = outcome.as_ref().err().map(ToString::to_string),
             latency_ms = elapsed_ms(started),
         );
-        result
+        outcome
     }
 
-    async fn try_advance(
+    async fn try_record_arrival(
         &self,
-        claim_id: &ClaimId,
-        next: ClaimState,
-        event: HistoryEvent,
-        update_device: impl Fn(&mut Device, &Claim),
-    ) -> Result<Progress, DeviceOpError> {
+        thing: &ThingName,
+        details: &Provisioning,
+    ) -> Result<ArrivalOutcome, DeviceOpError> {
         for attempt in 0..self.settings.max_attempts {
             let now = self.clock.now();
-            let Some(mut claim) = self.store.claim(claim_id).await? else {
-                return Err(DeviceOpError::DeviceNotFound);
+            let Some(device) = self.store.device(thing).await? else {
+                return Ok(ArrivalOutcome::UnknownThing);
             };
-            let Some(device) = self.store.device(&claim.thing_name).await? else {
-                return Err(DeviceOpError::DeviceNotFound);
-            };
-            let holds_reservation =
-                matches!(&device.holder, Holder::Reserved { claim_id: held, .. } if held == claim_id);
-            let before = claim.version;
-            if !holds_reservation || claim.transition(next, now).is_err() {
-                return Ok(Progress::Ignored(claim.effective_state(now)));
-            }
             let mut change = DeviceChange::on(&device);
-            update_device(&mut change.device, &claim);
+            let claim_id = match device.decide_arrival() {
+                ArrivalDecision::Unclaimed => return Ok(ArrivalOutcome::Unclaimed),
+                ArrivalDecision::AlreadyOwned(_) => {
+                    let mut provisioning = device.provisioning.clone().unwrap_or_default();
+                    if !provisioning.merge(details) {
+                        return Ok(ArrivalOutcome::AlreadyOwned);
+                    }
+                    change.device.provisioning = Some(provisioning);
+                    if self.try_commit(change, attempt).await? {
+                        return Ok(ArrivalOutcome::DetailsAdded);
+                    }
+                    continue;
+                }
+                ArrivalDecision::CompleteReservation(claim_id) => claim_id,
+                ArrivalDecision::CheckLastClaim(claim_id) => claim_id,
+            };
+            let Some(mut claim) = self.store.claim(&claim_id).await? else {
+                return Err(StoreError::Corrupt(format!("device points at missing claim {claim_id}")).into());
+            };
+            let reserved = matches!(device.holder, Holder::Reserved { .. });
+            let within_grace =
+                claim.state == ClaimState::Expired && now - claim.expires_at <= self.settings.arrival_grace;
+            if !reserved && !within_grace {
+                return Ok(ArrivalOutcome::Unclaimed);
+            }
+            let before = claim.version;
+            claim
+                .complete_on_arrival(now)
+                .map_err(|err| StoreError::Corrupt(format!("claim {claim_id}: {err}")))?;
+            change.device.holder = Holder::Owned {
+                claim_id: claim_id.clone(),
+                user: claim.user.clone(),
+                since: now,
+            };
+            let mut provisioning = Provisioning::default();
+            provisioning.merge(details);
+            change.device.provisioning = Some(provisioning);
             change.update_claim(before, claim.clone());
-            change.record(NewHistoryEntry::new(now, event, Actor::System, Some(claim_id.clone())));
+            change.record(NewHistoryEntry::new(
+                now,
+                HistoryEvent::Provisioned,
+                Actor::System,
+                Some(claim_id),
+            ));
             if self.try_commit(change, attempt).await? {
-                return Ok(Progress::Applied(Box::new(claim)));
+                return Ok(ArrivalOutcome::Completed(Box::new(claim)));
             }
         }
         Err(DeviceOpError::Busy)
+    }
+
+    /// The scheduled sweep: records the expiry of every claim past its deadline (oldest first, at
+    /// most `limit`), so lists, counts and records are right even when nobody reads. Returns how
+    /// many it expired.
+    pub async fn sweep_overdue(&self, limit: u32) -> Result<u32, DeviceOpError> {
+        let mut expired = 0;
+        for claim in self.store.overdue_claims(self.clock.now(), limit).await? {
+            if self.expire_if_overdue(&claim.thing_name).await?.is_some() {
+                expired += 1;
+            }
+        }
+        if expired > 0 {
+            tracing::info!(event = "expiry_sweep", expired);
+        }
+        Ok(expired)
     }
 
     /// Records the expiry of a device's overdue reservation, if it has one: the sweep's unit of
@@ -735,6 +808,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                         imported_at: now,
                         version: 0,
                         history_len: 0,
+                        last_claim: None,
+                        provisioning: None,
                     });
                     change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
                     (change, ImportOutcome::Created)

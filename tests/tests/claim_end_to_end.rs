@@ -1,7 +1,8 @@
 //! The claim flow end to end on the running local stack (`scripts/dev.sh`): the app's HTTP calls go
 //! to the functions served by `cargo lambda watch`, the claim-thing credentials come from Secrets
 //! Manager (moto), the endpoint message crosses Mosquitto with mutual TLS, and a simulated
-//! ExpressLink module receives it and moves to the OEM endpoint.
+//! ExpressLink module receives it and moves to the OEM endpoint, and the IoT events of that arrival
+//! (produced by the stack's `iot-events` bridge) complete the claim through `provisioning-events`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,11 +19,13 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_claim_over_http_moves_the_module_to_the_oem_endpoint() {
     let stack = Stack::connect().await;
+    // A user of this test only: the stack's table outlives test runs.
+    let alice = format!("alice-{}", uuid::Uuid::new_v4().simple());
     let observer = Observer::start(&stack.pki, stack.local.staging_port).await.unwrap();
     let thing = stack.new_device(DEMO_VENDOR).await;
     let mut module = stack.module(&thing, stack.local.staging_port).await;
 
-    let created = stack.claim("alice", &thing).await;
+    let created = stack.claim(&alice, &thing).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
 
@@ -58,12 +61,25 @@ async fn a_claim_over_http_moves_the_module_to_the_oem_endpoint() {
         ]
     );
 
+    // The module's arrival in the OEM account completes the claim.
     let read = stack
-        .call("GET", &format!("/v1/claims/{claim_id}"), "alice", None)
+        .wait_for_claim(&alice, &claim_id, Duration::from_secs(20), |a| {
+            a.body["state"] == "provisioned"
+        })
         .await;
     assert_eq!(read.status, 200);
-    assert_eq!(read.body["state"], "endpoint_published");
+    assert_eq!(read.body["state"], "provisioned", "{:?}", read.body);
     assert_eq!(read.body["failure"], serde_json::Value::Null);
+    let states: Vec<&str> = read.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "endpoint_published", "provisioned"]);
+    let devices = stack.call("GET", "/v1/devices", &alice, None).await;
+    assert_eq!(devices.body["devices"][0]["thing_name"], thing.as_str());
+    assert_eq!(devices.body["devices"][0]["state"], "provisioned");
 
     // Someone else's claim and device answer exactly like missing ones.
     let theirs = stack
@@ -223,4 +239,50 @@ async fn secrets_never_reach_the_logs() {
         }
     }
     assert!(!log.contains(&thing), "full label codes never reach the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resale_release_then_the_buyer_claims_the_factory_reset_product() {
+    let stack = Stack::connect().await;
+    let seller = format!("seller-{}", uuid::Uuid::new_v4().simple());
+    let buyer = format!("buyer-{}", uuid::Uuid::new_v4().simple());
+    let thing = stack.new_device(DEMO_VENDOR).await;
+    let onboarded = ModuleEvent::ConnectedTo(stack.local.oem_endpoint.clone());
+
+    let mut first_life = stack.module(&thing, stack.local.staging_port).await;
+    let sold = stack.claim(&seller, &thing).await;
+    let sold_id = sold.body["claim_id"].as_str().unwrap().to_owned();
+    first_life.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
+    let owned = stack
+        .wait_for_claim(&seller, &sold_id, Duration::from_secs(20), |a| {
+            a.body["state"] == "provisioned"
+        })
+        .await;
+    assert_eq!(owned.body["state"], "provisioned");
+    drop(first_life);
+
+    // The buyer factory-resets the product: back in staging, same ThingName and certificate.
+    let mut second_life = stack.module(&thing, stack.local.staging_port).await;
+    let refused = stack.claim(&buyer, &thing).await;
+    assert_eq!(refused.status, 409, "without a release: {:?}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "already_claimed");
+
+    let released = stack
+        .call("DELETE", &format!("/v1/devices/{thing}"), &seller, None)
+        .await;
+    assert_eq!(released.status, 204);
+    let bought = stack.claim(&buyer, &thing).await;
+    assert_eq!(bought.status, 202, "{:?}", bought.body);
+    let bought_id = bought.body["claim_id"].as_str().unwrap().to_owned();
+    second_life.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
+    let buyers = stack
+        .wait_for_claim(&buyer, &bought_id, Duration::from_secs(20), |a| {
+            a.body["state"] == "provisioned"
+        })
+        .await;
+    assert_eq!(buyers.body["state"], "provisioned", "{:?}", buyers.body);
+    let sellers = stack.call("GET", "/v1/devices", &seller, None).await;
+    assert_eq!(sellers.body["devices"], json!([]), "the seller has no device any more");
+    let old = stack.call("GET", &format!("/v1/claims/{sold_id}"), &seller, None).await;
+    assert_eq!(old.body["state"], "released");
 }

@@ -17,8 +17,8 @@ use claim_shared::{
     },
     ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
     service::{
-        ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice, Progress,
-        ReleaseError,
+        ArrivalOutcome, ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice,
+        Progress, ReleaseError,
     },
 };
 use claim_tests::{dynamodb_at, fresh_table, local_dynamodb, ManualClock};
@@ -131,7 +131,7 @@ impl Fixture {
         ));
         assert!(matches!(
             self.service.mark_provisioned(&claim.claim_id).await,
-            Ok(Progress::Applied(_))
+            Ok(ArrivalOutcome::Completed(_))
         ));
         claim.claim_id
     }

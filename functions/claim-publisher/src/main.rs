@@ -1,6 +1,8 @@
-//! Runs on a schedule (EventBridge, every minute on AWS; every few seconds in the local stack) and
-//! publishes every endpoint message the outbox owes: new claims whose inline publish did not happen,
-//! and failed publishes whose backoff has passed. The event content is ignored.
+//! Runs on a schedule (EventBridge, every minute on AWS; every few seconds in the local stack):
+//! records the expiry of claims past their deadline (so lists and records are right even when
+//! nobody reads them), then publishes every endpoint message the outbox owes: new claims whose
+//! inline publish did not happen, and failed publishes whose backoff has passed. The event content
+//! is ignored.
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +18,9 @@ use serde_json::{json, Value};
 
 /// Leaves headroom below the function timeout (60 s in the template).
 const DRAIN_BUDGET: Duration = Duration::from_secs(45);
+
+/// Overdue claims recorded per run; more wait for the next run (reads are right meanwhile).
+const SWEEP_BATCH: u32 = 500;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -43,8 +48,10 @@ async fn main() -> Result<(), Error> {
         let (claims, outbox) = (&claims, &outbox);
         async move {
             // A storage error fails the invocation: the next scheduled run starts over.
+            let expired = claims.sweep_overdue(SWEEP_BATCH).await?;
             let report = outbox.drain(claims, DRAIN_BUDGET).await?;
             Ok::<Value, Error>(json!({
+                "expired": expired,
                 "published": report.published,
                 "failed": report.failed,
                 "busy_vendors": report.busy_vendors,

@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 use crate::{
     domain::{
         claim::{Claim, ClaimState, Failure, StateChange},
-        device::{Device, Holder},
+        device::{Device, Holder, Provisioning},
         history::{Actor, HistoryEntry, HistoryEvent},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
@@ -462,6 +462,22 @@ fn device_item(device: &Device) -> Item {
         ("version".to_owned(), n(device.version)),
         ("history_len".to_owned(), n(device.history_len)),
     ]);
+    if let Some(claim_id) = &device.last_claim {
+        item.insert("last_claim_id".to_owned(), s(claim_id.as_str()));
+    }
+    if let Some(provisioning) = &device.provisioning {
+        let mut map = HashMap::new();
+        for (name, value) in [
+            ("certificate_id", &provisioning.certificate_id),
+            ("account_id", &provisioning.account_id),
+            ("region", &provisioning.region),
+        ] {
+            if let Some(value) = value {
+                map.insert(name.to_owned(), s(value));
+            }
+        }
+        item.insert("provisioning".to_owned(), AttributeValue::M(map));
+    }
     if let Some(sku) = &device.sku {
         item.insert("sku".to_owned(), s(sku));
     }
@@ -522,6 +538,18 @@ fn device_from(item: &Item) -> Result<Device, StoreError> {
         imported_at: time_attr(item, "imported_at")?,
         version: u64_attr(item, "version")?,
         history_len: u64_attr(item, "history_len")?,
+        last_claim: opt_str_attr(item, "last_claim_id")?
+            .map(|raw| ClaimId::parse(raw).ok_or_else(|| corrupt("last_claim_id", raw)))
+            .transpose()?,
+        provisioning: match item.get("provisioning") {
+            None => None,
+            Some(AttributeValue::M(map)) => Some(Provisioning {
+                certificate_id: opt_str_attr(map, "certificate_id")?.map(str::to_owned),
+                account_id: opt_str_attr(map, "account_id")?.map(str::to_owned),
+                region: opt_str_attr(map, "region")?.map(str::to_owned),
+            }),
+            Some(_) => return Err(corrupt("provisioning", "not a map")),
+        },
     })
 }
 
@@ -830,6 +858,12 @@ mod tests {
                 imported_at: claim.created_at,
                 version: 7,
                 history_len: 3,
+                last_claim: Some(claim.claim_id.clone()),
+                provisioning: Some(Provisioning {
+                    certificate_id: Some("e3b0c442".into()),
+                    account_id: None,
+                    region: Some("eu-west-1".into()),
+                }),
             };
             assert_eq!(device_from(&device_item(&device)), Ok(device));
         }

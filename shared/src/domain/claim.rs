@@ -213,6 +213,26 @@ impl Claim {
         Ok(())
     }
 
+    /// The device arrived in the OEM account: a live claim (even past its deadline) or an expired one
+    /// becomes `provisioned`. Only the arrival of the device itself may complete an expired claim.
+    pub fn complete_on_arrival(&mut self, at: OffsetDateTime) -> Result<(), TransitionError> {
+        if !(self.state.is_live() || self.state == ClaimState::Expired) {
+            return Err(TransitionError {
+                from: self.state,
+                to: ClaimState::Provisioned,
+            });
+        }
+        self.state = ClaimState::Provisioned;
+        self.updated_at = at;
+        self.next_publish_at = None;
+        self.failure = None;
+        self.history.push(StateChange {
+            state: ClaimState::Provisioned,
+            at,
+        });
+        Ok(())
+    }
+
     /// A retry of an expired claim while its device is free: the same claim waits again, with a new
     /// deadline and a publish due now. Only an (effectively) expired claim can be renewed.
     pub fn renew(&mut self, now: OffsetDateTime, deadline: time::Duration) -> Result<(), TransitionError> {

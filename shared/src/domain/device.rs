@@ -36,6 +36,52 @@ pub struct Device {
     pub version: u64,
     /// Number of history entries; the next entry gets `history_len + 1`.
     pub history_len: u64,
+    /// The claim that reserved the device most recently (kept after it ends): an arrival shortly
+    /// after that claim expired still completes it.
+    pub last_claim: Option<ClaimId>,
+    /// Where and as what the device arrived in the OEM account, once it did.
+    pub provisioning: Option<Provisioning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Provisioning {
+    pub certificate_id: Option<String>,
+    pub account_id: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Provisioning {
+    /// Fills what is missing from `more` (events arrive in any order, each with part of it).
+    /// Returns whether anything changed.
+    pub fn merge(&mut self, more: &Provisioning) -> bool {
+        let mut changed = false;
+        for (mine, theirs) in [
+            (&mut self.certificate_id, &more.certificate_id),
+            (&mut self.account_id, &more.account_id),
+            (&mut self.region, &more.region),
+        ] {
+            if mine.is_none() && theirs.is_some() {
+                mine.clone_from(theirs);
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+/// What a device arriving in the OEM account leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArrivalDecision {
+    /// Complete the device's reservation. Even past its deadline: the device still points at it, so
+    /// nobody else claimed the device, and the arrival proves the endpoint message reached it.
+    CompleteReservation(ClaimId),
+    /// The device is free; its last claim may have expired just before the device arrived. The
+    /// caller completes it if it did so within the grace period.
+    CheckLastClaim(ClaimId),
+    /// Owned already (a reconnect, a duplicate event, or a factory-reset device coming back).
+    AlreadyOwned(ClaimId),
+    /// Free and never claimed: nothing to complete.
+    Unclaimed,
 }
 
 /// What a claim request for this device leads to.
@@ -124,6 +170,17 @@ impl Device {
         }
     }
 
+    pub fn decide_arrival(&self) -> ArrivalDecision {
+        match &self.holder {
+            Holder::Reserved { claim_id, .. } => ArrivalDecision::CompleteReservation(claim_id.clone()),
+            Holder::Owned { claim_id, .. } => ArrivalDecision::AlreadyOwned(claim_id.clone()),
+            Holder::Free => match &self.last_claim {
+                Some(claim_id) => ArrivalDecision::CheckLastClaim(claim_id.clone()),
+                None => ArrivalDecision::Unclaimed,
+            },
+        }
+    }
+
     /// The user this device counts as "theirs" right now (owned or live reservation).
     pub fn held_by(&self, now: OffsetDateTime) -> Option<&UserId> {
         match self.effective_holder(now) {
@@ -154,6 +211,8 @@ mod tests {
             imported_at: T0,
             version: 1,
             history_len: 1,
+            last_claim: None,
+            provisioning: None,
         }
     }
 

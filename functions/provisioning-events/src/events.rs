@@ -1,0 +1,158 @@
+//! The AWS IoT events that tell us a device arrived in the OEM account, as the topic rules deliver
+//! them (protocol §5): the event payload plus the fields each rule's SQL adds
+//! (`event_kind`, and the topic-derived thing name or client id). Unknown fields are ignored,
+//! missing optional ones are tolerated; anything that cannot name a device is refused.
+
+use claim_shared::domain::ids::ThingName;
+use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+/// `$aws/events/thing/<name>/created|updated|deleted` (registry events).
+/// Rule: `SELECT *, topic(4) AS thing_name_from_topic, 'thing_created' AS event_kind FROM '$aws/events/thing/+/created'`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThingEvent {
+    pub operation: Option<String>,
+    pub account_id: Option<String>,
+    pub thing_name: Option<String>,
+    pub timestamp: Option<i64>,
+    #[serde(rename = "thing_name_from_topic")]
+    pub thing_name_from_topic: Option<String>,
+}
+
+/// `$aws/events/presence/connected/<clientId>` (lifecycle events, always on).
+/// Rule: `SELECT *, topic(5) AS client_id_from_topic, 'presence_connected' AS event_kind FROM '$aws/events/presence/connected/+'`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEvent {
+    pub client_id: Option<String>,
+    pub event_type: Option<String>,
+    /// For mutual TLS: the certificate id.
+    pub principal_identifier: Option<String>,
+    /// Present only with the "exclusive thing" feature.
+    pub thing_name: Option<String>,
+    pub timestamp: Option<i64>,
+    #[serde(rename = "client_id_from_topic")]
+    pub client_id_from_topic: Option<String>,
+}
+
+/// `$aws/events/certificates/registered/<caCertificateId>` (JITR notice; diagnostics only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRegisteredEvent {
+    pub certificate_id: Option<String>,
+    pub ca_certificate_id: Option<String>,
+    pub aws_account_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum IotEvent {
+    Thing(ThingEvent),
+    Presence(PresenceEvent),
+    CertificateRegistered(CertificateRegisteredEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedEvent(pub String);
+
+impl IotEvent {
+    /// Classifies by the rule's `event_kind`, or by the payload's own markers when a rule did not
+    /// add one.
+    pub fn parse(value: &Value) -> Result<Self, MalformedEvent> {
+        let kind = value.get("event_kind").and_then(Value::as_str);
+        let marker = value.get("eventType").and_then(Value::as_str);
+        let detail = |err: serde_json::Error| {
+            let text = err.to_string();
+            MalformedEvent(text.split(" at line").next().unwrap_or("invalid").to_owned())
+        };
+        let event = match (kind, marker) {
+            (Some("thing_created"), _) | (None, Some("THING_EVENT")) => {
+                IotEvent::Thing(serde_json::from_value(value.clone()).map_err(detail)?)
+            }
+            (Some("presence_connected"), _) | (None, Some("connected")) => {
+                IotEvent::Presence(serde_json::from_value(value.clone()).map_err(detail)?)
+            }
+            (Some("certificate_registered"), _) | (None, None) if value.get("certificateStatus").is_some() => {
+                IotEvent::CertificateRegistered(serde_json::from_value(value.clone()).map_err(detail)?)
+            }
+            _ => return Err(MalformedEvent("not a thing, presence or certificate event".into())),
+        };
+        Ok(event)
+    }
+}
+
+/// A device showing up in the OEM account, in domain terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub thing_name: ThingName,
+    pub certificate_id: Option<String>,
+    pub account_id: Option<String>,
+    pub at: Option<OffsetDateTime>,
+}
+
+/// What an event means for claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meaning {
+    Arrival(Arrival),
+    /// Valid, but says nothing about a device arriving (an update, a disconnect, a JITR notice).
+    Irrelevant(&'static str),
+}
+
+impl IotEvent {
+    pub fn meaning(&self) -> Result<Meaning, MalformedEvent> {
+        match self {
+            IotEvent::Thing(event) => {
+                if event.operation.as_deref() != Some("CREATED") {
+                    return Ok(Meaning::Irrelevant("thing_event_not_created"));
+                }
+                let name = consistent(event.thing_name_from_topic.as_deref(), event.thing_name.as_deref())?;
+                Ok(Meaning::Arrival(Arrival {
+                    thing_name: thing(name)?,
+                    certificate_id: None,
+                    account_id: event.account_id.clone(),
+                    at: event.timestamp.and_then(from_millis),
+                }))
+            }
+            IotEvent::Presence(event) => {
+                if event.event_type.as_deref() != Some("connected") {
+                    return Ok(Meaning::Irrelevant("presence_not_connected"));
+                }
+                // ExpressLink connects with its ThingName as client id (protocol §8.4, assumed);
+                // the exclusive-thing feature names the thing outright.
+                let name = match event.thing_name.as_deref() {
+                    Some(name) => Some(name),
+                    None => Some(consistent(
+                        event.client_id_from_topic.as_deref(),
+                        event.client_id.as_deref(),
+                    )?),
+                };
+                Ok(Meaning::Arrival(Arrival {
+                    thing_name: thing(name.unwrap_or_default())?,
+                    certificate_id: event.principal_identifier.clone(),
+                    account_id: None,
+                    at: event.timestamp.and_then(from_millis),
+                }))
+            }
+            IotEvent::CertificateRegistered(_) => Ok(Meaning::Irrelevant("certificate_registered")),
+        }
+    }
+}
+
+/// The name from the topic and from the payload must agree when both are present.
+fn consistent<'a>(from_topic: Option<&'a str>, from_payload: Option<&'a str>) -> Result<&'a str, MalformedEvent> {
+    match (from_topic, from_payload) {
+        (Some(a), Some(b)) if a != b => Err(MalformedEvent("topic and payload name different things".into())),
+        (Some(name), _) | (None, Some(name)) => Ok(name),
+        (None, None) => Err(MalformedEvent("no thing name in the event".into())),
+    }
+}
+
+fn thing(name: &str) -> Result<ThingName, MalformedEvent> {
+    ThingName::parse(name).map_err(|err| MalformedEvent(format!("thing name: {err}")))
+}
+
+fn from_millis(ms: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}

@@ -1,0 +1,48 @@
+//! Handles the AWS IoT events that topic rules forward when a device arrives in the OEM account.
+//! Events are at-least-once and unordered: every one, whatever it is, ends in one log line
+//! (`iot_event` or `device_arrival`) and an `Ok` — a malformed or unknown event must never become an
+//! error loop of retries. Only a storage outage returns `Err`, so that Lambda's bounded asynchronous
+//! retries (then the rule's error action) try again later.
+
+pub mod events;
+
+use claim_shared::{
+    domain::device::Provisioning,
+    ports::OwnershipStore,
+    service::{ClaimService, Clock},
+};
+use serde_json::{json, Value};
+
+use crate::events::{IotEvent, Meaning};
+
+/// Handles one rule invocation. `region` and `account_id` are the function's own (the OEM account
+/// the events come from), used where an event does not say.
+pub async fn handle<S: OwnershipStore, C: Clock>(
+    claims: &ClaimService<S, C>,
+    event: &Value,
+    region: Option<&str>,
+    account_id: Option<&str>,
+) -> Result<Value, String> {
+    let meaning = IotEvent::parse(event).and_then(|parsed| parsed.meaning());
+    let arrival = match meaning {
+        Err(malformed) => {
+            tracing::warn!(event = "iot_event", outcome = "malformed", error = %malformed);
+            return Ok(json!({"outcome": "malformed"}));
+        }
+        Ok(Meaning::Irrelevant(why)) => {
+            tracing::info!(event = "iot_event", outcome = "ignored", reason = why);
+            return Ok(json!({"outcome": "ignored", "reason": why}));
+        }
+        Ok(Meaning::Arrival(arrival)) => arrival,
+    };
+    let details = Provisioning {
+        certificate_id: arrival.certificate_id.clone(),
+        account_id: arrival.account_id.clone().or_else(|| account_id.map(str::to_owned)),
+        region: region.map(str::to_owned),
+    };
+    // `record_arrival` logs the decision itself (`device_arrival`).
+    match claims.record_arrival(&arrival.thing_name, &details).await {
+        Ok(outcome) => Ok(json!({ "outcome": outcome.name() })),
+        Err(err) => Err(err.to_string()),
+    }
+}

@@ -1,0 +1,168 @@
+//! The local stack's stand-in for what AWS IoT does in the OEM account when a device connects:
+//! it watches the OEM listener of the local broker (its connection log) and, like AWS IoT with
+//! registry events enabled and the project's topic rules, sends `provisioning-events` a
+//! `thing/<name>/created` event the first time a device arrives (JITP creates the thing) and a
+//! `presence/connected/<clientId>` event on every connection, shaped as the rules deliver them.
+//!
+//! Usage: local-iot-events --log <mosquitto.log> --oem-port <port> --pki <dir> --invoke <url> --things <file>
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader, Seek, SeekFrom},
+    path::PathBuf,
+    time::Duration,
+};
+
+use serde_json::json;
+
+struct Options {
+    log: PathBuf,
+    oem_port: u16,
+    pki: PathBuf,
+    invoke: String,
+    things: PathBuf,
+}
+
+fn options() -> Result<Options, String> {
+    let mut map = HashMap::new();
+    let mut args = std::env::args().skip(1);
+    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+        map.insert(flag, value);
+    }
+    let get = |name: &str| {
+        map.get(name).cloned().ok_or_else(|| {
+            format!("missing {name}; usage: local-iot-events --log F --oem-port P --pki D --invoke URL --things F")
+        })
+    };
+    Ok(Options {
+        log: get("--log")?.into(),
+        oem_port: get("--oem-port")?.parse().map_err(|_| "--oem-port is not a port")?,
+        pki: get("--pki")?.into(),
+        invoke: get("--invoke")?,
+        things: get("--things")?.into(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let options = options()?;
+    let http = reqwest::Client::new();
+    // Things the OEM account "has" (JITP made them): kept across restarts, like the registry.
+    let mut things: HashSet<String> = std::fs::read_to_string(&options.things)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let file = std::fs::File::open(&options.log).map_err(|e| format!("{}: {e}", options.log.display()))?;
+    let mut reader = BufReader::new(file);
+    // Only connections from now on (the bridge starts with the broker, before any device).
+    let mut position = reader.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    let mut ports: HashMap<String, u16> = HashMap::new();
+    println!(
+        "watching {} for connections on port {}",
+        options.log.display(),
+        options.oem_port
+    );
+    loop {
+        let mut line = String::new();
+        let read = reader.read_line(&mut line).map_err(|e| e.to_string())?;
+        if read == 0 || !line.ends_with('\n') {
+            // Wait for more (and start over if the log was truncated by a broker restart).
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let length = std::fs::metadata(&options.log).map(|m| m.len()).unwrap_or(0);
+            position = if length < position { 0 } else { position };
+            reader.seek(SeekFrom::Start(position)).map_err(|e| e.to_string())?;
+            continue;
+        }
+        position += read as u64;
+        // "<ts>: New connection from 127.0.0.1:48446 on port 8884."
+        if let Some((address, port)) =
+            between(&line, "New connection from ", " on port ").zip(between(&line, " on port ", "."))
+        {
+            if let Ok(port) = port.parse() {
+                ports.insert(address.to_owned(), port);
+            }
+            continue;
+        }
+        // "<ts>: New client connected from 127.0.0.1:48446 as <client id> (p2, c1, k30, u'<CN>')."
+        let (Some(address), Some(client_id), Some(thing)) = (
+            between(&line, "New client connected from ", " as "),
+            between(&line, " as ", " ("),
+            between(&line, "u'", "'"),
+        ) else {
+            continue;
+        };
+        if ports.get(address) != Some(&options.oem_port) {
+            continue;
+        }
+        let now = time::OffsetDateTime::now_utc();
+        let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
+        if things.insert(thing.to_owned()) {
+            let _ = std::fs::write(
+                &options.things,
+                things.iter().map(|t| format!("{t}\n")).collect::<String>(),
+            );
+            let created = json!({
+                "eventType": "THING_EVENT", "eventId": uuid::Uuid::new_v4().to_string(), "timestamp": millis,
+                "operation": "CREATED", "accountId": "123456789012", "thingId": uuid::Uuid::new_v4().to_string(),
+                "thingName": thing, "versionNumber": 1, "thingTypeName": null, "attributes": {},
+                "thing_name_from_topic": thing, "event_kind": "thing_created",
+            });
+            deliver(
+                &http,
+                &options.invoke,
+                &created,
+                &format!("$aws/events/thing/{thing}/created"),
+            )
+            .await;
+        }
+        let connected = json!({
+            "clientId": client_id, "timestamp": millis, "eventType": "connected",
+            "sessionIdentifier": uuid::Uuid::new_v4().to_string(),
+            "principalIdentifier": certificate_id(&options.pki, thing), "ipAddress": "127.0.0.1",
+            "versionNumber": 0, "client_id_from_topic": client_id, "event_kind": "presence_connected",
+        });
+        deliver(
+            &http,
+            &options.invoke,
+            &connected,
+            &format!("$aws/events/presence/connected/{client_id}"),
+        )
+        .await;
+    }
+}
+
+fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = line.find(start)? + start.len();
+    let to = line[from..].find(end)? + from;
+    Some(&line[from..to])
+}
+
+/// AWS IoT's certificate id is the SHA-256 of the certificate's DER encoding, in hex.
+fn certificate_id(pki: &std::path::Path, thing: &str) -> Option<String> {
+    use rumqttc::tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let pem = std::fs::read(pki.join("clients").join(format!("{thing}.pem"))).ok()?;
+    let der = CertificateDer::from_pem_slice(&pem).ok()?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
+    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn deliver(http: &reqwest::Client, url: &str, event: &serde_json::Value, topic: &str) {
+    match http.post(url).json(event).send().await {
+        Ok(response) => {
+            let body = response.text().await.unwrap_or_default();
+            println!("{topic} -> provisioning-events: {body}");
+        }
+        Err(err) => println!("{topic} -> provisioning-events failed: {err}"),
+    }
+}
