@@ -4,6 +4,7 @@
 pub mod adapters;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod outbox;
 pub mod ports;
 pub mod service;

@@ -17,6 +17,7 @@ use crate::{
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         publish::PublishError,
     },
+    metrics,
     ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
 
@@ -235,6 +236,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Err(ClaimError::Store(_)) => ("store_unavailable", None),
         };
         let error = result.as_ref().err().map(ToString::to_string);
+        metrics::count("ClaimRequests", ("outcome", outcome));
         tracing::info!(
             event = "claim_decision",
             outcome,
@@ -513,6 +515,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Ok(Progress::Ignored(state)) => format!("ignored_{state}"),
             Err(err) => err.to_string(),
         };
+        metrics::count(
+            if result.is_ok() {
+                "EndpointPublished"
+            } else {
+                "PublishFailed"
+            },
+            (
+                "error_code",
+                result.as_ref().err().map(|err| err.code).unwrap_or("none"),
+            ),
+        );
         tracing::info!(
             event = "claim_publish",
             outcome = if result.is_ok() { "published" } else { "publish_failed" },
@@ -681,6 +694,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Ok(ArrivalOutcome::Completed(claim)) => Some(claim.claim_id.as_str()),
             _ => None,
         };
+        metrics::count("DeviceArrivals", ("outcome", name));
         tracing::info!(
             event = "device_arrival",
             outcome = name,
@@ -766,6 +780,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
         }
         if expired > 0 {
+            metrics::count_n("ClaimsExpired", ("by", "sweep"), u64::from(expired));
             tracing::info!(event = "expiry_sweep", expired);
         }
         Ok(expired)

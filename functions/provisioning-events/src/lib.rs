@@ -26,10 +26,12 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
     let meaning = IotEvent::parse(event).and_then(|parsed| parsed.meaning());
     let arrival = match meaning {
         Err(malformed) => {
+            claim_shared::metrics::count("IotEvents", ("outcome", "malformed"));
             tracing::warn!(event = "iot_event", outcome = "malformed", error = %malformed);
             return Ok(json!({"outcome": "malformed"}));
         }
         Ok(Meaning::Irrelevant(why)) => {
+            claim_shared::metrics::count("IotEvents", ("outcome", "ignored"));
             tracing::info!(event = "iot_event", outcome = "ignored", reason = why);
             return Ok(json!({"outcome": "ignored", "reason": why}));
         }
