@@ -44,6 +44,7 @@ mod tests {
         let line = emf_line(
             "ClaimRequests",
             ("outcome", "created"),
+            1,
             time::macros::datetime!(2026-01-01 0:00 UTC),
         );
         let doc: Value = serde_json::from_str(&line).expect("JSON");
