@@ -186,6 +186,22 @@ impl Outbox {
     }
 }
 
+/// The production outbox: claim-thing credentials from Secrets Manager (secret name prefix from
+/// `CLAIM_THING_SECRET_PREFIX`, cached 5 minutes) and the MQTT transport.
+pub fn from_aws(aws: &aws_types::SdkConfig) -> Result<Outbox, crate::config::ConfigError> {
+    let credentials = crate::adapters::secrets::SecretsManagerCredentials::new(
+        aws_sdk_secretsmanager::Client::new(aws),
+        crate::config::env_or("CLAIM_THING_SECRET_PREFIX", "expresslink/claim-thing/"),
+        StdDuration::from_secs(300),
+    )
+    .map_err(|err| crate::config::ConfigError(err.to_string()))?;
+    Ok(Outbox::new(
+        Arc::new(credentials),
+        Arc::new(crate::adapters::mqtt::MqttPublisher::default()),
+        OutboxSettings::default(),
+    ))
+}
+
 fn lease_name(vendor: &str) -> String {
     format!("publisher#{vendor}")
 }

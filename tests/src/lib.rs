@@ -27,15 +27,19 @@ pub async fn local_dynamodb() -> DynamoClient {
 }
 
 pub async fn dynamodb_at(endpoint: &str) -> DynamoClient {
-    let config = aws_config::defaults(BehaviorVersion::latest())
+    DynamoClient::new(&local_sdk_config(endpoint).await)
+}
+
+/// SDK configuration for a local engine: fixed region, static test credentials, one endpoint.
+async fn local_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "test", "test", None, None, "local",
         ))
         .endpoint_url(endpoint)
         .load()
-        .await;
-    DynamoClient::new(&config)
+        .await
 }
 
 /// A new, empty ownership table with a unique name, so tests run in parallel without sharing state.
@@ -118,15 +122,7 @@ impl LocalStack {
 /// A Secrets Manager client for moto (`AWS_ENDPOINT_URL`, default `http://127.0.0.1:5000`).
 pub async fn local_secrets() -> aws_sdk_secretsmanager::Client {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "test", "test", None, None, "local",
-        ))
-        .endpoint_url(endpoint)
-        .load()
-        .await;
-    aws_sdk_secretsmanager::Client::new(&config)
+    aws_sdk_secretsmanager::Client::new(&local_sdk_config(&endpoint).await)
 }
 
 /// Stores (or replaces) a vendor's claim-thing secret, as `infra/` will do on AWS.

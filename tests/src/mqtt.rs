@@ -8,13 +8,7 @@ use std::{
     time::Duration,
 };
 
-use rumqttc::{
-    tokio_rustls::rustls::{
-        self,
-        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
-    },
-    AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 
 use crate::pki::{Identity, LocalPki, OBSERVER};
 
@@ -88,22 +82,8 @@ pub fn client(
     ca_pem: &str,
     identity: &Identity,
 ) -> Result<(AsyncClient, rumqttc::EventLoop), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(identity.cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| err(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| err(&e))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(&e))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .map_err(|e| err(&e))?;
+    let config = claim_shared::adapters::mqtt::client_tls(&identity.cert_pem, &identity.key_pem, Some(ca_pem))
+        .map_err(|err| err.to_string())?;
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(config))));
     options.set_keep_alive(Duration::from_secs(30));

@@ -4,13 +4,13 @@
 //! inline publish did not happen, and failed publishes whose backoff has passed. The event content
 //! is ignored.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use claim_shared::{
-    adapters::{dynamodb::DynamoOwnershipStore, mqtt::MqttPublisher, secrets::SecretsManagerCredentials},
-    config::{claim_settings, env_or, required, ConfigError},
-    outbox::{Outbox, OutboxSettings},
+    adapters::dynamodb::DynamoOwnershipStore,
+    config::{claim_settings, required},
+    outbox,
     service::{ClaimService, SystemClock},
 };
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -33,17 +33,7 @@ async fn main() -> Result<(), Error> {
         SystemClock,
         settings,
     );
-    let credentials = SecretsManagerCredentials::new(
-        aws_sdk_secretsmanager::Client::new(&aws),
-        env_or("CLAIM_THING_SECRET_PREFIX", "expresslink/claim-thing/"),
-        Duration::from_secs(300),
-    )
-    .map_err(|err| ConfigError(err.to_string()))?;
-    let outbox = Outbox::new(
-        Arc::new(credentials),
-        Arc::new(MqttPublisher::default()),
-        OutboxSettings::default(),
-    );
+    let outbox = outbox::from_aws(&aws)?;
     lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| {
         let (claims, outbox) = (&claims, &outbox);
         async move {

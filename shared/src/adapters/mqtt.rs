@@ -39,19 +39,37 @@ impl Default for MqttPublisher {
 }
 
 /// The rustls client configuration for a claim-thing: its certificate and key as client identity,
-/// the secret's CA bundle (or the public web roots) as trust anchors.
+/// the secret's CA bundle (or the public web roots) as trust anchors, ALPN on port 443.
 pub fn tls_config(credentials: &ClaimThingCredentials) -> Result<rustls::ClientConfig, PublishError> {
+    let mut config = client_tls(
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+        credentials.ca_pem.as_deref(),
+    )?;
+    if credentials.port == 443 {
+        config.alpn_protocols = vec![ALPN_MQTT_CA.to_vec()];
+    }
+    Ok(config)
+}
+
+/// A mutual-TLS client configuration from PEM: certificate chain and key as the client identity,
+/// `roots_pem` (or the public web roots when `None`) as trust anchors. Errors never contain the
+/// key material.
+pub fn client_tls(
+    certificate_pem: &str,
+    private_key_pem: &str,
+    roots_pem: Option<&str>,
+) -> Result<rustls::ClientConfig, PublishError> {
     let invalid = |what: &str| PublishError::new("credentials_invalid", format!("claim-thing {what} is not valid PEM"));
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(credentials.certificate_pem.as_bytes())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|_| invalid("certificate"))?;
     if certs.is_empty() {
         return Err(invalid("certificate"));
     }
-    let key =
-        PrivateKeyDer::from_pem_slice(credentials.private_key_pem.as_bytes()).map_err(|_| invalid("private key"))?;
+    let key = PrivateKeyDer::from_pem_slice(private_key_pem.as_bytes()).map_err(|_| invalid("private key"))?;
     let mut roots = rustls::RootCertStore::empty();
-    match &credentials.ca_pem {
+    match roots_pem {
         Some(bundle) => {
             for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
                 let cert = cert.map_err(|_| invalid("CA bundle"))?;
@@ -63,16 +81,12 @@ pub fn tls_config(credentials: &ClaimThingCredentials) -> Result<rustls::ClientC
     // An explicit provider: the process may link more than one, and the default would then be
     // ambiguous.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| PublishError::new("tls_config", err.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
-        .map_err(|_| PublishError::new("credentials_invalid", "claim-thing certificate and key do not match"))?;
-    if credentials.port == 443 {
-        config.alpn_protocols = vec![ALPN_MQTT_CA.to_vec()];
-    }
-    Ok(config)
+        .map_err(|_| PublishError::new("credentials_invalid", "claim-thing certificate and key do not match"))
 }
 
 #[async_trait]
