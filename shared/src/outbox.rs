@@ -83,8 +83,12 @@ impl Outbox {
         let started = std::time::Instant::now();
         let mut report = DrainReport::default();
         let mut busy: HashSet<String> = HashSet::new();
+        // Each claim is tried at most once per drain: if recording a result fails, the claim stays
+        // due, and without this a drain would publish it again and again until its budget ran out.
+        let mut tried: HashSet<String> = HashSet::new();
         loop {
-            let due = claims.store().due_publishes(claims.now(), self.settings.batch).await?;
+            let mut due = claims.store().due_publishes(claims.now(), self.settings.batch).await?;
+            due.retain(|claim| !tried.contains(claim.claim_id.as_str()));
             let mut vendors: Vec<&str> = Vec::new();
             for claim in &due {
                 if !busy.contains(&claim.vendor) && !vendors.contains(&claim.vendor.as_str()) {
@@ -102,9 +106,18 @@ impl Outbox {
                     continue;
                 }
                 let credentials = self.credentials.claim_thing(vendor).await;
-                let of_vendor = due.iter().filter(|claim| claim.vendor == vendor);
+                let of_vendor: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
+                tried.extend(of_vendor.iter().map(|claim| claim.claim_id.as_str().to_owned()));
                 let finished = self
-                    .publish_all(claims, of_vendor, &credentials, &lease, started, budget, &mut report)
+                    .publish_all(
+                        claims,
+                        of_vendor.into_iter(),
+                        &credentials,
+                        &lease,
+                        started,
+                        budget,
+                        &mut report,
+                    )
                     .await;
                 claims.store().release_lease(&lease, &self.holder).await?;
                 if !finished? {
