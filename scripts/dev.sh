@@ -277,6 +277,9 @@ cmd_up() {
     --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT"
   say "the demo user claims $DEMO_DEVICE over HTTP, as the OEM's app would"
   show POST /v1/claims demo-user "{\"code\":\"$DEMO_DEVICE\"}"
+  if grep -q '(HTTP 200)' "$STATE/last-response"; then
+    say "demo-user already holds $DEMO_DEVICE from an earlier run (scripts/dev.sh down resets the stack)"
+  fi
   local claim_id
   claim_id=$(sed -n 's/.*"claim_id":"\([^"]*\)".*/\1/p' "$STATE/last-response" | head -n 1)
   [ -n "$claim_id" ] || die "the claim was not accepted; see $LOGS/claim-functions.log"

@@ -131,6 +131,17 @@ impl ApiError {
     }
 }
 
+/// Every route this function serves, as `METHOD /path/{param}` (the OpenAPI document lists exactly
+/// these; a test checks both ways).
+pub const ROUTES: [&str; 6] = [
+    "POST /v1/claims",
+    "GET /v1/claims/{claim_id}",
+    "POST /v1/claims/{claim_id}/retry",
+    "GET /v1/devices",
+    "GET /v1/devices/{thing_name}",
+    "DELETE /v1/devices/{thing_name}",
+];
+
 /// The routes, by template (what logs show; raw paths carry label codes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
@@ -523,6 +534,20 @@ fn json_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_template_is_listed() {
+        for route in [
+            Route::CreateClaim,
+            Route::GetClaim("x".into()),
+            Route::RetryClaim("x".into()),
+            Route::ListDevices,
+            Route::GetDevice("x".into()),
+            Route::ReleaseDevice("x".into()),
+        ] {
+            assert!(ROUTES.contains(&route.template()), "{route:?}");
+        }
+    }
 
     #[test]
     fn routes_match_from_the_v1_segment_on() {

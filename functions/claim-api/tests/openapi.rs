@@ -1,0 +1,82 @@
+//! `infra/openapi.yaml` matches what the function serves: the same routes, and the same fields in
+//! the claim body.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use claim_api::{claim_view, ROUTES};
+use claim_shared::domain::{
+    claim::Claim,
+    ids::{ClaimId, ThingName, UserId},
+};
+use serde_yaml::Value;
+
+fn document() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/openapi.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_served() {
+    let doc = document();
+    let mut documented = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_mapping().unwrap() {
+        for (method, _) in operations.as_mapping().unwrap() {
+            let method = method.as_str().unwrap().to_uppercase();
+            documented.insert(format!("{method} {}", path.as_str().unwrap()));
+        }
+    }
+    let served: BTreeSet<String> = ROUTES.iter().map(|r| (*r).to_owned()).collect();
+    assert_eq!(documented, served);
+}
+
+#[test]
+fn every_error_status_uses_the_error_shape() {
+    let doc = document();
+    for (path, operations) in doc["paths"].as_mapping().unwrap() {
+        for (method, operation) in operations.as_mapping().unwrap() {
+            for (status, response) in operation["responses"].as_mapping().unwrap() {
+                let status: u16 = status.as_str().unwrap().parse().unwrap();
+                if status >= 400 {
+                    assert_eq!(
+                        response["$ref"].as_str(),
+                        Some("#/components/responses/Error"),
+                        "{method:?} {path:?} {status}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_claim_schema_names_exactly_the_fields_the_api_returns() {
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["Claim"];
+    let required: BTreeSet<String> = schema["required"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let properties: BTreeSet<String> = schema["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let now = time::OffsetDateTime::now_utc();
+    let claim = Claim::new(
+        ClaimId::new_random(),
+        ThingName::parse("dev-1").unwrap(),
+        UserId::parse("u").unwrap(),
+        "vendor".into(),
+        "oem-ats.iot.eu-west-1.amazonaws.com".into(),
+        now,
+        time::Duration::minutes(15),
+    );
+    let returned: BTreeSet<String> = claim_view(&claim, now).as_object().unwrap().keys().cloned().collect();
+    assert_eq!(returned, required);
+    assert_eq!(returned, properties);
+}
