@@ -80,6 +80,26 @@ impl Outbox {
         claims: &ClaimService<S, C>,
         budget: StdDuration,
     ) -> Result<DrainReport, StoreError> {
+        self.drain_where(claims, budget, None).await
+    }
+
+    /// [`Outbox::drain`] limited to one vendor: what a request that just accepted a claim does, so
+    /// another vendor's backlog never slows its answer.
+    pub async fn drain_vendor<S: OwnershipStore, C: Clock>(
+        &self,
+        claims: &ClaimService<S, C>,
+        vendor: &str,
+        budget: StdDuration,
+    ) -> Result<DrainReport, StoreError> {
+        self.drain_where(claims, budget, Some(vendor)).await
+    }
+
+    async fn drain_where<S: OwnershipStore, C: Clock>(
+        &self,
+        claims: &ClaimService<S, C>,
+        budget: StdDuration,
+        only_vendor: Option<&str>,
+    ) -> Result<DrainReport, StoreError> {
         let started = std::time::Instant::now();
         let mut report = DrainReport::default();
         let mut busy: HashSet<String> = HashSet::new();
@@ -88,7 +108,9 @@ impl Outbox {
         let mut tried: HashSet<String> = HashSet::new();
         loop {
             let mut due = claims.store().due_publishes(claims.now(), self.settings.batch).await?;
-            due.retain(|claim| !tried.contains(claim.claim_id.as_str()));
+            due.retain(|claim| {
+                !tried.contains(claim.claim_id.as_str()) && only_vendor.is_none_or(|v| v == claim.vendor)
+            });
             let mut vendors: Vec<&str> = Vec::new();
             for claim in &due {
                 if !busy.contains(&claim.vendor) && !vendors.contains(&claim.vendor.as_str()) {

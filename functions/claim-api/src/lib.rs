@@ -213,11 +213,15 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         }
     }
 
-    /// Publishes what is due (this request's claim first among them) within the request's budget,
-    /// then reads the claim again so the answer shows how far it got. A failure here is not the
-    /// caller's: the claim is accepted and the scheduled publisher carries on.
+    /// Publishes what is due for this claim's vendor (this claim among it) within the request's
+    /// budget, then reads the claim again so the answer shows how far it got. A failure here is not
+    /// the caller's: the claim is accepted and the scheduled publisher carries on.
     async fn publish_then_read(&self, user: &UserId, claim: Claim) -> Claim {
-        if let Err(err) = self.outbox.drain(&self.service, self.config.publish_budget).await {
+        let drained = self
+            .outbox
+            .drain_vendor(&self.service, &claim.vendor, self.config.publish_budget)
+            .await;
+        if let Err(err) = drained {
             tracing::warn!(event = "outbox_drain_failed", error = %err);
         }
         match self.service.claim_of(user, &claim.claim_id).await {
