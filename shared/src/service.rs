@@ -566,6 +566,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     change.update_claim(before, claim.clone());
                 }
                 Progress::Ignored(claim.effective_state(now))
+            } else if claim.next_publish_at.is_none() {
+                // No publish was owed: a duplicate report of one already recorded.
+                return Ok(Progress::Ignored(claim.effective_state(now)));
             } else {
                 claim.publish_attempts += 1;
                 match result {

@@ -365,6 +365,11 @@ async fn only_the_owner_releases_and_the_device_becomes_claimable() {
         Err(ReleaseError::MidClaim)
     );
     fx.service.mark_published(&pending.claim().claim_id).await.unwrap();
+    // A duplicate report of the same publish changes nothing.
+    assert_eq!(
+        fx.service.mark_published(&pending.claim().claim_id).await,
+        Ok(Progress::Ignored(ClaimState::EndpointPublished))
+    );
     fx.service.mark_provisioned(&pending.claim().claim_id).await.unwrap();
     let owned = pending.claim().claim_id.clone();
 
