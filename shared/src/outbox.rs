@@ -1,26 +1,32 @@
 //! Delivers the endpoint messages that claims owe, one claim-thing connection at a time.
 //!
 //! A claim owes a publish while `next_publish_at` is set (see [`Claim`]); such claims form the
-//! outbox (a sparse index of the table). [`Outbox::drain`] publishes every due claim, grouped by
-//! module vendor. Each vendor's claim-thing has one MQTT client id, and AWS IoT disconnects a client
-//! when another connects with the same id, so a vendor's publishes must never overlap: the drain
-//! takes a per-vendor lease in the table first and skips vendors whose lease another drain holds
-//! (that drain publishes their claims). Drains run right after a claim is accepted (the API) and
-//! on a schedule (the `claim-publisher` function), so a failed publish is retried with backoff
-//! until it succeeds or the claim expires, without anyone asking again.
+//! outbox (a sparse index of the table). Each vendor's claim-thing has one MQTT client id, and AWS
+//! IoT disconnects a client when another connects with the same id, so a vendor's publishes must
+//! never overlap: every delivery runs under a per-vendor lease in the table, with a holder token of
+//! its own (so even two drains in one process exclude each other). Who delivers:
+//!
+//! - the API, right after accepting (or retrying) a claim: [`Outbox::publish_now`] delivers that
+//!   claim if its vendor's lease is free, within the request's budget;
+//! - the scheduled `claim-publisher`: [`Outbox::drain`] delivers every due claim, vendor by vendor,
+//!   skipping vendors whose lease another delivery holds.
+//!
+//! Every decision uses a fresh, strongly consistent read of the claim (the index may lag), and a
+//! failed publish is recorded on the claim and retried with backoff until it succeeds or the claim
+//! expires, without anyone asking again.
 
 use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 
 use time::Duration;
+use tokio::time::Instant;
 
 use crate::{
     domain::{
-        claim::Claim,
-        ids::ConfigTopic,
+        ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError},
     },
     ports::{CredentialSource, EndpointPublisher, OwnershipStore, StoreError},
-    service::{ClaimService, Clock},
+    service::{ClaimService, Clock, PublishAttempt},
 };
 
 #[derive(Debug, Clone)]
@@ -35,17 +41,17 @@ impl Default for OutboxSettings {
     fn default() -> Self {
         Self {
             lease_for: Duration::seconds(30),
-            batch: 100,
+            batch: 1000,
         }
     }
 }
 
-/// What one drain did.
+/// What one delivery run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DrainReport {
     pub published: u32,
     pub failed: u32,
-    /// Vendors whose lease another drain held.
+    /// Vendors whose lease another delivery held.
     pub busy_vendors: u32,
     /// Stopped because the time budget ran out with claims still due.
     pub out_of_time: bool,
@@ -55,7 +61,11 @@ pub struct Outbox {
     credentials: Arc<dyn CredentialSource>,
     transport: Arc<dyn EndpointPublisher>,
     settings: OutboxSettings,
-    /// Identifies this drainer in leases: unique per execution environment.
+}
+
+/// A vendor's lease as one delivery run holds it.
+struct Lease {
+    name: String,
     holder: String,
 }
 
@@ -69,155 +79,167 @@ impl Outbox {
             credentials,
             transport,
             settings,
-            holder: uuid::Uuid::new_v4().to_string(),
         }
     }
 
-    /// Publishes due claims until none is due, every remaining vendor is busy elsewhere, or `budget`
-    /// is spent. Failures of single publishes are recorded on their claims, not returned.
+    /// Delivers one claim now if it still owes a publish and its vendor's lease is free (otherwise
+    /// the lease holder or the schedule delivers it). Never takes much longer than `budget`.
+    pub async fn publish_now<S: OwnershipStore, C: Clock>(
+        &self,
+        claims: &ClaimService<S, C>,
+        claim_id: &ClaimId,
+        budget: StdDuration,
+    ) -> Result<DrainReport, StoreError> {
+        let deadline = Instant::now() + budget;
+        let mut report = DrainReport::default();
+        let Some(claim) = claims.store().claim(claim_id).await? else {
+            return Ok(report);
+        };
+        let Some(lease) = self.take_lease(claims, &claim.vendor, None).await? else {
+            report.busy_vendors = 1;
+            return Ok(report);
+        };
+        let credentials = self.credentials.claim_thing(&claim.vendor).await;
+        let result = self
+            .deliver(claims, claim_id, &credentials, deadline, &mut report)
+            .await;
+        claims.store().release_lease(&lease.name, &lease.holder).await?;
+        result.map(|()| report)
+    }
+
+    /// Delivers every due claim until none is due, every remaining vendor is busy elsewhere, or
+    /// `budget` is spent. Failures of single publishes are recorded on their claims, not returned.
     pub async fn drain<S: OwnershipStore, C: Clock>(
         &self,
         claims: &ClaimService<S, C>,
         budget: StdDuration,
     ) -> Result<DrainReport, StoreError> {
-        self.drain_where(claims, budget, None).await
-    }
-
-    /// [`Outbox::drain`] limited to one vendor: what a request that just accepted a claim does, so
-    /// another vendor's backlog never slows its answer.
-    pub async fn drain_vendor<S: OwnershipStore, C: Clock>(
-        &self,
-        claims: &ClaimService<S, C>,
-        vendor: &str,
-        budget: StdDuration,
-    ) -> Result<DrainReport, StoreError> {
-        self.drain_where(claims, budget, Some(vendor)).await
-    }
-
-    async fn drain_where<S: OwnershipStore, C: Clock>(
-        &self,
-        claims: &ClaimService<S, C>,
-        budget: StdDuration,
-        only_vendor: Option<&str>,
-    ) -> Result<DrainReport, StoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let deadline = started + budget;
         let mut report = DrainReport::default();
         let mut busy: HashSet<String> = HashSet::new();
         // Each claim is tried at most once per drain: if recording a result fails, the claim stays
         // due, and without this a drain would publish it again and again until its budget ran out.
-        let mut tried: HashSet<String> = HashSet::new();
+        let mut tried: HashSet<ClaimId> = HashSet::new();
         loop {
             let mut due = claims.store().due_publishes(claims.now(), self.settings.batch).await?;
-            due.retain(|claim| {
-                !tried.contains(claim.claim_id.as_str()) && only_vendor.is_none_or(|v| v == claim.vendor)
-            });
-            let mut vendors: Vec<&str> = Vec::new();
-            for claim in &due {
-                if !busy.contains(&claim.vendor) && !vendors.contains(&claim.vendor.as_str()) {
-                    vendors.push(&claim.vendor);
+            due.retain(|claim| !tried.contains(&claim.claim_id) && !busy.contains(&claim.vendor));
+            let Some(vendor) = due.first().map(|claim| claim.vendor.clone()) else {
+                break;
+            };
+            let Some(lease) = self.take_lease(claims, &vendor, None).await? else {
+                busy.insert(vendor);
+                report.busy_vendors += 1;
+                continue;
+            };
+            let credentials = self.credentials.claim_thing(&vendor).await;
+            let mut outcome = Ok(());
+            for claim in due.iter().filter(|claim| claim.vendor == vendor) {
+                tried.insert(claim.claim_id.clone());
+                if Instant::now() >= deadline {
+                    report.out_of_time = true;
+                    break;
+                }
+                // Renew before each publish, so a long batch never outlives its lease.
+                if self.take_lease(claims, &vendor, Some(&lease)).await?.is_none() {
+                    break;
+                }
+                outcome = self
+                    .deliver(claims, &claim.claim_id, &credentials, deadline, &mut report)
+                    .await;
+                if outcome.is_err() {
+                    break;
                 }
             }
-            if vendors.is_empty() {
+            claims.store().release_lease(&lease.name, &lease.holder).await?;
+            outcome?;
+            if report.out_of_time {
                 break;
             }
-            for vendor in vendors {
-                let lease = lease_name(vendor);
-                if !self.take_lease(claims, &lease).await? {
-                    busy.insert(vendor.to_owned());
-                    report.busy_vendors += 1;
-                    continue;
-                }
-                let credentials = self.credentials.claim_thing(vendor).await;
-                let of_vendor: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
-                tried.extend(of_vendor.iter().map(|claim| claim.claim_id.as_str().to_owned()));
-                let finished = self
-                    .publish_all(
-                        claims,
-                        of_vendor.into_iter(),
-                        &credentials,
-                        &lease,
-                        started,
-                        budget,
-                        &mut report,
-                    )
-                    .await;
-                claims.store().release_lease(&lease, &self.holder).await?;
-                if !finished? {
-                    report.out_of_time = true;
-                    return Ok(report);
-                }
-            }
         }
-        if report == DrainReport::default() {
-            return Ok(report); // nothing was due: no log line every scheduled minute
+        if report != DrainReport::default() {
+            tracing::info!(
+                event = "outbox_drain",
+                published = report.published,
+                failed = report.failed,
+                busy_vendors = report.busy_vendors,
+                out_of_time = report.out_of_time,
+                latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
         }
-        tracing::info!(
-            event = "outbox_drain",
-            published = report.published,
-            failed = report.failed,
-            busy_vendors = report.busy_vendors,
-            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        );
         Ok(report)
     }
 
-    /// Publishes one vendor's due claims in order. `Ok(false)`: the budget ran out first.
-    #[allow(clippy::too_many_arguments)]
-    async fn publish_all<'a, S: OwnershipStore, C: Clock>(
+    /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
+    /// result. A claim that owes a publish but is no longer live leaves the outbox unsent.
+    async fn deliver<S: OwnershipStore, C: Clock>(
         &self,
         claims: &ClaimService<S, C>,
-        due: impl Iterator<Item = &'a Claim>,
+        claim_id: &ClaimId,
         credentials: &Result<ClaimThingCredentials, PublishError>,
-        lease: &str,
-        started: std::time::Instant,
-        budget: StdDuration,
+        deadline: Instant,
         report: &mut DrainReport,
-    ) -> Result<bool, StoreError> {
-        for claim in due {
-            if started.elapsed() >= budget {
-                return Ok(false);
-            }
-            // Renew before each publish, so a long batch never outlives its lease.
-            if !self.take_lease(claims, lease).await? {
-                return Ok(true);
-            }
-            let result = if !claim.is_live(claims.now()) {
-                // Nothing is sent; recording it takes the claim out of the outbox.
-                Ok(())
-            } else {
-                let result = match credentials {
-                    Ok(credentials) => {
-                        let topic = ConfigTopic::for_device(&claim.thing_name);
-                        let payload = endpoint_message(&claim.target_endpoint);
-                        self.transport.publish(credentials, &topic, &payload).await
-                    }
-                    Err(err) => Err(err.clone()),
-                };
-                match &result {
-                    Ok(()) => report.published += 1,
-                    Err(_) => report.failed += 1,
-                }
-                result
-            };
-            if let Err(err) = claims.record_publish(&claim.claim_id, &result).await {
-                // The message may have gone out but its record did not land: the claim stays due and
-                // is published again later, which the module treats the same (it only moves once).
-                tracing::warn!(event = "outbox_record_failed", claim_id = claim.claim_id.as_str(), error = %err);
-            }
+    ) -> Result<(), StoreError> {
+        let Some(claim) = claims.store().claim(claim_id).await? else {
+            return Ok(());
+        };
+        if claim.next_publish_at.is_none() {
+            return Ok(()); // delivered meanwhile by someone else
         }
-        Ok(true)
+        let attempt = if !claim.is_live(claims.now()) {
+            PublishAttempt::NotSent
+        } else {
+            let sent = match credentials {
+                Ok(credentials) => {
+                    let topic = ConfigTopic::for_device(&claim.thing_name);
+                    let payload = endpoint_message(&claim.target_endpoint);
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(remaining, self.transport.publish(credentials, &topic, &payload)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(PublishError::new(
+                            "staging_timeout",
+                            "no PUBACK within the delivery budget",
+                        )),
+                    }
+                }
+                Err(err) => Err(err.clone()),
+            };
+            match sent {
+                Ok(()) => {
+                    report.published += 1;
+                    PublishAttempt::Sent
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    PublishAttempt::Failed(err)
+                }
+            }
+        };
+        if let Err(err) = claims.record_publish(claim_id, &attempt).await {
+            // The message may have gone out but its record did not land: the claim stays due and
+            // is published again later, which the module treats the same (it only moves once).
+            tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+        }
+        Ok(())
     }
 
+    /// Takes (or, with `held`, renews) the vendor's lease. `None`: another delivery holds it.
     async fn take_lease<S: OwnershipStore, C: Clock>(
         &self,
         claims: &ClaimService<S, C>,
-        lease: &str,
-    ) -> Result<bool, StoreError> {
+        vendor: &str,
+        held: Option<&Lease>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = Lease {
+            name: format!("publisher#{vendor}"),
+            holder: held.map_or_else(|| uuid::Uuid::new_v4().to_string(), |l| l.holder.clone()),
+        };
         let now = claims.now();
-        claims
+        let taken = claims
             .store()
-            .acquire_lease(lease, &self.holder, now, now + self.settings.lease_for)
-            .await
+            .acquire_lease(&lease.name, &lease.holder, now, now + self.settings.lease_for)
+            .await?;
+        Ok(taken.then_some(lease))
     }
 }
 
@@ -235,8 +257,4 @@ pub fn from_aws(aws: &aws_types::SdkConfig) -> Result<Outbox, crate::config::Con
         Arc::new(crate::adapters::mqtt::MqttPublisher::default()),
         OutboxSettings::default(),
     ))
-}
-
-fn lease_name(vendor: &str) -> String {
-    format!("publisher#{vendor}")
 }

@@ -167,6 +167,17 @@ pub enum ImportOutcome {
     Updated,
 }
 
+/// What a delivery run did with one claim that owed a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishAttempt {
+    /// The staging endpoint confirmed the message.
+    Sent,
+    /// The message could not be delivered.
+    Failed(PublishError),
+    /// Not sent: the claim was no longer live when read afresh.
+    NotSent,
+}
+
 /// What a device's arrival in the OEM account did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArrivalOutcome {
@@ -496,7 +507,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// The staging endpoint confirmed the publish of a claim's endpoint message.
     pub async fn mark_published(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
-        self.record_publish(claim_id, &Ok(())).await
+        self.record_publish(claim_id, &PublishAttempt::Sent).await
     }
 
     /// Records the result of one publish attempt from the outbox: confirmed (the claim becomes
@@ -506,33 +517,32 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     pub async fn record_publish(
         &self,
         claim_id: &ClaimId,
-        result: &Result<(), PublishError>,
+        attempt: &PublishAttempt,
     ) -> Result<Progress, DeviceOpError> {
         let started = std::time::Instant::now();
-        let outcome = self.try_record_publish(claim_id, result).await;
+        let outcome = self.try_record_publish(claim_id, attempt).await;
         let recorded = match &outcome {
             Ok(Progress::Applied(claim)) => format!("recorded_{}", claim.state),
             Ok(Progress::Ignored(state)) => format!("ignored_{state}"),
             Err(err) => err.to_string(),
         };
-        metrics::count(
-            if result.is_ok() {
-                "EndpointPublished"
-            } else {
-                "PublishFailed"
-            },
-            (
-                "error_code",
-                result.as_ref().err().map(|err| err.code).unwrap_or("none"),
-            ),
-        );
+        let (name, error) = match attempt {
+            PublishAttempt::Sent => ("published", None),
+            PublishAttempt::Failed(err) => ("publish_failed", Some(err)),
+            PublishAttempt::NotSent => ("not_sent", None),
+        };
+        match attempt {
+            PublishAttempt::Sent => metrics::count("EndpointPublished", ("error_code", "none")),
+            PublishAttempt::Failed(err) => metrics::count("PublishFailed", ("error_code", err.code)),
+            PublishAttempt::NotSent => {}
+        }
         tracing::info!(
             event = "claim_publish",
-            outcome = if result.is_ok() { "published" } else { "publish_failed" },
+            outcome = name,
             recorded,
             claim_id = claim_id.as_str(),
-            error_code = result.as_ref().err().map(|err| err.code),
-            error = result.as_ref().err().map(|err| err.message.as_str()),
+            error_code = error.map(|err| err.code),
+            error = error.map(|err| err.message.as_str()),
             latency_ms = elapsed_ms(started),
         );
         outcome
@@ -541,7 +551,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     async fn try_record_publish(
         &self,
         claim_id: &ClaimId,
-        result: &Result<(), PublishError>,
+        delivery: &PublishAttempt,
     ) -> Result<Progress, DeviceOpError> {
         for attempt in 0..self.settings.max_attempts {
             let now = self.clock.now();
@@ -566,13 +576,15 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     change.update_claim(before, claim.clone());
                 }
                 Progress::Ignored(claim.effective_state(now))
-            } else if claim.next_publish_at.is_none() {
-                // No publish was owed: a duplicate report of one already recorded.
+            } else if claim.next_publish_at.is_none() || *delivery == PublishAttempt::NotSent {
+                // No publish was owed (a duplicate report), or the claim became live again
+                // (renewed) after the deliverer decided not to send: it stays due.
                 return Ok(Progress::Ignored(claim.effective_state(now)));
             } else {
                 claim.publish_attempts += 1;
-                match result {
-                    Ok(()) => {
+                match delivery {
+                    PublishAttempt::NotSent => {}
+                    PublishAttempt::Sent => {
                         claim.failure = None;
                         if claim.state == ClaimState::Pending {
                             claim
@@ -590,7 +602,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                             Some(claim_id.clone()),
                         ));
                     }
-                    Err(err) => {
+                    PublishAttempt::Failed(err) => {
                         claim.failure = Some(Failure {
                             code: err.code.to_owned(),
                             message: publish_failure_message(err.code).to_owned(),
@@ -631,6 +643,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             if claim.is_live(now) {
                 claim.next_publish_at = Some(now);
             } else if claim.effective_state(now) == ClaimState::Expired {
+                // Only the device's most recent claim comes back: after anyone else's claim (even
+                // one released since), a new claim is the honest record.
+                if device.last_claim.as_ref() != Some(claim_id) {
+                    return Err(RetryError::NotRetryable);
+                }
                 let superseded = match device.decide_claim(user, now) {
                     ClaimDecision::Reserve { superseded } => superseded,
                     _ => return Err(RetryError::NotRetryable),

@@ -189,6 +189,25 @@ impl Module {
         }
     }
 
+    /// Like [`Module::wait_for`], but only for events that have not arrived yet.
+    pub async fn wait_for_next(&mut self, within: Duration, wanted: impl Fn(&ModuleEvent) -> bool) {
+        let already = self.seen.len();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) => {
+                    let hit = wanted(&event);
+                    self.seen.push(event);
+                    if hit {
+                        return;
+                    }
+                }
+                Ok(None) => panic!("the module stopped; it saw {:?}", &self.seen[already..]),
+                Err(_) => panic!("timed out; since waiting the module saw {:?}", &self.seen[already..]),
+            }
+        }
+    }
+
     /// Collects what arrives within `window` (to prove nothing more comes).
     pub async fn settle(&mut self, window: Duration) {
         let deadline = tokio::time::Instant::now() + window;

@@ -213,13 +213,13 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         }
     }
 
-    /// Publishes what is due for this claim's vendor (this claim among it) within the request's
+    /// Publishes this claim's message now (if its vendor's lease is free) within the request's
     /// budget, then reads the claim again so the answer shows how far it got. A failure here is not
-    /// the caller's: the claim is accepted and the scheduled publisher carries on.
+    /// the caller's: the claim is accepted and the lease holder or the schedule delivers it.
     async fn publish_then_read(&self, user: &UserId, claim: Claim) -> Claim {
         let drained = self
             .outbox
-            .drain_vendor(&self.service, &claim.vendor, self.config.publish_budget)
+            .publish_now(&self.service, &claim.claim_id, self.config.publish_budget)
             .await;
         if let Err(err) = drained {
             tracing::warn!(event = "outbox_drain_failed", error = %err);

@@ -354,6 +354,8 @@ async fn an_owned_device_is_released_with_204() {
     assert_eq!(bob.status, StatusCode::ACCEPTED);
 }
 
+// Only meaningful for the build that ships: with `local-auth` the header names the caller.
+#[cfg(not(feature = "local-auth"))]
 #[tokio::test]
 async fn no_authenticated_caller_is_401() {
     let fx = fixture().await;

@@ -274,7 +274,18 @@ impl OwnershipStore for DynamoOwnershipStore {
             .send()
             .await
             .map_err(unavailable)?;
-        out.items().iter().map(claim_from).collect()
+        // One unreadable record must not block every other delivery: it is logged and skipped.
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|item| match claim_from(item) {
+                Ok(claim) => Some(claim),
+                Err(err) => {
+                    tracing::error!(event = "outbox_record_unreadable", error = %err);
+                    None
+                }
+            })
+            .collect())
     }
 
     async fn acquire_lease(
@@ -754,7 +765,8 @@ fn time_attr(item: &Item, name: &str) -> Result<OffsetDateTime, StoreError> {
 
 fn thing_attr(item: &Item, name: &str) -> Result<ThingName, StoreError> {
     let raw = str_attr(item, name)?;
-    ThingName::parse(raw).map_err(|_| corrupt(name, raw))
+    // The value is a label code: errors (which reach logs) never carry it.
+    ThingName::parse(raw).map_err(|_| corrupt(name, "not a valid thing name"))
 }
 
 fn user_attr(item: &Item, name: &str) -> Result<UserId, StoreError> {

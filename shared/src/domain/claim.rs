@@ -250,6 +250,8 @@ impl Claim {
         self.expires_at = now + deadline;
         self.failure = None;
         self.next_publish_at = Some(now);
+        // A fresh window gets a fresh backoff.
+        self.publish_attempts = 0;
         self.history.push(StateChange {
             state: ClaimState::Pending,
             at: now,
