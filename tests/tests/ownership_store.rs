@@ -18,7 +18,7 @@ use claim_shared::{
     ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
     service::{
         ArrivalOutcome, ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice,
-        Progress, ReleaseError,
+        Progress, PublishAttempt, ReleaseError,
     },
 };
 use claim_tests::{dynamodb_at, fresh_table, local_dynamodb, ManualClock};
@@ -642,4 +642,73 @@ async fn claim_decisions_are_logged_with_their_fields_but_never_the_full_code() 
     assert_eq!(decisions[1]["outcome"], "already_claimed");
     assert_eq!(decisions[1]["thing_name"], "a1b2…(36 chars)");
     assert!(!text.contains(code), "the full label code never reaches the logs");
+}
+
+#[tokio::test]
+async fn a_claim_that_was_not_sent_is_never_recorded_as_published() {
+    let fx = fixture().await;
+    fx.import("dev-unsent").await;
+    let claim = fx.service.claim(&request("alice", "dev-unsent", None)).await.unwrap();
+    let claim_id = claim.claim().claim_id.clone();
+    // Expired, then renewed by a retry: live again and owing a publish.
+    fx.clock.advance(Duration::minutes(16));
+    fx.service.retry(&user("alice"), &claim_id).await.unwrap();
+
+    // A deliverer that decided on an older copy (expired) sends nothing and says so.
+    let recorded = fx.service.record_publish(&claim_id, &PublishAttempt::NotSent).await;
+    assert_eq!(recorded, Ok(Progress::Ignored(ClaimState::Pending)));
+    let stored = fx.service.store().claim(&claim_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::Pending, "not published");
+    assert!(stored.next_publish_at.is_some(), "still owes its publish");
+
+    // Once it is really dead, the same report takes it out of the outbox.
+    fx.clock.advance(Duration::minutes(16));
+    fx.service
+        .record_publish(&claim_id, &PublishAttempt::NotSent)
+        .await
+        .unwrap();
+    let stored = fx.service.store().claim(&claim_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::Expired);
+    assert_eq!(stored.next_publish_at, None);
+}
+
+#[tokio::test]
+async fn a_publisher_lease_has_one_holder_until_it_lapses() {
+    let fx = fixture().await;
+    let store = fx.service.store();
+    let now = fx.service.now();
+    let until = now + Duration::seconds(30);
+    assert!(store.acquire_lease("publisher#v", "a", now, until).await.unwrap());
+    assert!(
+        !store.acquire_lease("publisher#v", "b", now, until).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        store.acquire_lease("publisher#w", "b", now, until).await.unwrap(),
+        "leases are per name"
+    );
+    assert!(
+        store.acquire_lease("publisher#v", "a", now, until).await.unwrap(),
+        "a renews"
+    );
+
+    // Only the holder's release counts.
+    store.release_lease("publisher#v", "b").await.unwrap();
+    assert!(!store.acquire_lease("publisher#v", "b", now, until).await.unwrap());
+    // A lapsed lease can be taken over, and then the old holder's release changes nothing.
+    let later = until + Duration::seconds(1);
+    assert!(store
+        .acquire_lease("publisher#v", "b", later, later + Duration::seconds(30))
+        .await
+        .unwrap());
+    store.release_lease("publisher#v", "a").await.unwrap();
+    assert!(!store
+        .acquire_lease("publisher#v", "c", later, later + Duration::seconds(30))
+        .await
+        .unwrap());
+    store.release_lease("publisher#v", "b").await.unwrap();
+    assert!(store
+        .acquire_lease("publisher#v", "c", later, later + Duration::seconds(30))
+        .await
+        .unwrap());
 }
