@@ -168,24 +168,11 @@ pub struct Module {
 }
 
 impl Module {
-    /// Waits for an event matching `wanted`; panics with what was seen if it does not come.
+    /// Waits for an event matching `wanted` (one seen already counts); panics with what was seen
+    /// if it does not come.
     pub async fn wait_for(&mut self, within: Duration, wanted: impl Fn(&ModuleEvent) -> bool) {
-        if self.seen.iter().any(&wanted) {
-            return;
-        }
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => {
-                    let hit = wanted(&event);
-                    self.seen.push(event);
-                    if hit {
-                        return;
-                    }
-                }
-                Ok(None) => panic!("the module stopped; it saw {:?}", self.seen),
-                Err(_) => panic!("timed out; the module saw {:?}", self.seen),
-            }
+        if !self.seen.iter().any(&wanted) {
+            self.wait_for_next(within, wanted).await;
         }
     }
 
