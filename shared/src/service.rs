@@ -205,7 +205,7 @@ impl ArrivalOutcome {
     }
 }
 
-/// What a progress report (publish confirmed, device arrived) did.
+/// What recording a publish attempt did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
     Applied(Box<Claim>),

@@ -4,9 +4,13 @@
 //! pending ──▶ endpoint_published ──▶ provisioned ──▶ released
 //!    │  ╲            │  ╲
 //!    │   ╲           │   ╲──▶ failed
-//!    │    ╲──────────┴──▶ expired ──(renewed by a retry while the device is free)──▶ pending
+//!    │    ╲──────────┴──▶ expired
 //!    └──▶ provisioned (events may overtake the publish confirmation)
 //! ```
+//!
+//! Two moves leave `expired` and have methods of their own, because they carry more than a state:
+//! [`Claim::renew`] (a retry while the device is free: new deadline, publish due) and
+//! [`Claim::complete_on_arrival`] (the device arrived within the grace period).
 //!
 //! A live claim (`pending`, `endpoint_published`) has a deadline. Expiry is a fact of the clock, not
 //! of a background job: [`Claim::effective_state`] reports `expired` the moment the deadline passes,
@@ -66,7 +70,6 @@ impl ClaimState {
             (Pending, EndpointPublished)
                 | (Pending | EndpointPublished, Provisioned | Expired | Failed | Released)
                 | (Provisioned, Released)
-                | (Expired, Pending)
         )
     }
 }
@@ -185,12 +188,12 @@ impl Claim {
     }
 
     /// Applies a transition, recording it in the claim's own history. An overdue live claim can
-    /// only expire (or, for events that prove the device arrived, be provisioned).
+    /// only expire here; an arrival that proves it worked goes through
+    /// [`Claim::complete_on_arrival`].
     pub fn transition(&mut self, next: ClaimState, at: OffsetDateTime) -> Result<(), TransitionError> {
         let from = self.state;
         let overdue = self.is_overdue(at);
-        let allowed =
-            from.can_become(next) && (!overdue || matches!(next, ClaimState::Expired | ClaimState::Provisioned));
+        let allowed = from.can_become(next) && (!overdue || next == ClaimState::Expired);
         if !allowed {
             return Err(TransitionError { from, to: next });
         }
@@ -338,7 +341,11 @@ mod tests {
         let late = t0 + time::Duration::minutes(20);
         let mut claim = claim_at(t0);
         assert!(claim.clone().transition(ClaimState::EndpointPublished, late).is_err());
-        assert!(claim.clone().transition(ClaimState::Provisioned, late).is_ok());
+        assert!(claim.clone().transition(ClaimState::Provisioned, late).is_err());
+        assert!(
+            claim.clone().complete_on_arrival(late).is_ok(),
+            "an arrival proves it worked"
+        );
         claim.transition(ClaimState::Expired, late).expect("expire");
         assert_eq!(claim.history.last().map(|h| h.at), Some(claim.expires_at));
     }
@@ -370,6 +377,7 @@ mod tests {
             }
         }
         assert!(!ClaimState::Expired.can_become(ClaimState::Provisioned));
+        assert!(!ClaimState::Expired.can_become(ClaimState::Pending));
         assert!(!ClaimState::Provisioned.can_become(ClaimState::Pending));
     }
 }
