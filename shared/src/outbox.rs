@@ -4,7 +4,9 @@
 //! outbox (a sparse index of the table). Each vendor's claim-thing has one MQTT client id, and AWS
 //! IoT disconnects a client when another connects with the same id, so a vendor's publishes must
 //! never overlap: every delivery runs under a per-vendor lease in the table, with a holder token of
-//! its own (so even two drains in one process exclude each other). Who delivers:
+//! its own (so even two drains in one process exclude each other). The `https` and `iam` transports
+//! (one HTTP request, no client id) would not need the lease, but keep it, so retries, backoff and
+//! ordering are the same whichever transport a vendor uses. Who delivers:
 //!
 //! - the API, right after accepting (or retrying) a claim: [`Outbox::publish_now`] delivers that
 //!   claim if its vendor's lease is free, within the request's budget;
@@ -243,18 +245,20 @@ impl Outbox {
     }
 }
 
-/// The production outbox: claim-thing credentials from Secrets Manager (secret name prefix from
-/// `CLAIM_THING_SECRET_PREFIX`, cached 5 minutes) and the MQTT transport.
+/// The production outbox: vendor profiles (claim-thing secrets) from Secrets Manager (secret name
+/// prefix from `CLAIM_THING_SECRET_PREFIX`, cached `CLAIM_THING_SECRET_TTL_SECONDS`, default 5
+/// minutes) and each vendor's transport: MQTT, HTTPS with the claim-thing certificate, or a
+/// request signed with the function's role (see [`crate::adapters::iotdata`]).
 pub fn from_aws(aws: &aws_types::SdkConfig) -> Result<Outbox, crate::config::ConfigError> {
     let credentials = crate::adapters::secrets::SecretsManagerCredentials::new(
         aws_sdk_secretsmanager::Client::new(aws),
         crate::config::env_or("CLAIM_THING_SECRET_PREFIX", "expresslink/claim-thing/"),
-        StdDuration::from_secs(300),
+        crate::config::secret_ttl()?,
     )
     .map_err(|err| crate::config::ConfigError(err.to_string()))?;
     Ok(Outbox::new(
         Arc::new(credentials),
-        Arc::new(crate::adapters::mqtt::MqttPublisher::default()),
+        Arc::new(crate::adapters::iotdata::TransportRouter::from_aws(aws)),
         OutboxSettings::default(),
     ))
 }

@@ -145,6 +145,7 @@ struct FixedCredentials;
 impl CredentialSource for FixedCredentials {
     async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
         Ok(ClaimThingCredentials {
+            transport: claim_shared::domain::publish::PublishTransport::Mqtt,
             certificate_pem: String::new(),
             private_key_pem: String::new(),
             client_id: "claim-thing".into(),

@@ -168,6 +168,7 @@ mod tests {
             .self_signed(&key)
             .expect("cert");
         ClaimThingCredentials {
+            transport: crate::domain::publish::PublishTransport::Mqtt,
             certificate_pem: cert.pem(),
             private_key_pem: key.serialize_pem(),
             client_id: "uuid".into(),

@@ -10,30 +10,128 @@ pub fn endpoint_message(endpoint: &str) -> Vec<u8> {
     serde_json::json!({ "Endpoint": endpoint }).to_string().into_bytes()
 }
 
-/// The OEM's claim-thing in one module vendor's staging account: certificate, private key, MQTT
-/// client id (the UUID AWS issues) and the staging endpoint. Loaded from Secrets Manager; `Debug`
-/// never shows the key or the certificate.
+/// How the endpoint message reaches a vendor's staging endpoint, chosen per module vendor in its
+/// profile (the `transport` field of the claim-thing secret; `mqtt` when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishTransport {
+    /// MQTT over mutual TLS as the claim-thing (connect, publish QoS 1, PUBACK, disconnect).
+    #[default]
+    Mqtt,
+    /// One HTTPS `Publish` request (AWS IoT data plane) authenticated by the claim-thing's client
+    /// certificate (mutual TLS, no AWS signature), normally on port 8443.
+    Https,
+    /// One `Publish` request signed (SigV4) with the function's own AWS credentials: staging
+    /// simulated inside an OEM-owned account. Needs no certificate.
+    Iam,
+}
+
+impl PublishTransport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mqtt => "mqtt",
+            Self::Https => "https",
+            Self::Iam => "iam",
+        }
+    }
+
+    /// The port used when the profile names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Mqtt => 8883,
+            Self::Https => 8443,
+            Self::Iam => 443,
+        }
+    }
+}
+
+/// A module vendor's profile: how to publish to its staging endpoint and, for `mqtt` and `https`,
+/// the OEM's claim-thing in that vendor's staging account (certificate, private key, MQTT client id
+/// — the UUID AWS issues — and the staging endpoint). Loaded from Secrets Manager and checked per
+/// transport when parsed; fields a transport does not use are empty. `Debug` never shows the key
+/// or the certificate.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawProfile")]
 pub struct ClaimThingCredentials {
+    pub transport: PublishTransport,
     pub certificate_pem: String,
     pub private_key_pem: String,
     pub client_id: String,
+    /// Host name of the staging endpoint. Empty only for `iam`, which then uses the SDK's own
+    /// endpoint (the data endpoint of the function's region, or `AWS_ENDPOINT_URL`).
     pub staging_endpoint: String,
-    /// 8883 (MQTT over TLS) or 443 (MQTT with ALPN `x-amzn-mqtt-ca`).
-    #[serde(default = "default_port")]
+    /// mqtt: 8883 (MQTT over TLS) or 443 (ALPN `x-amzn-mqtt-ca`); https: 8443 (or 443 with ALPN
+    /// `x-amzn-http-ca`); iam: 443.
     pub port: u16,
     /// Roots to trust for the staging endpoint; the public web PKI roots when absent.
-    #[serde(default)]
     pub ca_pem: Option<String>,
 }
 
-fn default_port() -> u16 {
-    8883
+/// The secret's JSON as written; [`ClaimThingCredentials`] is what survives the per-transport check.
+#[derive(Deserialize)]
+struct RawProfile {
+    #[serde(default)]
+    transport: PublishTransport,
+    certificate_pem: Option<String>,
+    private_key_pem: Option<String>,
+    client_id: Option<String>,
+    staging_endpoint: Option<String>,
+    port: Option<u16>,
+    ca_pem: Option<String>,
+}
+
+impl TryFrom<RawProfile> for ClaimThingCredentials {
+    type Error = String;
+
+    /// The error names the transport and the field, never a value.
+    fn try_from(raw: RawProfile) -> Result<Self, Self::Error> {
+        let transport = raw.transport;
+        let given = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let needed = |value: Option<String>, field: &str| {
+            given(value).ok_or_else(|| format!("transport {} needs {field}", transport.as_str()))
+        };
+        let (certificate_pem, private_key_pem) = match transport {
+            PublishTransport::Mqtt | PublishTransport::Https => (
+                needed(raw.certificate_pem, "certificate_pem")?,
+                needed(raw.private_key_pem, "private_key_pem")?,
+            ),
+            // Not used: the request is signed with the function's role.
+            PublishTransport::Iam => (String::new(), String::new()),
+        };
+        let client_id = match transport {
+            PublishTransport::Mqtt => needed(raw.client_id, "client_id")?,
+            PublishTransport::Https | PublishTransport::Iam => given(raw.client_id).unwrap_or_default(),
+        };
+        let staging_endpoint = match transport {
+            PublishTransport::Mqtt | PublishTransport::Https => needed(raw.staging_endpoint, "staging_endpoint")?,
+            PublishTransport::Iam => given(raw.staging_endpoint).unwrap_or_default(),
+        };
+        let host_like = staging_endpoint
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !host_like {
+            return Err("staging_endpoint must be a host name (no scheme, port or path)".to_owned());
+        }
+        let port = raw.port.unwrap_or_else(|| transport.default_port());
+        if port == 0 {
+            return Err("port must not be 0".to_owned());
+        }
+        Ok(Self {
+            transport,
+            certificate_pem,
+            private_key_pem,
+            client_id,
+            staging_endpoint,
+            port,
+            ca_pem: given(raw.ca_pem),
+        })
+    }
 }
 
 impl fmt::Debug for ClaimThingCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClaimThingCredentials")
+            .field("transport", &self.transport)
             .field("client_id", &self.client_id)
             .field("staging_endpoint", &self.staging_endpoint)
             .field("port", &self.port)
@@ -76,6 +174,7 @@ mod tests {
     #[test]
     fn debug_output_hides_key_material() {
         let creds = ClaimThingCredentials {
+            transport: PublishTransport::Mqtt,
             certificate_pem: "-----BEGIN CERTIFICATE-----secretcert".into(),
             private_key_pem: "-----BEGIN PRIVATE KEY-----secretkey".into(),
             client_id: "uuid".into(),
@@ -85,5 +184,57 @@ mod tests {
         };
         let shown = format!("{creds:?}");
         assert!(!shown.contains("secretkey") && !shown.contains("secretcert"), "{shown}");
+    }
+
+    fn parse(json: &str) -> Result<ClaimThingCredentials, String> {
+        serde_json::from_str(json).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn an_existing_secret_without_transport_is_mqtt_on_8883() {
+        let creds =
+            parse(r#"{"certificate_pem":"C","private_key_pem":"K","client_id":"uuid","staging_endpoint":"s.example"}"#)
+                .expect("valid");
+        assert_eq!(creds.transport, PublishTransport::Mqtt);
+        assert_eq!(creds.port, 8883);
+        assert_eq!(creds.ca_pem, None);
+    }
+
+    #[test]
+    fn each_transport_has_its_default_port_and_needs_only_what_it_uses() {
+        let https = parse(
+            r#"{"transport":"https","certificate_pem":"C","private_key_pem":"K","staging_endpoint":"s.example"}"#,
+        )
+        .expect("https without client_id");
+        assert_eq!((https.transport, https.port), (PublishTransport::Https, 8443));
+        let iam = parse(r#"{"transport":"iam"}"#).expect("iam needs nothing");
+        assert_eq!(
+            (iam.transport, iam.port, iam.staging_endpoint.as_str()),
+            (PublishTransport::Iam, 443, "")
+        );
+        let iam = parse(r#"{"transport":"iam","staging_endpoint":"abc-ats.iot.eu-west-1.amazonaws.com","port":8443}"#)
+            .expect("iam with endpoint");
+        assert_eq!(iam.port, 8443);
+    }
+
+    #[test]
+    fn missing_fields_are_named_per_transport_without_values() {
+        let err = parse(r#"{"transport":"https","certificate_pem":"SECRETCERT","staging_endpoint":"s"}"#)
+            .expect_err("no key");
+        assert!(err.contains("transport https needs private_key_pem"), "{err}");
+        assert!(!err.contains("SECRETCERT"), "{err}");
+        let err =
+            parse(r#"{"certificate_pem":"C","private_key_pem":"K","staging_endpoint":"s"}"#).expect_err("no client id");
+        assert!(err.contains("transport mqtt needs client_id"), "{err}");
+        let err = parse(r#"{"transport":"https","certificate_pem":" ","private_key_pem":"K","staging_endpoint":"s"}"#)
+            .expect_err("blank certificate");
+        assert!(err.contains("needs certificate_pem"), "{err}");
+        let err = parse(r#"{"transport":"carrier-pigeon"}"#).expect_err("unknown transport");
+        assert!(
+            err.contains("mqtt") && err.contains("https") && err.contains("iam"),
+            "{err}"
+        );
+        let err = parse(r#"{"transport":"iam","staging_endpoint":"https://x/y"}"#).expect_err("url");
+        assert!(err.contains("host name"), "{err}");
     }
 }

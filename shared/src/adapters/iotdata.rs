@@ -1,0 +1,461 @@
+//! [`EndpointPublisher`] over the AWS IoT data plane (`aws-sdk-iotdataplane` `Publish`), in two
+//! flavours, and the router that picks a vendor's transport (`mqtt`, `https` or `iam`).
+//!
+//! - **`https`**: one HTTPS request to the vendor's staging endpoint (port 8443) authenticated by the
+//!   claim-thing's client certificate (mutual TLS), unsigned: there are no AWS credentials for the
+//!   staging account. The SDK cannot present a client certificate itself, so [`MtlsHttpClient`] plugs
+//!   a `reqwest` client with the claim-thing's rustls configuration into it.
+//! - **`iam`**: the same request signed (SigV4) with the function's own credentials, for staging
+//!   simulated inside an OEM-owned account.
+//!
+//! Both are QoS 1: a 2xx answer means AWS IoT accepted the message. Anything else is a failed
+//! publish whose message keeps the HTTP status and the AWS error code; the outbox retries it. The
+//! SDK's own retries are off, so the outbox's backoff is the only one.
+
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use aws_sdk_iotdataplane::{
+    config::{BehaviorVersion, Region},
+    error::{ProvideErrorMetadata, SdkError},
+    primitives::Blob,
+};
+use aws_smithy_runtime_api::client::{
+    http::{HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector},
+    orchestrator::HttpRequest,
+    result::ConnectorError,
+    runtime_components::RuntimeComponents,
+};
+use aws_smithy_types::{body::SdkBody, retry::RetryConfig};
+use rumqttc::tokio_rustls::rustls;
+
+use crate::{
+    adapters::mqtt::{client_tls, MqttPublisher},
+    domain::{
+        ids::ConfigTopic,
+        publish::{ClaimThingCredentials, PublishError, PublishTransport},
+    },
+    ports::EndpointPublisher,
+};
+
+/// ALPN AWS IoT requires for HTTPS with a client certificate on port 443 (8443 needs none).
+pub const ALPN_HTTP_CA: &[u8] = b"x-amzn-http-ca";
+
+/// Publishes over HTTPS with the claim-thing's certificate (mutual TLS), unsigned.
+#[derive(Debug, Clone)]
+pub struct HttpsPublisher {
+    /// Upper bound for connect + TLS handshake + request + answer.
+    pub timeout: Duration,
+}
+
+impl Default for HttpsPublisher {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HttpsPublisher {
+    /// Publishes with the given TLS client configuration to `https://<host>:<port>`. The
+    /// configuration decides which client certificate, if any, is presented.
+    pub async fn publish_with(
+        &self,
+        tls: rustls::ClientConfig,
+        host: &str,
+        port: u16,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let http = MtlsHttpClient::new(tls, self.timeout)?;
+        let config = aws_sdk_iotdataplane::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            // Not used for signing (nothing is signed); the endpoint is given explicitly.
+            .region(Region::from_static("us-east-1"))
+            .endpoint_url(format!("https://{host}:{port}"))
+            .http_client(http)
+            .allow_no_auth()
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let client = aws_sdk_iotdataplane::Client::from_conf(config);
+        send(&client, topic, payload, self.timeout).await
+    }
+}
+
+#[async_trait]
+impl EndpointPublisher for HttpsPublisher {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let mut tls = client_tls(
+            &credentials.certificate_pem,
+            &credentials.private_key_pem,
+            credentials.ca_pem.as_deref(),
+        )?;
+        tls.alpn_protocols = if credentials.port == 443 {
+            vec![ALPN_HTTP_CA.to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        self.publish_with(tls, &credentials.staging_endpoint, credentials.port, topic, payload)
+            .await
+    }
+}
+
+/// Publishes with a client signed by the function's own AWS credentials.
+#[derive(Debug, Clone)]
+pub struct IamPublisher {
+    client: aws_sdk_iotdataplane::Client,
+    pub timeout: Duration,
+}
+
+impl IamPublisher {
+    /// A client from the function's SDK configuration (its role, its region, and endpoint
+    /// overrides such as `AWS_ENDPOINT_URL`), without SDK retries.
+    pub fn new(aws: &aws_types::SdkConfig) -> Self {
+        let config = aws_sdk_iotdataplane::config::Builder::from(aws)
+            .retry_config(RetryConfig::disabled())
+            .build();
+        Self {
+            client: aws_sdk_iotdataplane::Client::from_conf(config),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[async_trait]
+impl EndpointPublisher for IamPublisher {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        if credentials.staging_endpoint.is_empty() {
+            return send(&self.client, topic, payload, self.timeout).await;
+        }
+        // The profile names the account's data endpoint: same credentials, that endpoint.
+        let config = self
+            .client
+            .config()
+            .to_builder()
+            .endpoint_url(format!("https://{}:{}", credentials.staging_endpoint, credentials.port))
+            .build();
+        let client = aws_sdk_iotdataplane::Client::from_conf(config);
+        send(&client, topic, payload, self.timeout).await
+    }
+}
+
+/// Sends each publish with the transport its vendor profile names.
+pub struct TransportRouter {
+    pub mqtt: Arc<dyn EndpointPublisher>,
+    pub https: Arc<dyn EndpointPublisher>,
+    pub iam: Arc<dyn EndpointPublisher>,
+}
+
+impl TransportRouter {
+    /// The production transports; `iam` signs with the credentials of `aws`.
+    pub fn from_aws(aws: &aws_types::SdkConfig) -> Self {
+        Self {
+            mqtt: Arc::new(MqttPublisher::default()),
+            https: Arc::new(HttpsPublisher::default()),
+            iam: Arc::new(IamPublisher::new(aws)),
+        }
+    }
+}
+
+#[async_trait]
+impl EndpointPublisher for TransportRouter {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let transport = match credentials.transport {
+            PublishTransport::Mqtt => &self.mqtt,
+            PublishTransport::Https => &self.https,
+            PublishTransport::Iam => &self.iam,
+        };
+        transport.publish(credentials, topic, payload).await
+    }
+}
+
+async fn send(
+    client: &aws_sdk_iotdataplane::Client,
+    topic: &ConfigTopic,
+    payload: &[u8],
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let request = client
+        .publish()
+        .topic(topic.as_str())
+        .qos(1)
+        .payload(Blob::new(payload.to_vec()))
+        .send();
+    match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(publish_error(&err)),
+        Err(_) => Err(PublishError::new(
+            "staging_timeout",
+            format!("no answer from the staging endpoint within {timeout:?}"),
+        )),
+    }
+}
+
+/// Maps an SDK failure to a publish error: HTTP status and AWS error code kept in the message.
+/// A 4xx answer is `staging_refused` (certificate not accepted, policy, bad request; an HTML page
+/// from a TLS front end included), 429 and 5xx are `staging_unreachable` (the service could not
+/// take it now); connection failures are `staging_unreachable`, TLS failures `staging_tls`.
+fn publish_error<E: ProvideErrorMetadata + StdError + 'static>(
+    err: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> PublishError {
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            http_failure(status, service.err().code(), service.err().message())
+        }
+        SdkError::ResponseError(response) => http_failure(response.raw().status().as_u16(), None, None),
+        SdkError::TimeoutError(_) => {
+            PublishError::new("staging_timeout", "the staging endpoint did not answer in time")
+        }
+        SdkError::DispatchFailure(dispatch) => {
+            let detail = error_chain(err);
+            if dispatch.is_timeout() {
+                PublishError::new("staging_timeout", detail)
+            } else if find_tls_failure(err) {
+                PublishError::new("staging_tls", detail)
+            } else {
+                PublishError::new("staging_unreachable", detail)
+            }
+        }
+        _ => PublishError::new("publish_failed", error_chain(err)),
+    }
+}
+
+fn http_failure(status: u16, aws_code: Option<&str>, aws_message: Option<&str>) -> PublishError {
+    let code = if status == 429 || status >= 500 {
+        "staging_unreachable"
+    } else {
+        "staging_refused"
+    };
+    let mut message = format!(
+        "HTTP {status} from the staging endpoint, AWS error code {}",
+        aws_code.unwrap_or("none")
+    );
+    if let Some(detail) = aws_message {
+        message.push_str(": ");
+        message.extend(detail.chars().take(200));
+    }
+    PublishError::new(code, message)
+}
+
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn find_tls_failure(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(cause) = current {
+        if cause.is::<TlsFailure>() || cause.is::<rustls::Error>() {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
+/// A connection that failed in the TLS handshake (marker for the error mapping).
+#[derive(Debug)]
+struct TlsFailure(String);
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS: {}", self.0)
+    }
+}
+
+impl StdError for TlsFailure {}
+
+/// The SDK's HTTP client replaced by a `reqwest` client that presents a client certificate: the
+/// only way to give `aws-sdk-iotdataplane` mutual TLS.
+#[derive(Clone)]
+pub struct MtlsHttpClient {
+    http: reqwest::Client,
+}
+
+impl fmt::Debug for MtlsHttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MtlsHttpClient")
+    }
+}
+
+impl MtlsHttpClient {
+    pub fn new(tls: rustls::ClientConfig, timeout: Duration) -> Result<Self, PublishError> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .https_only(true)
+            .tcp_nodelay(true)
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|err| PublishError::new("tls_config", err.to_string()))?;
+        Ok(Self { http })
+    }
+}
+
+impl HttpClient for MtlsHttpClient {
+    fn http_connector(
+        &self,
+        _settings: &HttpConnectorSettings,
+        _components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(self.clone())
+    }
+}
+
+impl HttpConnector for MtlsHttpClient {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let http = self.http.clone();
+        HttpConnectorFuture::new(async move {
+            let request = request
+                .try_into_http1x()
+                .map_err(|err| ConnectorError::other(err.into(), None))?;
+            let (parts, body) = request.into_parts();
+            // Publish bodies are small and always in memory.
+            let bytes = body.bytes().map(<[u8]>::to_vec).unwrap_or_default();
+            let request = http::Request::from_parts(parts, bytes);
+            let request = reqwest::Request::try_from(request).map_err(|err| ConnectorError::other(err.into(), None))?;
+            let response = http.execute(request).await.map_err(connector_error)?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(connector_error)?;
+            let mut answer = http::Response::new(SdkBody::from(body));
+            *answer.status_mut() = status;
+            *answer.headers_mut() = headers;
+            aws_smithy_runtime_api::http::Response::try_from(answer)
+                .map_err(|err| ConnectorError::other(err.into(), None))
+        })
+    }
+}
+
+fn connector_error(err: reqwest::Error) -> ConnectorError {
+    if err.is_timeout() {
+        return ConnectorError::timeout(err.into());
+    }
+    let mut current: Option<&(dyn StdError + 'static)> = Some(&err);
+    while let Some(cause) = current {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return ConnectorError::io(Box::new(TlsFailure(tls.to_string())));
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return ConnectorError::io(Box::new(TlsFailure(tls.to_string())));
+            }
+        }
+        current = cause.source();
+    }
+    ConnectorError::io(err.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Named(Mutex<Vec<&'static str>>, &'static str);
+
+    #[async_trait]
+    impl EndpointPublisher for Named {
+        async fn publish(&self, _: &ClaimThingCredentials, _: &ConfigTopic, _: &[u8]) -> Result<(), PublishError> {
+            self.0
+                .lock()
+                .map_err(|_| PublishError::new("publish_failed", "poisoned"))?
+                .push(self.1);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_router_uses_the_transport_the_profile_names() {
+        let mqtt = Arc::new(Named(Mutex::default(), "mqtt"));
+        let https = Arc::new(Named(Mutex::default(), "https"));
+        let iam = Arc::new(Named(Mutex::default(), "iam"));
+        let router = TransportRouter {
+            mqtt: mqtt.clone(),
+            https: https.clone(),
+            iam: iam.clone(),
+        };
+        let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
+        for json in [
+            r#"{"transport":"iam"}"#,
+            r#"{"transport":"https","certificate_pem":"C","private_key_pem":"K","staging_endpoint":"h"}"#,
+            r#"{"certificate_pem":"C","private_key_pem":"K","client_id":"c","staging_endpoint":"h"}"#,
+        ] {
+            let creds: ClaimThingCredentials = serde_json::from_str(json).expect("profile");
+            router.publish(&creds, &topic, b"{}").await.expect("published");
+        }
+        let used = |p: &Named| p.0.lock().expect("lock").clone();
+        assert_eq!(
+            (used(&mqtt), used(&https), used(&iam)),
+            (vec!["mqtt"], vec!["https"], vec!["iam"])
+        );
+    }
+
+    #[test]
+    fn http_answers_keep_status_and_aws_code() {
+        let err = http_failure(403, Some("ForbiddenException"), Some("not authorized"));
+        assert_eq!(err.code, "staging_refused");
+        assert!(
+            err.message.contains("HTTP 403") && err.message.contains("ForbiddenException"),
+            "{}",
+            err.message
+        );
+        let html = http_failure(400, None, None);
+        assert_eq!(html.code, "staging_refused");
+        assert!(html.message.contains("HTTP 400") && html.message.contains("AWS error code none"));
+        assert_eq!(http_failure(503, None, None).code, "staging_unreachable");
+        assert_eq!(
+            http_failure(429, Some("ThrottlingException"), None).code,
+            "staging_unreachable"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unreachable_and_is_not_a_crash() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["claim-thing".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let creds = ClaimThingCredentials {
+            transport: PublishTransport::Https,
+            certificate_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+            client_id: String::new(),
+            staging_endpoint: "127.0.0.1".into(),
+            // Port 9 (discard) on loopback: nothing listens there on a normal machine.
+            port: 9,
+            ca_pem: Some(cert.pem()),
+        };
+        let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
+        let err = HttpsPublisher::default()
+            .publish(&creds, &topic, b"{}")
+            .await
+            .expect_err("nothing listens");
+        assert_eq!(err.code, "staging_unreachable", "{err}");
+    }
+}
