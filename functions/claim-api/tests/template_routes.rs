@@ -1,0 +1,61 @@
+//! The API that `template.yaml` deploys matches the router: every user route the function serves is
+//! wired behind the Cognito authorizer, and only admin routes use IAM authorization.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use claim_api::ROUTES;
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `(route, authorizer)` of every API event of the claim-api function; `None` = the default one.
+fn deployed_routes() -> Vec<(String, Option<String>)> {
+    let template = template();
+    let events = template["Resources"]["ClaimApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap();
+    events
+        .values()
+        .filter(|event| event["Type"].as_str() == Some("Api"))
+        .map(|event| {
+            let props = &event["Properties"];
+            let route = format!("{} {}", props["Method"].as_str().unwrap(), props["Path"].as_str().unwrap());
+            (route, props["Auth"]["Authorizer"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+#[test]
+fn every_user_route_is_deployed_behind_the_default_cognito_authorizer() {
+    let user_routes: BTreeSet<String> = deployed_routes()
+        .into_iter()
+        .filter(|(route, _)| !route.contains("/v1/admin/"))
+        .map(|(route, authorizer)| {
+            assert_eq!(authorizer, None, "{route} must use the Cognito authorizer");
+            route
+        })
+        .collect();
+    let served: BTreeSet<String> = ROUTES.iter().map(|route| (*route).to_owned()).collect();
+    assert_eq!(user_routes, served);
+    assert_eq!(
+        template()["Resources"]["ClaimApi"]["Properties"]["Auth"]["DefaultAuthorizer"].as_str(),
+        Some("CognitoUsers")
+    );
+}
+
+#[test]
+fn admin_routes_use_iam_authorization() {
+    let admin: Vec<_> = deployed_routes()
+        .into_iter()
+        .filter(|(route, _)| route.contains("/v1/admin/"))
+        .collect();
+    assert_eq!(admin.len(), 5, "spec/api.md lists five admin routes: {admin:?}");
+    for (route, authorizer) in admin {
+        assert_eq!(authorizer.as_deref(), Some("AWS_IAM"), "{route}");
+    }
+}

@@ -1,0 +1,373 @@
+//! `template.yaml` read as data: least privilege per function, nothing deployed that the code does
+//! not expect (environment, binaries), and the pieces an OEM deployment cannot work without.
+//! The table definition needs no check here: the local stack and the tests create their tables from
+//! this same template (`claim_tests::schema`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use claim_tests::schema::template_path;
+use serde_yaml::{value::TaggedValue, Mapping, Value};
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(template_path()).expect("template.yaml");
+    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn resources(template: &Value) -> &Mapping {
+    template["Resources"].as_mapping().expect("Resources")
+}
+
+fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    resources(template)
+        .iter()
+        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
+        .map(|(name, resource)| (name.as_str().expect("logical id"), resource))
+        .collect()
+}
+
+/// A scalar or a list of scalars as a list.
+fn list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// A resource expression in a form tests can compare: `!GetAtt X.Arn` → `X.Arn`, `!Ref X` → `ref:X`,
+/// `!Sub "…"` → the string, a literal → itself.
+fn render(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Tagged(tagged) => {
+            let TaggedValue { tag, value } = tagged.as_ref();
+            let inner = value.as_str().unwrap_or_else(|| panic!("{tag} with a non-string argument: {value:?}"));
+            match tag.to_string().as_str() {
+                "!GetAtt" => inner.to_owned(),
+                "!Ref" => format!("ref:{inner}"),
+                "!Sub" => inner.to_owned(),
+                other => panic!("unexpected intrinsic {other} in a policy resource"),
+            }
+        }
+        other => panic!("unexpected policy resource {other:?}"),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Statement {
+    sid: String,
+    actions: Vec<String>,
+    resources: Vec<String>,
+}
+
+fn role_statements(role: &Value) -> Vec<Statement> {
+    let mut statements = Vec::new();
+    for policy in list(&role["Properties"]["Policies"]) {
+        for statement in list(&policy["PolicyDocument"]["Statement"]) {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
+            assert!(statement["NotAction"].is_null() && statement["NotResource"].is_null(), "{statement:?}");
+            statements.push(Statement {
+                sid: statement["Sid"].as_str().unwrap_or("").to_owned(),
+                actions: list(&statement["Action"]).into_iter().map(render).collect(),
+                resources: list(&statement["Resource"]).into_iter().map(render).collect(),
+            });
+        }
+    }
+    statements
+}
+
+/// Function logical id → the logical id of its role (`Role: !GetAtt <Role>.Arn`).
+fn function_roles(template: &Value) -> BTreeMap<String, String> {
+    of_type(template, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(name, function)| {
+            let role = render(&function["Properties"]["Role"]);
+            let role = role
+                .strip_suffix(".Arn")
+                .unwrap_or_else(|| panic!("{name}: Role must be !GetAtt <role>.Arn, got {role}"));
+            (name.to_owned(), role.to_owned())
+        })
+        .collect()
+}
+
+const SECRETS: &str =
+    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ClaimThingSecretPrefix}*";
+const CONFIG_TOPICS: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/*/expresslink_config";
+
+/// What each function may reach: its own log group, the claims table (and only the indexes it
+/// queries), the claim-thing secrets, the configuration topics, the dead-letter queue.
+fn allowed_resources(function: &str) -> BTreeSet<String> {
+    let table = |indexes: &[&str]| {
+        let mut all = vec!["ClaimsTable.Arn".to_owned()];
+        all.extend(indexes.iter().map(|index| format!("${{ClaimsTable.Arn}}/index/{index}")));
+        all
+    };
+    let mut allowed: BTreeSet<String> = match function {
+        "ClaimApiFunction" => table(&["by_user"]).into_iter().chain([SECRETS.into(), CONFIG_TOPICS.into()]).collect(),
+        "ClaimPublisherFunction" => table(&["outbox", "by_state"])
+            .into_iter()
+            .chain([SECRETS.into(), CONFIG_TOPICS.into()])
+            .collect(),
+        "ProvisioningEventsFunction" => table(&[])
+            .into_iter()
+            .chain(["EventsDeadLetterQueue.Arn".into()])
+            .collect(),
+        other => panic!("a function this test does not know: {other}; say what it may reach"),
+    };
+    allowed.insert(format!("{}LogGroup.Arn", function.trim_end_matches("Function")));
+    allowed
+}
+
+const DYNAMODB_ITEM_ACTIONS: [&str; 6] = [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:Query",
+];
+
+#[test]
+fn every_function_has_its_own_role_with_every_permission_written_out() {
+    let template = template();
+    let roles = function_roles(&template);
+    assert_eq!(roles.len(), 3, "{roles:?}");
+    let distinct: BTreeSet<_> = roles.values().collect();
+    assert_eq!(distinct.len(), roles.len(), "functions share a role: {roles:?}");
+    for (function, role) in &roles {
+        let properties = &resources(&template)[function.as_str()]["Properties"];
+        // SAM adds permissions of its own for `Policies`; with an explicit role it adds none.
+        assert!(properties["Policies"].is_null(), "{function} uses SAM Policies");
+        let role = &resources(&template)[role.as_str()];
+        assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"), "{function}");
+        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{function}: managed policies");
+        let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+        assert_eq!(trust["Principal"]["Service"].as_str(), Some("lambda.amazonaws.com"), "{function}");
+    }
+}
+
+#[test]
+fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources() {
+    let template = template();
+    for (function, role) in function_roles(&template) {
+        let allowed = allowed_resources(&function);
+        let statements = role_statements(&resources(&template)[role.as_str()]);
+        assert!(!statements.is_empty(), "{function} has no permissions");
+        for statement in statements {
+            let Statement { sid, actions, resources } = &statement;
+            for action in actions {
+                assert!(!action.contains('*'), "{function}/{sid}: wildcard action {action}");
+            }
+            for resource in resources {
+                assert!(
+                    allowed.contains(resource),
+                    "{function}/{sid}: {resource} is not one of its own resources {allowed:?}"
+                );
+            }
+            let services: BTreeSet<&str> = actions.iter().filter_map(|a| a.split(':').next()).collect();
+            assert_eq!(services.len(), 1, "{function}/{sid}: one service per statement: {actions:?}");
+            let expected_resources: Box<dyn Fn(&str) -> bool> = match services.first().copied() {
+                Some("logs") => Box::new(|r: &str| r.ends_with("LogGroup.Arn")),
+                Some("dynamodb") => Box::new(|r: &str| r.starts_with("ClaimsTable.Arn") || r.starts_with("${ClaimsTable")),
+                Some("secretsmanager") => Box::new(|r: &str| r == SECRETS),
+                Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS),
+                Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
+                other => panic!("{function}/{sid}: unexpected service {other:?}"),
+            };
+            for resource in resources {
+                assert!(expected_resources(resource), "{function}/{sid}: {actions:?} on {resource}");
+            }
+            for action in actions {
+                let allowed_action = match services.first().copied() {
+                    Some("logs") => ["logs:CreateLogStream", "logs:PutLogEvents"].contains(&action.as_str()),
+                    Some("dynamodb") => DYNAMODB_ITEM_ACTIONS.contains(&action.as_str()),
+                    Some("secretsmanager") => {
+                        ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"].contains(&action.as_str())
+                    }
+                    Some("iot") => action == "iot:Publish",
+                    Some("sqs") => action == "sqs:SendMessage",
+                    _ => false,
+                };
+                assert!(allowed_action, "{function}/{sid}: {action} is more than it needs");
+            }
+        }
+    }
+}
+
+#[test]
+fn only_the_functions_that_hold_publisher_leases_may_delete_items() {
+    let template = template();
+    for (function, role) in function_roles(&template) {
+        let deletes = role_statements(&resources(&template)[role.as_str()])
+            .iter()
+            .any(|statement| statement.actions.iter().any(|action| action == "dynamodb:DeleteItem"));
+        let holds_leases = function != "ProvisioningEventsFunction";
+        assert_eq!(deletes, holds_leases, "{function}");
+    }
+}
+
+#[test]
+fn no_other_role_or_policy_in_the_template_has_a_wildcard_action_or_resource() {
+    let template = template();
+    for (name, role) in of_type(&template, "AWS::IAM::Role") {
+        for statement in role_statements(role) {
+            for action in &statement.actions {
+                assert!(!action.contains('*'), "{name}: {action}");
+            }
+            for resource in &statement.resources {
+                assert_ne!(resource, "*", "{name}/{}", statement.sid);
+            }
+        }
+        // Only JITP's role uses managed policies: the three the OEM guide (Appendix C) names.
+        let managed: Vec<String> = list(&role["Properties"]["ManagedPolicyArns"]).into_iter().map(render).collect();
+        if name == "ProvisioningRole" {
+            let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
+            assert_eq!(names, ["AWSIoTThingsRegistration", "AWSIoTLogging", "AWSIoTRuleActions"]);
+        } else {
+            assert!(managed.is_empty(), "{name}: {managed:?}");
+        }
+    }
+    for kind in ["AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User"] {
+        assert!(of_type(&template, kind).is_empty(), "{kind} in the template");
+    }
+    // The device policy may name only a module's own client id and topics.
+    for (_, policy) in of_type(&template, "AWS::IoT::Policy") {
+        for statement in list(&policy["Properties"]["PolicyDocument"]["Statement"]) {
+            for resource in list(&statement["Resource"]).into_iter().map(render) {
+                assert!(resource.contains("${!iot:Connection.Thing.ThingName}"), "{resource}");
+            }
+            for action in list(&statement["Action"]).into_iter().map(render) {
+                assert!(!action.contains('*'), "{action}");
+            }
+        }
+    }
+}
+
+/// The environment variables a function's `main.rs` requires at cold start (`required("NAME")`).
+fn required_env(binary: &str) -> BTreeSet<String> {
+    let path = template_path().with_file_name(format!("functions/{binary}/src/main.rs"));
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    source
+        .split("required(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requires() {
+    let template = template();
+    let globals: BTreeSet<String> = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .expect("global variables")
+        .keys()
+        .filter_map(|key| key.as_str().map(str::to_owned))
+        .collect();
+    let mut binaries = BTreeSet::new();
+    for (name, function) in of_type(&template, "AWS::Serverless::Function") {
+        assert_eq!(function["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
+        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary");
+        binaries.insert(binary.to_owned());
+        let mut provided = globals.clone();
+        if let Some(own) = function["Properties"]["Environment"]["Variables"].as_mapping() {
+            provided.extend(own.keys().filter_map(|key| key.as_str().map(str::to_owned)));
+        }
+        let required = required_env(binary);
+        assert!(!required.is_empty(), "{binary}: found no required(..) settings; did main.rs change?");
+        let missing: Vec<_> = required.difference(&provided).collect();
+        assert!(missing.is_empty(), "{name} ({binary}) lacks {missing:?}");
+        let logging = &function["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{name}: JSON logs");
+        let group = render(&logging["LogGroup"]);
+        assert_eq!(group, format!("ref:{}LogGroup", name.trim_end_matches("Function")), "{name}");
+    }
+    assert_eq!(
+        binaries,
+        ["claim-api", "claim-publisher", "provisioning-events"].map(str::to_owned).into(),
+    );
+    assert_eq!(template["Globals"]["Function"]["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(template["Globals"]["Function"]["Architectures"][0].as_str(), Some("arm64"));
+    for (name, group) in of_type(&template, "AWS::Logs::LogGroup") {
+        assert!(!group["Properties"]["RetentionInDays"].is_null(), "{name} keeps logs forever");
+    }
+}
+
+#[test]
+fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
+    let template = template();
+    let rules = of_type(&template, "AWS::IoT::TopicRule");
+    let sources: BTreeSet<String> = rules
+        .iter()
+        .map(|(_, rule)| {
+            let sql = rule["Properties"]["TopicRulePayload"]["Sql"].as_str().expect("Sql");
+            sql.rsplit("FROM '").next().unwrap_or_default().trim_end_matches('\'').to_owned()
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "$aws/events/thing/+/created",
+            "$aws/events/presence/connected/+",
+            "$aws/events/certificates/registered/+",
+        ]
+        .map(str::to_owned)
+        .into()
+    );
+    for (name, rule) in &rules {
+        let payload = &rule["Properties"]["TopicRulePayload"];
+        assert!(payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"), "{name}");
+        assert_eq!(
+            render(&payload["Actions"][0]["Lambda"]["FunctionArn"]),
+            "ProvisioningEventsFunction.Arn",
+            "{name}"
+        );
+        assert_eq!(render(&payload["ErrorAction"]["Sqs"]["QueueUrl"]), "ref:EventsDeadLetterQueue", "{name}");
+        // AWS IoT may invoke the function only for this rule, from this account.
+        let permitted = of_type(&template, "AWS::Lambda::Permission").into_iter().any(|(_, permission)| {
+            let p = &permission["Properties"];
+            p["Principal"].as_str() == Some("iot.amazonaws.com")
+                && render(&p["SourceArn"]) == format!("{name}.Arn")
+                && render(&p["SourceAccount"]) == "ref:AWS::AccountId"
+        });
+        assert!(permitted, "{name}: no invoke permission scoped to the rule");
+    }
+}
+
+#[test]
+fn the_vendor_ca_is_registered_for_jitp_in_sni_only_mode() {
+    let template = template();
+    let ca = &resources(&template)["VendorCaCertificate"]["Properties"];
+    assert_eq!(ca["CertificateMode"].as_str(), Some("SNI_ONLY"));
+    assert_eq!(ca["AutoRegistrationStatus"].as_str(), Some("ENABLE"));
+    assert_eq!(render(&ca["RegistrationConfig"]["RoleArn"]), "ProvisioningRole.Arn");
+    // The JITP template body is JSON once CloudFormation substitutes the parameters.
+    let body = render(&ca["RegistrationConfig"]["TemplateBody"])
+        .replace("${JitpThingNameField}", "CommonName")
+        .replace("${DevicePolicy}", "device-policy");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JITP template body is JSON");
+    assert_eq!(
+        body["Resources"]["thing"]["Properties"]["ThingName"]["Ref"],
+        "AWS::IoT::Certificate::CommonName"
+    );
+    assert_eq!(body["Resources"]["certificate"]["Properties"]["Status"], "ACTIVE");
+    assert_eq!(body["Resources"]["policy"]["Properties"]["PolicyName"], "device-policy");
+    let parameters = body["Parameters"].as_object().expect("Parameters");
+    assert_eq!(parameters.len(), 2, "every declared parameter must exist in the certificate");
+}
+
+#[test]
+fn the_table_is_protected_and_the_api_is_throttled_and_authorized() {
+    let template = template();
+    let table = &resources(&template)["ClaimsTable"];
+    assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
+    let props = &table["Properties"];
+    assert_eq!(props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
+    assert_eq!(props["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
+    assert_eq!(props["TimeToLiveSpecification"]["AttributeName"].as_str(), Some("ttl"));
+    let api = &resources(&template)["ClaimApi"]["Properties"];
+    assert_eq!(api["Auth"]["DefaultAuthorizer"].as_str(), Some("CognitoUsers"));
+    let throttle = &api["MethodSettings"][0];
+    assert!(!throttle["ThrottlingRateLimit"].is_null() && !throttle["ThrottlingBurstLimit"].is_null());
+}
