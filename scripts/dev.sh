@@ -16,7 +16,7 @@
 #
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
 # (cargo target dir), DDB_PORT (8000), MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883),
-# MQTT_OEM_PORT (8884), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
+# MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,6 +30,7 @@ MOTO_PORT=${MOTO_PORT:-5000}
 API_PORT=${API_PORT:-9000}
 MQTT_STAGING_PORT=${MQTT_STAGING_PORT:-8883}
 MQTT_OEM_PORT=${MQTT_OEM_PORT:-8884}
+HTTPS_STAGING_PORT=${HTTPS_STAGING_PORT:-8443}
 CLAIMS_TABLE=${CLAIMS_TABLE:-expresslink-claims}
 OEM_ENDPOINT=${OEM_ENDPOINT:-local-oem-ats.iot.us-east-1.amazonaws.com}
 DEMO_DEVICE=${DEMO_DEVICE:-demo-0123456789abcdef}
@@ -37,7 +38,7 @@ PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
-SERVICES=(dynamodb moto mosquitto claim-functions publisher-schedule iot-events)
+SERVICES=(dynamodb moto mosquitto https-staging claim-functions publisher-schedule iot-events)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -61,9 +62,11 @@ ensure_system_tools() {
   command -v python3 >/dev/null || apt_install python3
   python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
 }
 
 mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
+nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
 # One venv for the Python tools, rebuilt only when scripts/requirements.txt changes.
 ensure_venv() {
@@ -165,6 +168,7 @@ export OEM_ENDPOINT=$OEM_ENDPOINT
 export PKI_DIR=$PKI_DIR
 export MQTT_STAGING_PORT=$MQTT_STAGING_PORT
 export MQTT_OEM_PORT=$MQTT_OEM_PORT
+export HTTPS_STAGING_PORT=$HTTPS_STAGING_PORT
 export CLAIM_API_URL=http://127.0.0.1:$API_PORT/lambda-url/claim-api
 export CLAIM_API_LOG=$LOGS/claim-functions.log
 EOF
@@ -214,6 +218,49 @@ EOF
   } > "$STATE/mosquitto.conf"
 }
 
+# The vendor's staging endpoint for the `https` transport: AWS IoT's HTTPS publish with a client
+# certificate (port 8443), played by nginx requiring a certificate of the local CA and passing the
+# request to moto's IoT data plane. moto picks the service from the SigV4 credential scope, so the
+# proxy adds a fixed one (the real endpoint authenticates by the certificate, not by a signature).
+write_nginx_config() {
+  mkdir -p "$STATE/nginx" "$LOGS"
+  cat > "$STATE/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+user root;
+pid $STATE/nginx/nginx.pid;
+error_log $LOGS/https-staging-error.log warn;
+events { worker_connections 256; }
+http {
+  access_log $LOGS/https-staging-access.log;
+  client_body_temp_path $STATE/nginx/body;
+  proxy_temp_path $STATE/nginx/proxy;
+  fastcgi_temp_path $STATE/nginx/fastcgi;
+  uwsgi_temp_path $STATE/nginx/uwsgi;
+  scgi_temp_path $STATE/nginx/scgi;
+  tcp_nodelay on;
+  server {
+    listen 127.0.0.1:$HTTPS_STAGING_PORT ssl;
+    server_name localhost;
+    ssl_certificate $PKI_DIR/server.pem;
+    ssl_certificate_key $PKI_DIR/server.key;
+    ssl_client_certificate $PKI_DIR/ca.pem;
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    # Only the data plane's publish is served here.
+    location /topics/ {
+      proxy_pass http://127.0.0.1:$MOTO_PORT;
+      proxy_http_version 1.1;
+      proxy_set_header Authorization "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/iotdata/aws4_request, SignedHeaders=host, Signature=0";
+      proxy_set_header X-Client-Verify \$ssl_client_verify;
+      proxy_set_header X-Client-Subject \$ssl_client_s_dn;
+    }
+    location / { return 403; }
+  }
+}
+EOF
+}
+
 stack_up() {
   ensure_tools
   cargo_env
@@ -221,8 +268,12 @@ stack_up() {
   start_service dynamodb http_up "http://127.0.0.1:$DDB_PORT" -- \
     java -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
       -inMemory -disableTelemetry -port "$DDB_PORT"
+  # moto records every request it gets (.local/moto-recording.jsonl): tests read the IoT data plane
+  # publishes back from it (moto keeps them in memory only).
+  pid_alive moto || { mkdir -p "$STATE" && : > "$STATE/moto-recording.jsonl"; }
   start_service moto http_up "http://127.0.0.1:$MOTO_PORT/moto-api/" -- \
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    env MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$STATE/moto-recording.jsonl" \
+      "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
   write_endpoints
   # shellcheck source=/dev/null
   source "$STATE/endpoints.env"
@@ -233,6 +284,9 @@ stack_up() {
   write_mosquitto_config
   mkdir -p "$LOGS" && touch "$LOGS/broker.log"
   start_service mosquitto tcp_up "$MQTT_OEM_PORT" -- "$(mosquitto_bin)" -c "$STATE/mosquitto.conf"
+  write_nginx_config
+  start_service https-staging tcp_up "$HTTPS_STAGING_PORT" -- \
+    "$(nginx_bin)" -e "$LOGS/https-staging-error.log" -p "$STATE/nginx" -c "$STATE/nginx.conf"
   # The functions, as AWS would run them, with JSON logs like CloudWatch. `local-auth` lets a
   # request name its user in the x-local-user header (no Cognito here); deployed builds never have it.
   start_service claim-functions http_up "http://127.0.0.1:$API_PORT/" -- \

@@ -2,6 +2,7 @@
 //! created from `template.yaml`, and a clock the tests can move.
 
 pub mod e2e;
+pub mod iotdata;
 pub mod mqtt;
 pub mod pki;
 pub mod schema;
@@ -88,6 +89,10 @@ pub struct LocalStack {
     pub pki_dir: std::path::PathBuf,
     pub staging_port: u16,
     pub oem_port: u16,
+    /// The nginx that plays the staging endpoint of the `https` transport (mutual TLS, to moto).
+    pub https_staging_port: u16,
+    /// moto (Secrets Manager, the IoT data plane and its request recording).
+    pub moto_url: String,
     pub api_url: String,
     pub api_log: std::path::PathBuf,
     /// The OEM endpoint the functions send devices to, and where it really is locally.
@@ -103,6 +108,8 @@ impl LocalStack {
             pki_dir: var("PKI_DIR", &root.join(".local/pki").display().to_string()).into(),
             staging_port: var("MQTT_STAGING_PORT", "8883").parse().unwrap_or(8883),
             oem_port: var("MQTT_OEM_PORT", "8884").parse().unwrap_or(8884),
+            https_staging_port: var("HTTPS_STAGING_PORT", "8443").parse().unwrap_or(8443),
+            moto_url: var("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
             api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/lambda-url/claim-api"),
             api_log: var(
                 "CLAIM_API_LOG",
@@ -145,6 +152,13 @@ pub async fn put_claim_thing_secret(
             .map_err(|err| aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string()),
         Err(err) => Err(aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string()),
     }
+}
+
+/// SDK configuration for moto, as the functions of the local stack get it from their environment
+/// (static test credentials, so requests are signed).
+pub async fn moto_sdk_config() -> aws_config::SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned());
+    local_sdk_config(&endpoint).await
 }
 
 /// The claim-thing secret for the local broker: the local CA's `claim-thing` identity, a UUID client

@@ -106,6 +106,17 @@ impl LocalPki {
         })
     }
 
+    /// A client identity from the local CA whose validity ended yesterday (made afresh each time).
+    pub fn expired_client(&self, common_name: &str) -> Result<Identity, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = name(common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+        self.sign(params)
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Identity, PkiError> {
         let ca_key = KeyPair::from_pem(&read(&self.dir.join("ca.key"))?)?;
         let issuer = Issuer::from_ca_cert_pem(&read(&self.dir.join("ca.pem"))?, ca_key)?;

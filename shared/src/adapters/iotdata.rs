@@ -355,19 +355,28 @@ fn connector_error(err: reqwest::Error) -> ConnectorError {
     if err.is_timeout() {
         return ConnectorError::timeout(err.into());
     }
-    let mut current: Option<&(dyn StdError + 'static)> = Some(&err);
+    match rustls_cause(&err) {
+        Some(tls) => ConnectorError::io(Box::new(TlsFailure(tls.to_string()))),
+        None => ConnectorError::io(err.into()),
+    }
+}
+
+/// The rustls error behind a failed connection, if any. tokio-rustls wraps it in `io::Error`s
+/// (nested ones, too), whose `source()` skips the wrapped error, so those are opened by hand.
+fn rustls_cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(cause) = current {
         if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
-            return ConnectorError::io(Box::new(TlsFailure(tls.to_string())));
+            return Some(tls);
         }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return ConnectorError::io(Box::new(TlsFailure(tls.to_string())));
+        if let Some(inner) = cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            if let Some(tls) = rustls_cause(inner) {
+                return Some(tls);
             }
         }
         current = cause.source();
     }
-    ConnectorError::io(err.into())
+    None
 }
 
 #[cfg(test)]
