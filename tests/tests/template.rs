@@ -42,7 +42,9 @@ fn render(value: &Value) -> String {
         Value::String(text) => text.clone(),
         Value::Tagged(tagged) => {
             let TaggedValue { tag, value } = tagged.as_ref();
-            let inner = value.as_str().unwrap_or_else(|| panic!("{tag} with a non-string argument: {value:?}"));
+            let inner = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{tag} with a non-string argument: {value:?}"));
             match tag.to_string().as_str() {
                 "!GetAtt" => inner.to_owned(),
                 "!Ref" => format!("ref:{inner}"),
@@ -66,7 +68,10 @@ fn role_statements(role: &Value) -> Vec<Statement> {
     for policy in list(&role["Properties"]["Policies"]) {
         for statement in list(&policy["PolicyDocument"]["Statement"]) {
             assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{statement:?}");
-            assert!(statement["NotAction"].is_null() && statement["NotResource"].is_null(), "{statement:?}");
+            assert!(
+                statement["NotAction"].is_null() && statement["NotResource"].is_null(),
+                "{statement:?}"
+            );
             statements.push(Statement {
                 sid: statement["Sid"].as_str().unwrap_or("").to_owned(),
                 actions: list(&statement["Action"]).into_iter().map(render).collect(),
@@ -100,11 +105,18 @@ const CONFIG_TOPICS: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::Acc
 fn allowed_resources(function: &str) -> BTreeSet<String> {
     let table = |indexes: &[&str]| {
         let mut all = vec!["ClaimsTable.Arn".to_owned()];
-        all.extend(indexes.iter().map(|index| format!("${{ClaimsTable.Arn}}/index/{index}")));
+        all.extend(
+            indexes
+                .iter()
+                .map(|index| format!("${{ClaimsTable.Arn}}/index/{index}")),
+        );
         all
     };
     let mut allowed: BTreeSet<String> = match function {
-        "ClaimApiFunction" => table(&["by_user"]).into_iter().chain([SECRETS.into(), CONFIG_TOPICS.into()]).collect(),
+        "ClaimApiFunction" => table(&["by_user"])
+            .into_iter()
+            .chain([SECRETS.into(), CONFIG_TOPICS.into()])
+            .collect(),
         "ClaimPublisherFunction" => table(&["outbox", "by_state"])
             .into_iter()
             .chain([SECRETS.into(), CONFIG_TOPICS.into()])
@@ -141,9 +153,16 @@ fn every_function_has_its_own_role_with_every_permission_written_out() {
         assert!(properties["Policies"].is_null(), "{function} uses SAM Policies");
         let role = &resources(&template)[role.as_str()];
         assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"), "{function}");
-        assert!(role["Properties"]["ManagedPolicyArns"].is_null(), "{function}: managed policies");
+        assert!(
+            role["Properties"]["ManagedPolicyArns"].is_null(),
+            "{function}: managed policies"
+        );
         let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
-        assert_eq!(trust["Principal"]["Service"].as_str(), Some("lambda.amazonaws.com"), "{function}");
+        assert_eq!(
+            trust["Principal"]["Service"].as_str(),
+            Some("lambda.amazonaws.com"),
+            "{function}"
+        );
     }
 }
 
@@ -155,7 +174,11 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
         let statements = role_statements(&resources(&template)[role.as_str()]);
         assert!(!statements.is_empty(), "{function} has no permissions");
         for statement in statements {
-            let Statement { sid, actions, resources } = &statement;
+            let Statement {
+                sid,
+                actions,
+                resources,
+            } = &statement;
             for action in actions {
                 assert!(!action.contains('*'), "{function}/{sid}: wildcard action {action}");
             }
@@ -166,17 +189,26 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                 );
             }
             let services: BTreeSet<&str> = actions.iter().filter_map(|a| a.split(':').next()).collect();
-            assert_eq!(services.len(), 1, "{function}/{sid}: one service per statement: {actions:?}");
+            assert_eq!(
+                services.len(),
+                1,
+                "{function}/{sid}: one service per statement: {actions:?}"
+            );
             let expected_resources: Box<dyn Fn(&str) -> bool> = match services.first().copied() {
                 Some("logs") => Box::new(|r: &str| r.ends_with("LogGroup.Arn")),
-                Some("dynamodb") => Box::new(|r: &str| r.starts_with("ClaimsTable.Arn") || r.starts_with("${ClaimsTable")),
+                Some("dynamodb") => {
+                    Box::new(|r: &str| r.starts_with("ClaimsTable.Arn") || r.starts_with("${ClaimsTable"))
+                }
                 Some("secretsmanager") => Box::new(|r: &str| r == SECRETS),
                 Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS),
                 Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
                 other => panic!("{function}/{sid}: unexpected service {other:?}"),
             };
             for resource in resources {
-                assert!(expected_resources(resource), "{function}/{sid}: {actions:?} on {resource}");
+                assert!(
+                    expected_resources(resource),
+                    "{function}/{sid}: {actions:?} on {resource}"
+                );
             }
             for action in actions {
                 let allowed_action = match services.first().copied() {
@@ -220,10 +252,16 @@ fn no_other_role_or_policy_in_the_template_has_a_wildcard_action_or_resource() {
             }
         }
         // Only JITP's role uses managed policies: the three the OEM guide (Appendix C) names.
-        let managed: Vec<String> = list(&role["Properties"]["ManagedPolicyArns"]).into_iter().map(render).collect();
+        let managed: Vec<String> = list(&role["Properties"]["ManagedPolicyArns"])
+            .into_iter()
+            .map(render)
+            .collect();
         if name == "ProvisioningRole" {
             let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
-            assert_eq!(names, ["AWSIoTThingsRegistration", "AWSIoTLogging", "AWSIoTRuleActions"]);
+            assert_eq!(
+                names,
+                ["AWSIoTThingsRegistration", "AWSIoTLogging", "AWSIoTRuleActions"]
+            );
         } else {
             assert!(managed.is_empty(), "{name}: {managed:?}");
         }
@@ -267,30 +305,54 @@ fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requ
         .collect();
     let mut binaries = BTreeSet::new();
     for (name, function) in of_type(&template, "AWS::Serverless::Function") {
-        assert_eq!(function["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
-        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().expect("Binary");
+        assert_eq!(
+            function["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{name}"
+        );
+        let binary = function["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .expect("Binary");
         binaries.insert(binary.to_owned());
         let mut provided = globals.clone();
         if let Some(own) = function["Properties"]["Environment"]["Variables"].as_mapping() {
             provided.extend(own.keys().filter_map(|key| key.as_str().map(str::to_owned)));
         }
         let required = required_env(binary);
-        assert!(!required.is_empty(), "{binary}: found no required(..) settings; did main.rs change?");
+        assert!(
+            !required.is_empty(),
+            "{binary}: found no required(..) settings; did main.rs change?"
+        );
         let missing: Vec<_> = required.difference(&provided).collect();
         assert!(missing.is_empty(), "{name} ({binary}) lacks {missing:?}");
         let logging = &function["Properties"]["LoggingConfig"];
         assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{name}: JSON logs");
         let group = render(&logging["LogGroup"]);
-        assert_eq!(group, format!("ref:{}LogGroup", name.trim_end_matches("Function")), "{name}");
+        assert_eq!(
+            group,
+            format!("ref:{}LogGroup", name.trim_end_matches("Function")),
+            "{name}"
+        );
     }
     assert_eq!(
         binaries,
-        ["claim-api", "claim-publisher", "provisioning-events"].map(str::to_owned).into(),
+        ["claim-api", "claim-publisher", "provisioning-events"]
+            .map(str::to_owned)
+            .into(),
     );
-    assert_eq!(template["Globals"]["Function"]["Runtime"].as_str(), Some("provided.al2023"));
-    assert_eq!(template["Globals"]["Function"]["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(
+        template["Globals"]["Function"]["Runtime"].as_str(),
+        Some("provided.al2023")
+    );
+    assert_eq!(
+        template["Globals"]["Function"]["Architectures"][0].as_str(),
+        Some("arm64")
+    );
     for (name, group) in of_type(&template, "AWS::Logs::LogGroup") {
-        assert!(!group["Properties"]["RetentionInDays"].is_null(), "{name} keeps logs forever");
+        assert!(
+            !group["Properties"]["RetentionInDays"].is_null(),
+            "{name} keeps logs forever"
+        );
     }
 }
 
@@ -302,7 +364,11 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
         .iter()
         .map(|(_, rule)| {
             let sql = rule["Properties"]["TopicRulePayload"]["Sql"].as_str().expect("Sql");
-            sql.rsplit("FROM '").next().unwrap_or_default().trim_end_matches('\'').to_owned()
+            sql.rsplit("FROM '")
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('\'')
+                .to_owned()
         })
         .collect();
     assert_eq!(
@@ -317,20 +383,29 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     );
     for (name, rule) in &rules {
         let payload = &rule["Properties"]["TopicRulePayload"];
-        assert!(payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"), "{name}");
+        assert!(
+            payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"),
+            "{name}"
+        );
         assert_eq!(
             render(&payload["Actions"][0]["Lambda"]["FunctionArn"]),
             "ProvisioningEventsFunction.Arn",
             "{name}"
         );
-        assert_eq!(render(&payload["ErrorAction"]["Sqs"]["QueueUrl"]), "ref:EventsDeadLetterQueue", "{name}");
+        assert_eq!(
+            render(&payload["ErrorAction"]["Sqs"]["QueueUrl"]),
+            "ref:EventsDeadLetterQueue",
+            "{name}"
+        );
         // AWS IoT may invoke the function only for this rule, from this account.
-        let permitted = of_type(&template, "AWS::Lambda::Permission").into_iter().any(|(_, permission)| {
-            let p = &permission["Properties"];
-            p["Principal"].as_str() == Some("iot.amazonaws.com")
-                && render(&p["SourceArn"]) == format!("{name}.Arn")
-                && render(&p["SourceAccount"]) == "ref:AWS::AccountId"
-        });
+        let permitted = of_type(&template, "AWS::Lambda::Permission")
+            .into_iter()
+            .any(|(_, permission)| {
+                let p = &permission["Properties"];
+                p["Principal"].as_str() == Some("iot.amazonaws.com")
+                    && render(&p["SourceArn"]) == format!("{name}.Arn")
+                    && render(&p["SourceAccount"]) == "ref:AWS::AccountId"
+            });
         assert!(permitted, "{name}: no invoke permission scoped to the rule");
     }
 }
@@ -354,7 +429,11 @@ fn the_vendor_ca_is_registered_for_jitp_in_sni_only_mode() {
     assert_eq!(body["Resources"]["certificate"]["Properties"]["Status"], "ACTIVE");
     assert_eq!(body["Resources"]["policy"]["Properties"]["PolicyName"], "device-policy");
     let parameters = body["Parameters"].as_object().expect("Parameters");
-    assert_eq!(parameters.len(), 2, "every declared parameter must exist in the certificate");
+    assert_eq!(
+        parameters.len(),
+        2,
+        "every declared parameter must exist in the certificate"
+    );
 }
 
 #[test]
@@ -363,7 +442,10 @@ fn the_table_is_protected_and_the_api_is_throttled_and_authorized() {
     let table = &resources(&template)["ClaimsTable"];
     assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"));
     let props = &table["Properties"];
-    assert_eq!(props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
+    assert_eq!(
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
     assert_eq!(props["SSESpecification"]["SSEEnabled"].as_bool(), Some(true));
     assert_eq!(props["TimeToLiveSpecification"]["AttributeName"].as_str(), Some("ttl"));
     let api = &resources(&template)["ClaimApi"]["Properties"];

@@ -24,7 +24,11 @@ fn deployed_routes() -> Vec<(String, Option<String>)> {
         .filter(|event| event["Type"].as_str() == Some("Api"))
         .map(|event| {
             let props = &event["Properties"];
-            let route = format!("{} {}", props["Method"].as_str().unwrap(), props["Path"].as_str().unwrap());
+            let route = format!(
+                "{} {}",
+                props["Method"].as_str().unwrap(),
+                props["Path"].as_str().unwrap()
+            );
             (route, props["Auth"]["Authorizer"].as_str().map(str::to_owned))
         })
         .collect()

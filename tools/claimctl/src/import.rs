@@ -1,0 +1,345 @@
+//! Device import from the factory's records: CSV (header `thing_name,vendor,sku`, columns found by
+//! name, extra columns ignored) or JSON Lines (`{"thing_name", "vendor", "sku"}` per line), of any
+//! size. Rows are read as a stream and imported a chunk at a time, each device in its own
+//! transaction through [`ClaimService::import`], which never touches ownership. Running the same
+//! file again changes nothing, so an interrupted import resumes by running it again.
+//!
+//! Rows that cannot be imported go to a failure report: CSV with the input's columns plus `line`
+//! and `reason`, which can be fixed and imported as it is.
+
+use std::{
+    io::{BufRead, Write},
+    path::Path,
+};
+
+use claim_shared::{
+    domain::{history::Actor, ids::ThingName},
+    ports::OwnershipStore,
+    service::{ClaimService, Clock, DeviceOpError, ImportOutcome, NewDevice},
+};
+use futures::{stream, StreamExt};
+use serde::Deserialize;
+
+/// One input row as written (before validation).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct RawRow {
+    #[serde(default)]
+    pub thing_name: String,
+    #[serde(default)]
+    pub vendor: String,
+    #[serde(default)]
+    pub sku: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    /// From the file name: `.jsonl`/`.ndjson` are JSON Lines, everything else CSV.
+    pub fn of(path: &Path) -> Self {
+        match path.extension().and_then(|ext| ext.to_str()) {
+            Some("jsonl" | "ndjson") => Self::JsonLines,
+            _ => Self::Csv,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {0}")]
+    Read(String),
+    #[error("cannot write the failure report: {0}")]
+    Report(String),
+    #[error("the ownership table is unavailable: {0}")]
+    Store(String),
+}
+
+/// A row the import refused or could not store, with its 1-based line in the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub line: u64,
+    pub row: RawRow,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub rows: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub failed: u64,
+}
+
+/// Checks one row; the reason names the field, so the row can be fixed.
+pub fn validate(row: &RawRow) -> Result<NewDevice, String> {
+    let thing_name = ThingName::parse(&row.thing_name).map_err(|err| format!("thing_name: {err}"))?;
+    let vendor_ok = !row.vendor.is_empty()
+        && row.vendor.len() <= 64
+        && row
+            .vendor
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !vendor_ok {
+        return Err("vendor: 1-64 characters of A-Z a-z 0-9 . _ - (the module vendor's profile name)".into());
+    }
+    let sku = row.sku.clone().filter(|sku| !sku.is_empty());
+    if let Some(sku) = &sku {
+        if sku.len() > 64 || sku.chars().any(char::is_control) {
+            return Err("sku: at most 64 printable characters".into());
+        }
+    }
+    Ok(NewDevice {
+        thing_name,
+        vendor: row.vendor.clone(),
+        sku,
+    })
+}
+
+/// Reads rows lazily; a row that cannot even be parsed comes back as a [`Failure`].
+pub fn read_rows(
+    input: Box<dyn BufRead + Send>,
+    format: Format,
+) -> Box<dyn Iterator<Item = Result<(u64, RawRow), Failure>> + Send> {
+    match format {
+        Format::Csv => {
+            let reader = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .flexible(true)
+                .from_reader(input);
+            Box::new(reader.into_deserialize::<RawRow>().enumerate().map(|(index, row)| {
+                // Line 1 is the header.
+                let line = index as u64 + 2;
+                row.map(|row| (line, row)).map_err(|err| Failure {
+                    line,
+                    row: RawRow::default(),
+                    reason: format!("not a valid CSV row: {err}"),
+                })
+            }))
+        }
+        Format::JsonLines => Box::new(
+            input
+                .lines()
+                .enumerate()
+                .map(|(index, line)| (index as u64 + 1, line))
+                .filter(|(_, line)| line.as_ref().map_or(true, |text| !text.trim().is_empty()))
+                .map(|(line, text)| {
+                    let text = text.map_err(|err| Failure {
+                        line,
+                        row: RawRow::default(),
+                        reason: format!("unreadable line: {err}"),
+                    })?;
+                    serde_json::from_str::<RawRow>(&text)
+                        .map(|row| (line, row))
+                        .map_err(|err| Failure {
+                            line,
+                            row: RawRow::default(),
+                            reason: format!("not a JSON object with thing_name, vendor, sku: {err}"),
+                        })
+                }),
+        ),
+    }
+}
+
+/// The failure report, written as failures happen.
+pub struct Report<W: Write> {
+    writer: csv::Writer<W>,
+}
+
+impl<W: Write> Report<W> {
+    pub fn new(out: W) -> Result<Self, ImportError> {
+        let mut writer = csv::Writer::from_writer(out);
+        writer
+            .write_record(["thing_name", "vendor", "sku", "line", "reason"])
+            .map_err(|err| ImportError::Report(err.to_string()))?;
+        Ok(Self { writer })
+    }
+
+    pub fn add(&mut self, failure: &Failure) -> Result<(), ImportError> {
+        let line = failure.line.to_string();
+        self.writer
+            .write_record([
+                failure.row.thing_name.as_str(),
+                failure.row.vendor.as_str(),
+                failure.row.sku.as_deref().unwrap_or(""),
+                line.as_str(),
+                failure.reason.as_str(),
+            ])
+            .and_then(|()| self.writer.flush().map_err(csv::Error::from))
+            .map_err(|err| ImportError::Report(err.to_string()))
+    }
+}
+
+pub struct Importer<'a, S, C> {
+    pub service: &'a ClaimService<S, C>,
+    pub operator: String,
+    /// Devices imported at the same time.
+    pub concurrency: usize,
+    /// Rows read before their imports are awaited.
+    pub chunk: usize,
+}
+
+impl<S: OwnershipStore, C: Clock> Importer<'_, S, C> {
+    /// Imports every row; `progress` is called after each chunk with the running summary. Stops
+    /// early only when the table is unavailable (rows done so far stay done; run again to resume).
+    pub async fn run<W: Write>(
+        &self,
+        rows: impl Iterator<Item = Result<(u64, RawRow), Failure>>,
+        report: &mut Report<W>,
+        mut progress: impl FnMut(&Summary),
+    ) -> Result<Summary, ImportError> {
+        let mut summary = Summary::default();
+        let mut rows = rows.peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(self.chunk.max(1)).collect();
+            let results: Vec<_> = stream::iter(chunk)
+                .map(|row| self.import_one(row))
+                .buffer_unordered(self.concurrency.max(1))
+                .collect()
+                .await;
+            let mut store_error = None;
+            for result in results {
+                summary.rows += 1;
+                match result {
+                    Ok(ImportOutcome::Created) => summary.created += 1,
+                    Ok(ImportOutcome::Updated) => summary.updated += 1,
+                    Ok(ImportOutcome::Unchanged) => summary.unchanged += 1,
+                    Err(RowError::Rejected(failure)) => {
+                        summary.failed += 1;
+                        report.add(&failure)?;
+                    }
+                    Err(RowError::Store(failure, detail)) => {
+                        summary.failed += 1;
+                        report.add(&failure)?;
+                        store_error = Some(detail);
+                    }
+                }
+            }
+            progress(&summary);
+            if let Some(detail) = store_error {
+                return Err(ImportError::Store(detail));
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn import_one(&self, row: Result<(u64, RawRow), Failure>) -> Result<ImportOutcome, RowError> {
+        let (line, row) = row.map_err(RowError::Rejected)?;
+        let failure = |reason: String| Failure {
+            line,
+            row: row.clone(),
+            reason,
+        };
+        let device = validate(&row).map_err(|reason| RowError::Rejected(failure(reason)))?;
+        match self
+            .service
+            .import(&device, Actor::Operator(self.operator.clone()))
+            .await
+        {
+            Ok(outcome) => Ok(outcome),
+            Err(DeviceOpError::Store(err)) => {
+                let detail = err.to_string();
+                Err(RowError::Store(failure(format!("not stored: {detail}")), detail))
+            }
+            Err(err) => Err(RowError::Rejected(failure(format!(
+                "not stored: {err}; import it again"
+            )))),
+        }
+    }
+}
+
+enum RowError {
+    Rejected(Failure),
+    Store(Failure, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv_rows(text: &str) -> Vec<Result<(u64, RawRow), Failure>> {
+        read_rows(Box::new(std::io::Cursor::new(text.to_owned())), Format::Csv).collect()
+    }
+
+    #[test]
+    fn csv_columns_are_found_by_name_and_extra_columns_ignored() {
+        let rows = csv_rows("sku,vendor,thing_name,reason\nS1,acme,dev-1,old reason\n,acme,dev-2,\n");
+        let rows: Vec<_> = rows.into_iter().map(|row| row.map_err(|f| f.reason)).collect();
+        assert_eq!(
+            rows,
+            vec![
+                Ok((
+                    2,
+                    RawRow {
+                        thing_name: "dev-1".into(),
+                        vendor: "acme".into(),
+                        sku: Some("S1".into())
+                    }
+                )),
+                Ok((
+                    3,
+                    RawRow {
+                        thing_name: "dev-2".into(),
+                        vendor: "acme".into(),
+                        sku: None
+                    }
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn json_lines_skip_blank_lines_and_report_bad_ones_with_their_line() {
+        let text = "{\"thing_name\":\"a\",\"vendor\":\"v\"}\n\nnot json\n";
+        let rows: Vec<_> = read_rows(Box::new(std::io::Cursor::new(text)), Format::JsonLines).collect();
+        assert_eq!(rows.len(), 2);
+        assert!(matches!(&rows[0], Ok((1, row)) if row.thing_name == "a"));
+        assert!(matches!(&rows[1], Err(failure) if failure.line == 3));
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let row = |thing: &str, vendor: &str, sku: Option<&str>| RawRow {
+            thing_name: thing.into(),
+            vendor: vendor.into(),
+            sku: sku.map(Into::into),
+        };
+        assert!(validate(&row("dev-1", "acme", Some("S1"))).is_ok());
+        assert!(validate(&row("dev/1", "acme", None))
+            .unwrap_err()
+            .starts_with("thing_name"));
+        assert!(validate(&row("dev-1", "", None)).unwrap_err().starts_with("vendor"));
+        assert!(validate(&row("dev-1", "a c", None)).unwrap_err().starts_with("vendor"));
+        assert!(validate(&row("dev-1", "acme", Some(&"x".repeat(65))))
+            .unwrap_err()
+            .starts_with("sku"));
+        assert_eq!(validate(&row("dev-1", "acme", Some(""))).map(|d| d.sku), Ok(None));
+    }
+
+    #[test]
+    fn the_report_is_csv_that_imports_again() {
+        let mut out = Vec::new();
+        {
+            let mut report = Report::new(&mut out).unwrap();
+            report
+                .add(&Failure {
+                    line: 7,
+                    row: RawRow {
+                        thing_name: "bad/name".into(),
+                        vendor: "acme".into(),
+                        sku: Some("S, with comma".into()),
+                    },
+                    reason: "thing_name: bad".into(),
+                })
+                .unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        let again = csv_rows(&text);
+        assert!(
+            matches!(&again[0], Ok((2, row)) if row.thing_name == "bad/name" && row.sku.as_deref() == Some("S, with comma"))
+        );
+    }
+}
