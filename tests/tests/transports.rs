@@ -431,7 +431,10 @@ async fn the_staging_endpoint_answers_a_refused_certificate_with_a_failed_publis
         .expect_err("refused");
     assert_eq!(err.code, "staging_refused", "{err}");
     assert!(
-        err.message.contains("HTTP 400") && err.message.contains("AWS error code none"),
+        err.message.contains("HTTP 400")
+            && err
+                .message
+                .contains("AWS error code none: 400 No required SSL certificate was sent"),
         "{err}"
     );
 
@@ -463,4 +466,54 @@ async fn the_staging_endpoint_answers_a_refused_certificate_with_a_failed_publis
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_api_a_refused_certificate_shows_the_failure_and_the_log_keeps_the_http_status() {
+    let stack = Stack::connect().await;
+    let vendor = unique("https-rogue");
+    // A certificate of another CA, with a marker in its key so the log can be searched for it.
+    let rogue = pki::LocalPki::rogue_client(pki::CLAIM_THING).unwrap();
+    stack
+        .put_secret(
+            &vendor,
+            &https_profile(&stack.pki, &rogue, stack.local.https_staging_port).unwrap(),
+        )
+        .await;
+    let thing = stack.new_device(&vendor).await;
+    let user = unique("alice");
+
+    let created = stack.claim(&user, &thing).await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
+    let failed = stack
+        .wait_for_claim(&user, &claim_id, Duration::from_secs(15), |a| {
+            a.body["failure"]["code"].is_string()
+        })
+        .await;
+    assert_eq!(failed.body["state"], "pending", "{:?}", failed.body);
+    assert_eq!(failed.body["failure"]["code"], "staging_refused", "{:?}", failed.body);
+    assert!(
+        moto_publishes(&stack.local.moto_url, &format!("{thing}/expresslink_config"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The function's publish event keeps the HTTP status and the (absent) AWS error code.
+    let log = std::fs::read_to_string(&stack.local.api_log).unwrap();
+    let event = log
+        .lines()
+        .find(|line| line.contains(&format!("\"claim_id\":\"{claim_id}\"")) && line.contains("\"publish_failed\""))
+        .unwrap_or_else(|| panic!("no publish_failed event for {claim_id}"));
+    assert!(
+        event.contains("staging_refused")
+            && event.contains("HTTP 400 from the staging endpoint, AWS error code none: 400 The SSL certificate error"),
+        "{event}"
+    );
+    for pem in [&rogue.key_pem, &rogue.cert_pem] {
+        for line in pem.lines().filter(|l| !l.starts_with("-----") && l.len() > 20) {
+            assert!(!log.contains(line), "key or certificate material reached the log");
+        }
+    }
 }

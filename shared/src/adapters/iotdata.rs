@@ -216,9 +216,14 @@ fn publish_error<E: ProvideErrorMetadata + StdError + 'static>(
     match err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            http_failure(status, service.err().code(), service.err().message())
+            let title = html_title(service.raw().body().bytes());
+            let message = service.err().message().or(title.as_deref());
+            http_failure(status, service.err().code(), message)
         }
-        SdkError::ResponseError(response) => http_failure(response.raw().status().as_u16(), None, None),
+        SdkError::ResponseError(response) => {
+            let title = html_title(response.raw().body().bytes());
+            http_failure(response.raw().status().as_u16(), None, title.as_deref())
+        }
         SdkError::TimeoutError(_) => {
             PublishError::new("staging_timeout", "the staging endpoint did not answer in time")
         }
@@ -251,6 +256,15 @@ fn http_failure(status: u16, aws_code: Option<&str>, aws_message: Option<&str>) 
         message.extend(detail.chars().take(200));
     }
     PublishError::new(code, message)
+}
+
+/// The `<title>` of an HTML answer (what a TLS front end says about a refused certificate, e.g.
+/// "400 The SSL certificate error"), for the log.
+fn html_title(body: Option<&[u8]>) -> Option<String> {
+    let text = std::str::from_utf8(body?).ok()?;
+    let start = text.find("<title>")? + "<title>".len();
+    let end = start + text[start..].find("</title>")?;
+    Some(text[start..end].chars().take(100).collect())
 }
 
 fn error_chain(err: &(dyn StdError + 'static)) -> String {
@@ -437,6 +451,13 @@ mod tests {
         assert_eq!(html.code, "staging_refused");
         assert!(html.message.contains("HTTP 400") && html.message.contains("AWS error code none"));
         assert_eq!(http_failure(503, None, None).code, "staging_unreachable");
+        assert_eq!(
+            html_title(Some(
+                b"<html><head><title>400 No required SSL certificate was sent</title></head>"
+            )),
+            Some("400 No required SSL certificate was sent".to_owned())
+        );
+        assert_eq!(html_title(Some(b"{}")), None);
         assert_eq!(
             http_failure(429, Some("ThrottlingException"), None).code,
             "staging_unreachable"
