@@ -438,6 +438,102 @@ mod tests {
         );
     }
 
+    /// Answers every request with `status` and remembers what was asked, instead of a network.
+    #[derive(Debug, Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<Seen>>>, u16);
+
+    /// A request's URI and `Authorization` header.
+    type Seen = (String, Option<String>);
+
+    impl HttpClient for Captured {
+        fn http_connector(&self, _: &HttpConnectorSettings, _: &RuntimeComponents) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    impl HttpConnector for Captured {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let seen = (
+                request.uri().to_owned(),
+                request.headers().get("authorization").map(str::to_owned),
+            );
+            if let Ok(mut all) = self.0.lock() {
+                all.push(seen);
+            }
+            let mut answer = http::Response::new(SdkBody::from(r#"{"message":"nope"}"#));
+            *answer.status_mut() = http::StatusCode::from_u16(self.1).unwrap_or(http::StatusCode::OK);
+            answer.headers_mut().insert(
+                "x-amzn-errortype",
+                http::HeaderValue::from_static("UnauthorizedException"),
+            );
+            let answer = aws_smithy_runtime_api::http::Response::try_from(answer);
+            HttpConnectorFuture::new(async move { answer.map_err(|err| ConnectorError::other(err.into(), None)) })
+        }
+    }
+
+    fn iam_publisher(status: u16) -> (IamPublisher, Captured) {
+        let captured = Captured(Arc::default(), status);
+        let aws = aws_types::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::from_static("eu-west-1"))
+            .credentials_provider(aws_sdk_iotdataplane::config::SharedCredentialsProvider::new(
+                aws_sdk_iotdataplane::config::Credentials::new("AKIDTEST", "secret", None, None, "test"),
+            ))
+            .http_client(captured.clone())
+            .build();
+        (IamPublisher::new(&aws), captured)
+    }
+
+    #[tokio::test]
+    async fn iam_signs_and_goes_to_the_regional_data_endpoint_or_the_profiles() {
+        let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
+        let (iam, captured) = iam_publisher(200);
+        let regional: ClaimThingCredentials = serde_json::from_str(r#"{"transport":"iam"}"#).expect("profile");
+        iam.publish(&regional, &topic, b"{}").await.expect("published");
+        let own: ClaimThingCredentials =
+            serde_json::from_str(r#"{"transport":"iam","staging_endpoint":"abc-ats.iot.eu-west-1.amazonaws.com"}"#)
+                .expect("profile");
+        iam.publish(&own, &topic, b"{}").await.expect("published");
+        let seen = captured.0.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2, "one request each, no SDK retries: {seen:?}");
+        assert_eq!(
+            seen[0].0,
+            "https://data-ats.iot.eu-west-1.amazonaws.com/topics/thing-1%2Fexpresslink_config?qos=1"
+        );
+        assert_eq!(
+            seen[1].0,
+            "https://abc-ats.iot.eu-west-1.amazonaws.com:443/topics/thing-1%2Fexpresslink_config?qos=1"
+        );
+        for (_, authorization) in &seen {
+            let authorization = authorization.as_deref().unwrap_or_default();
+            assert!(
+                authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+                    && authorization.contains("/eu-west-1/iotdata/aws4_request"),
+                "{authorization}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_iam_refusal_keeps_status_and_aws_error_code_and_is_tried_once() {
+        let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
+        let (iam, captured) = iam_publisher(403);
+        let profile: ClaimThingCredentials = serde_json::from_str(r#"{"transport":"iam"}"#).expect("profile");
+        let err = iam.publish(&profile, &topic, b"{}").await.expect_err("refused");
+        assert_eq!(err.code, "staging_refused");
+        assert_eq!(
+            err.message,
+            "HTTP 403 from the staging endpoint, AWS error code UnauthorizedException: nope"
+        );
+        assert_eq!(captured.0.lock().expect("lock").len(), 1);
+        // A 503 would be retried by the SDK's standard retries; here the outbox retries instead.
+        let (iam, captured) = iam_publisher(503);
+        let err = iam.publish(&profile, &topic, b"{}").await.expect_err("unavailable");
+        assert_eq!(err.code, "staging_unreachable", "{err}");
+        assert!(err.message.starts_with("HTTP 503"), "{err}");
+        assert_eq!(captured.0.lock().expect("lock").len(), 1, "tried once");
+    }
+
     #[test]
     fn http_answers_keep_status_and_aws_code() {
         let err = http_failure(403, Some("ForbiddenException"), Some("not authorized"));
