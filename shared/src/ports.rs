@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    claim::Claim,
+    claim::{Claim, ClaimState},
     device::Device,
     history::{HistoryEntry, NewHistoryEntry},
     ids::{ClaimId, ConfigTopic, IdempotencyKey, ThingName, UserId},
@@ -206,6 +206,16 @@ pub trait OwnershipStore: Send + Sync {
     /// Claims recorded in a live state whose deadline is before `due_before`, oldest deadline
     /// first: the work list of the expiry sweep.
     async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
+
+    /// Claims recorded in `state` whose deadline is in `[deadline_from, deadline_to)`, earliest
+    /// deadline first, at most `limit` (operators' lists and the claim funnel).
+    async fn claims_in_state(
+        &self,
+        state: ClaimState,
+        deadline_from: OffsetDateTime,
+        deadline_to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Claim>, StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,6 +5,8 @@
 //! [`DeviceChange`] guarded by the version it read. When another writer got there first the commit
 //! reports a conflict and the use case decides again on fresh data, a bounded number of times.
 
+pub mod admin;
+
 use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime};
@@ -158,6 +160,33 @@ pub struct NewDevice {
     pub thing_name: ThingName,
     pub vendor: String,
     pub sku: Option<String>,
+}
+
+impl NewDevice {
+    /// A device record as an operator wrote it (import file or admin API). The error names the
+    /// field, so the row can be fixed; an empty SKU is no SKU.
+    pub fn parse(thing_name: &str, vendor: &str, sku: Option<&str>) -> Result<Self, String> {
+        let thing_name = ThingName::parse(thing_name).map_err(|err| format!("thing_name: {err}"))?;
+        let vendor_ok = !vendor.is_empty()
+            && vendor.len() <= 64
+            && vendor
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !vendor_ok {
+            return Err("vendor: 1-64 characters of A-Z a-z 0-9 . _ - (the module vendor's profile name)".into());
+        }
+        let sku = sku.filter(|sku| !sku.is_empty());
+        if let Some(sku) = sku {
+            if sku.len() > 64 || sku.chars().any(char::is_control) {
+                return Err("sku: at most 64 printable characters".into());
+            }
+        }
+        Ok(Self {
+            thing_name,
+            vendor: vendor.to_owned(),
+            sku: sku.map(str::to_owned),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

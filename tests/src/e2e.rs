@@ -85,11 +85,21 @@ impl Stack {
 
     /// One API call as `user` (named in the `x-local-user` header the local build accepts).
     pub async fn call(&self, method: &str, path: &str, user: &str, body: Option<Vec<u8>>) -> Answer {
+        self.call_as(("x-local-user", user), method, path, body).await
+    }
+
+    /// One admin API call as `operator` (the `x-local-operator` header stands in for IAM locally).
+    pub async fn admin(&self, method: &str, path: &str, operator: &str, body: Option<serde_json::Value>) -> Answer {
+        let body = body.map(|value| value.to_string().into_bytes());
+        self.call_as(("x-local-operator", operator), method, path, body).await
+    }
+
+    async fn call_as(&self, identity: (&str, &str), method: &str, path: &str, body: Option<Vec<u8>>) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut request = self
             .http
             .request(method, format!("{}{}", self.local.api_url, path))
-            .header("x-local-user", user)
+            .header(identity.0, identity.1)
             .header("content-type", "application/json");
         if let Some(body) = body {
             request = request.body(body);

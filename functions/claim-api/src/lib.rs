@@ -4,6 +4,7 @@
 //! The handler never fails the invocation: every outcome, bugs included, is an HTTP response in the
 //! `api.md` error shape with an `x-request-id` header.
 
+pub mod admin;
 pub mod identity;
 
 use claim_shared::{
@@ -151,11 +152,13 @@ enum Route {
     ListDevices,
     GetDevice(String),
     ReleaseDevice(String),
+    Admin(admin::AdminRoute),
 }
 
 impl Route {
     fn template(&self) -> &'static str {
         match self {
+            Route::Admin(route) => route.template(),
             Route::CreateClaim => "POST /v1/claims",
             Route::GetClaim(_) => "GET /v1/claims/{claim_id}",
             Route::RetryClaim(_) => "POST /v1/claims/{claim_id}/retry",
@@ -172,6 +175,12 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let start = segments.iter().position(|s| *s == "v1");
     let rest = start.map(|i| &segments[i + 1..]).unwrap_or(&[]);
+    if let ["admin", admin_path @ ..] = rest {
+        return match admin::AdminRoute::parse(method, admin_path) {
+            Some(route) => route.map(Route::Admin),
+            None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.")),
+        };
+    }
     let route = match (method, rest) {
         (&Method::POST, ["claims"]) => Route::CreateClaim,
         (&Method::GET, ["claims", id]) => Route::GetClaim((*id).to_owned()),
@@ -264,6 +273,17 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
     }
 
     async fn dispatch(&self, route: Route, request: &Request) -> Result<Answer, ApiError> {
+        if let Route::Admin(route) = route {
+            // Only an IAM principal is an operator; a signed-in app user is not.
+            let Some(operator) = identity::operator(request) else {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Admin routes need IAM authorization.",
+                ));
+            };
+            return self.admin(route, &operator, request).await;
+        }
         let Some(user) = identity::caller(request) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -278,6 +298,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             Route::ListDevices => self.list_devices(&user, request).await,
             Route::GetDevice(thing) => self.get_device(&user, &thing).await,
             Route::ReleaseDevice(thing) => self.release_device(&user, &thing).await,
+            Route::Admin(_) => Err(ApiError::internal()),
         }
     }
 
@@ -436,30 +457,38 @@ struct ClaimBody {
     region: Option<String>,
 }
 
-fn parse_claim_body(bytes: &[u8]) -> Result<ClaimBody, ApiError> {
-    if bytes.len() > MAX_BODY_BYTES {
+/// A JSON object body of at most `max_bytes`, as `T`. Errors name the problem (serde names the field
+/// and the expected type) but never echo the input.
+fn parse_json_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max_bytes: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    if bytes.len() > max_bytes {
         return Err(ApiError::invalid_request(format!(
-            "The request body is larger than {MAX_BODY_BYTES} bytes."
+            "The request body is larger than {max_bytes} bytes."
         )));
     }
     let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid_request("The request body is not UTF-8."))?;
     if text.trim().is_empty() {
-        return Err(ApiError::invalid_request(
-            "The request body must be a JSON object with a \"code\".",
-        ));
+        return Err(ApiError::invalid_request(format!("The request body must be {what}.")));
     }
-    // serde's messages name the field and the expected type; the position suffix is noise.
+    // The position suffix of serde's messages is noise.
     let explain = |err: serde_json::Error| {
         let detail = err.to_string();
         let detail = detail.split(" at line").next().unwrap_or("invalid JSON").to_owned();
-        ApiError::invalid_request(format!("The request body is not a valid claim request: {detail}."))
+        ApiError::invalid_request(format!("The request body is not {what}: {detail}."))
     };
     let value: Value = serde_json::from_str(text).map_err(explain)?;
-    // Derived structs also accept a JSON array in field order; only an object is a claim request.
+    // Derived structs also accept a JSON array in field order; only an object is a request.
     if !value.is_object() {
         return Err(ApiError::invalid_request("The request body must be a JSON object."));
     }
-    let body: ClaimBody = serde_json::from_value(value).map_err(explain)?;
+    serde_json::from_value(value).map_err(explain)
+}
+
+fn parse_claim_body(bytes: &[u8]) -> Result<ClaimBody, ApiError> {
+    let body: ClaimBody = parse_json_object(bytes, MAX_BODY_BYTES, "a claim request with a \"code\"")?;
     if let Some(region) = &body.region {
         let valid = (1..=32).contains(&region.len())
             && region

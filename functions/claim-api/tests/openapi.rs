@@ -5,7 +5,10 @@
 
 use std::collections::BTreeSet;
 
-use claim_api::{claim_view, ROUTES};
+use claim_api::{
+    admin::{inspection_view, ADMIN_ROUTES},
+    claim_view, ROUTES,
+};
 use claim_shared::domain::{
     claim::Claim,
     ids::{ClaimId, ThingName, UserId},
@@ -27,8 +30,49 @@ fn the_document_lists_exactly_the_routes_served() {
             documented.insert(format!("{method} {}", path.as_str().unwrap()));
         }
     }
-    let served: BTreeSet<String> = ROUTES.iter().map(|r| (*r).to_owned()).collect();
+    let served: BTreeSet<String> = ROUTES.iter().chain(&ADMIN_ROUTES).map(|r| (*r).to_owned()).collect();
     assert_eq!(documented, served);
+}
+
+#[test]
+fn admin_operations_are_iam_signed_and_user_operations_use_cognito() {
+    let doc = document();
+    assert_eq!(doc["security"][0]["cognito"].as_sequence().map(Vec::len), Some(0));
+    for (path, operations) in doc["paths"].as_mapping().unwrap() {
+        let admin = path.as_str().unwrap().starts_with("/v1/admin/");
+        for (method, operation) in operations.as_mapping().unwrap() {
+            let own = &operation["security"][0]["iam"];
+            assert_eq!(!own.is_null(), admin, "{method:?} {path:?}");
+        }
+    }
+}
+
+#[test]
+fn the_inspection_schema_names_exactly_the_fields_inspect_returns() {
+    let doc = document();
+    let schema = &doc["components"]["responses"]["Inspection"]["content"]["application/json"]["schema"];
+    let documented: BTreeSet<String> = schema["properties"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let inspection = claim_shared::service::admin::Inspection {
+        thing_name: ThingName::parse("dev-1").unwrap(),
+        device: None,
+        holding_claim: None,
+        history: Vec::new(),
+        claimable_now: false,
+        reason: "not_imported",
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let returned: BTreeSet<String> = inspection_view(&inspection)
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(returned, documented);
 }
 
 #[test]

@@ -372,6 +372,45 @@ impl OwnershipStore for DynamoOwnershipStore {
         claims.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(claims)
     }
+
+    async fn claims_in_state(
+        &self,
+        state: ClaimState,
+        deadline_from: OffsetDateTime,
+        deadline_to: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut claims = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_STATE_INDEX)
+                // Sort keys are `<deadline ms>#<id>`: "from" as a bare prefix sorts before every
+                // key with that deadline, and so does "to", which keeps the range half-open.
+                .key_condition_expression("gsi2pk = :pk AND gsi2sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(state_pk(state)))
+                .expression_attribute_values(":from", s(padded_millis(deadline_from)))
+                .expression_attribute_values(":to", s(padded_millis(deadline_to)))
+                .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items() {
+                claims.push(claim_from(item)?);
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() || claims.len() >= wanted {
+                break;
+            }
+        }
+        claims.truncate(wanted);
+        Ok(claims)
+    }
 }
 
 /// Which condition failed decides what the caller does next.

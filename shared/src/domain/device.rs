@@ -109,6 +109,35 @@ pub enum ReleaseDecision {
     NotYours,
 }
 
+/// Whether a user could claim the device right now and, if not, the one reason an operator acts on
+/// (`GET /v1/admin/devices/{thing_name}`). A device that is not in the registry at all is the
+/// caller's to report (`not_imported`): there is no [`Device`] to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimability {
+    Claimable,
+    /// An operator disabled it (users get `404 device_not_found`).
+    Disabled,
+    /// Someone owns it; they must release it (or an operator force-releases it).
+    Owned,
+    /// A live claim reserves it until its deadline.
+    Reserved,
+}
+
+impl Claimability {
+    pub fn now(self) -> bool {
+        self == Claimability::Claimable
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Claimability::Claimable => "claimable",
+            Claimability::Disabled => "disabled",
+            Claimability::Owned => "owned",
+            Claimability::Reserved => "reserved",
+        }
+    }
+}
+
 impl Holder {
     pub fn claim_id(&self) -> Option<&ClaimId> {
         match self {
@@ -157,6 +186,18 @@ impl Device {
                     ClaimDecision::AlreadyClaimed
                 }
             }
+        }
+    }
+
+    /// Disabled comes first: it stops every user, whoever holds the device.
+    pub fn claimability(&self, now: OffsetDateTime) -> Claimability {
+        if self.disabled {
+            return Claimability::Disabled;
+        }
+        match self.effective_holder(now) {
+            Holder::Free => Claimability::Claimable,
+            Holder::Reserved { .. } => Claimability::Reserved,
+            Holder::Owned { .. } => Claimability::Owned,
         }
     }
 
@@ -291,5 +332,31 @@ mod tests {
         let mut dev = device(Holder::Free);
         dev.disabled = true;
         assert_eq!(dev.decide_claim(&user("a"), T0), ClaimDecision::NotClaimable);
+    }
+
+    #[test]
+    fn claimability_names_the_reason_and_agrees_with_decide_claim() {
+        let deadline = T0 + time::Duration::minutes(15);
+        let (_, reserved) = reserved_by("a", deadline);
+        let owned = device(Holder::Owned {
+            claim_id: ClaimId::new_random(),
+            user: user("a"),
+            since: T0,
+        });
+        let mut disabled_owned = owned.clone();
+        disabled_owned.disabled = true;
+        let cases = [
+            (device(Holder::Free), T0, Claimability::Claimable),
+            (reserved.clone(), T0, Claimability::Reserved),
+            (reserved, deadline, Claimability::Claimable),
+            (owned, T0, Claimability::Owned),
+            (disabled_owned, T0, Claimability::Disabled),
+        ];
+        for (dev, at, expected) in cases {
+            assert_eq!(dev.claimability(at), expected);
+            // A stranger can reserve exactly when the device reads claimable.
+            let stranger_may = matches!(dev.decide_claim(&user("stranger"), at), ClaimDecision::Reserve { .. });
+            assert_eq!(stranger_may, expected.now(), "{expected:?}");
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use claim_shared::{
-    domain::{history::Actor, ids::ThingName},
+    domain::history::Actor,
     ports::OwnershipStore,
     service::{ClaimService, Clock, DeviceOpError, ImportOutcome, NewDevice},
 };
@@ -76,27 +76,7 @@ pub struct Summary {
 
 /// Checks one row; the reason names the field, so the row can be fixed.
 pub fn validate(row: &RawRow) -> Result<NewDevice, String> {
-    let thing_name = ThingName::parse(&row.thing_name).map_err(|err| format!("thing_name: {err}"))?;
-    let vendor_ok = !row.vendor.is_empty()
-        && row.vendor.len() <= 64
-        && row
-            .vendor
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !vendor_ok {
-        return Err("vendor: 1-64 characters of A-Z a-z 0-9 . _ - (the module vendor's profile name)".into());
-    }
-    let sku = row.sku.clone().filter(|sku| !sku.is_empty());
-    if let Some(sku) = &sku {
-        if sku.len() > 64 || sku.chars().any(char::is_control) {
-            return Err("sku: at most 64 printable characters".into());
-        }
-    }
-    Ok(NewDevice {
-        thing_name,
-        vendor: row.vendor.clone(),
-        sku,
-    })
+    NewDevice::parse(&row.thing_name, &row.vendor, row.sku.as_deref())
 }
 
 /// Reads rows lazily; a row that cannot even be parsed comes back as a [`Failure`].

@@ -1,24 +1,34 @@
-//! `claimctl`: operator command line of the ExpressLink claim backend. Works against AWS (default
-//! credential chain and region) and against the local stack (`source .local/endpoints.env`).
+//! `claimctl`: operator command line of the ExpressLink claim backend. Works on the ownership table
+//! directly, against AWS (default credential chain and region; the table is the stack output
+//! `ClaimsTableName`) or the local stack (`source .local/endpoints.env`).
 //!
-//! Exit codes: 0 done; 1 done, but some rows failed (see the report); 2 bad arguments or input file;
-//! 3 the ownership table is unavailable (rows done so far stay done; run again to resume).
+//! Exit codes: 0 done; 1 done, but some rows failed (import report); 2 bad arguments or input;
+//! 3 the ownership table is unavailable (nothing half-done: run again); 4 no such device.
 
 use std::{fs::File, io::BufReader, path::PathBuf, process::ExitCode};
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
-    service::{ClaimService, ClaimSettings, SystemClock},
+    domain::{claim::ClaimState, ids::ThingName},
+    ports::StoreError,
+    service::{admin::Funnel, ClaimService, ClaimSettings, DeviceOpError, SystemClock},
 };
-use claimctl::import::{read_rows, Format, ImportError, Importer, Report};
+use claimctl::{
+    import::{read_rows, Format, ImportError, Importer, Report},
+    parse_age,
+};
 use clap::{Parser, Subcommand};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 #[derive(Parser)]
-#[command(name = "claimctl", version, about = "Operate the ExpressLink claim backend")]
+#[command(name = "claimctl", version, about = "Operate the ExpressLink claim backend", long_about = None)]
 struct Cli {
     /// The ownership table (stack output ClaimsTableName).
     #[arg(long, env = "CLAIMS_TABLE", global = true)]
     table: Option<String>,
+    /// Who you are, recorded in device histories (e.g. your IAM principal ARN or e-mail).
+    #[arg(long, env = "CLAIMCTL_OPERATOR", default_value = "claimctl", global = true)]
+    operator: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,14 +44,62 @@ enum Command {
         /// Where rows that could not be imported go (CSV; fix it and import it as it is).
         #[arg(long, default_value = "import-failures.csv")]
         report: PathBuf,
-        /// Who is importing, recorded in each device's history.
-        #[arg(long, env = "CLAIMCTL_OPERATOR", default_value = "claimctl")]
-        operator: String,
         /// Devices imported at the same time.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
     },
+    /// Show a device: record, owner, the claim holding it, full history, and whether it can be
+    /// claimed now (and if not, why).
+    Inspect { thing_name: String },
+    /// Free a device whoever holds it (resale without the seller, support cases).
+    Release {
+        thing_name: String,
+        /// Why, for the device history.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Stop a device from being claimed (users get "not found").
+    Disable {
+        thing_name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a disabled device be claimed again.
+    Enable {
+        thing_name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// List claims recorded in a state, oldest first: one JSON object per line.
+    Claims {
+        /// pending, endpoint_published, provisioned, expired, released or failed.
+        #[arg(long, value_parser = parse_state)]
+        state: ClaimState,
+        /// Only claims started at least this long ago (e.g. 90s, 10m, 2h, 7d).
+        #[arg(long, default_value = "0s", value_parser = parse_age)]
+        older_than: time::Duration,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// How the claims started in a time window ended up: started, published, provisioned, expired.
+    Funnel {
+        /// The window: the last 90s, 10m, 2h, 7d ...
+        #[arg(long, default_value = "24h", value_parser = parse_age)]
+        since: time::Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+fn parse_state(raw: &str) -> Result<ClaimState, String> {
+    ClaimState::parse(raw).ok_or_else(|| {
+        let all: Vec<&str> = ClaimState::ALL.iter().map(|state| state.as_str()).collect();
+        format!("one of {}", all.join(", "))
+    })
+}
+
+type Service = ClaimService<DynamoOwnershipStore, SystemClock>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -56,18 +114,154 @@ async fn main() -> ExitCode {
         SystemClock,
         ClaimSettings::default(),
     );
+    let operator = cli.operator;
     match cli.command {
         Command::Import {
             file,
             report,
-            operator,
             concurrency,
         } => import(&service, &table, file, report, operator, concurrency).await,
+        Command::Inspect { thing_name } => match thing(&thing_name) {
+            Ok(thing) => inspect(&service, &thing).await,
+            Err(code) => code,
+        },
+        Command::Release { thing_name, reason } => {
+            let thing = match thing(&thing_name) {
+                Ok(thing) => thing,
+                Err(code) => return code,
+            };
+            if reason.trim().is_empty() {
+                eprintln!("error: --reason must say why (it goes into the device history)");
+                return ExitCode::from(2);
+            }
+            match service.force_release(&thing, &operator, &reason).await {
+                Ok(_) => inspect(&service, &thing).await,
+                Err(err) => device_op_failed(&err),
+            }
+        }
+        Command::Disable { thing_name, reason } => switch(&service, &thing_name, true, &operator, reason).await,
+        Command::Enable { thing_name, reason } => switch(&service, &thing_name, false, &operator, reason).await,
+        Command::Claims {
+            state,
+            older_than,
+            limit,
+        } => match service.claims_in_state(state, older_than, limit).await {
+            Ok(claims) => {
+                let now = service.now();
+                for claim in &claims {
+                    let mut line = claim_api::claim_view(claim, now);
+                    line["user"] = serde_json::json!(claim.user);
+                    println!("{line}");
+                }
+                eprintln!("{} claims", claims.len());
+                ExitCode::SUCCESS
+            }
+            Err(err) => store_failed(&err),
+        },
+        Command::Funnel { since, json } => {
+            let to = service.now();
+            let from = to - since;
+            match service.claims_started_between(from, to).await {
+                Ok(claims) => {
+                    print_funnel(&Funnel::of(&claims, to), from, to, json);
+                    ExitCode::SUCCESS
+                }
+                Err(err) => store_failed(&err),
+            }
+        }
+    }
+}
+
+async fn switch(service: &Service, raw: &str, disabled: bool, operator: &str, reason: Option<String>) -> ExitCode {
+    let thing = match thing(raw) {
+        Ok(thing) => thing,
+        Err(code) => return code,
+    };
+    match service.set_disabled(&thing, disabled, operator, reason).await {
+        Ok(_) => inspect(service, &thing).await,
+        Err(err) => device_op_failed(&err),
+    }
+}
+
+fn thing(raw: &str) -> Result<ThingName, ExitCode> {
+    ThingName::parse(raw).map_err(|err| {
+        eprintln!("error: {raw:?} is not a ThingName: {err}");
+        ExitCode::from(2)
+    })
+}
+
+async fn inspect(service: &Service, thing: &ThingName) -> ExitCode {
+    match service.inspect(thing).await {
+        Ok(inspection) => {
+            let view = claim_api::admin::inspection_view(&inspection);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&view).unwrap_or_else(|_| view.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => store_failed(&err),
+    }
+}
+
+fn device_op_failed(err: &DeviceOpError) -> ExitCode {
+    match err {
+        DeviceOpError::DeviceNotFound => {
+            eprintln!("error: no such device");
+            ExitCode::from(4)
+        }
+        DeviceOpError::Busy => {
+            eprintln!("error: the device kept changing underneath; nothing was changed, try again");
+            ExitCode::from(3)
+        }
+        DeviceOpError::Store(err) => store_failed(err),
+    }
+}
+
+fn store_failed(err: &StoreError) -> ExitCode {
+    eprintln!("error: the ownership table: {err}; nothing was changed half-way, try again");
+    ExitCode::from(3)
+}
+
+fn print_funnel(funnel: &Funnel, from: OffsetDateTime, to: OffsetDateTime, json: bool) {
+    let (from, to) = (
+        from.format(&Rfc3339).unwrap_or_default(),
+        to.format(&Rfc3339).unwrap_or_default(),
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "from": from, "to": to, "started": funnel.started, "published": funnel.published,
+                "provisioned": funnel.provisioned, "expired": funnel.expired, "released": funnel.released,
+                "failed": funnel.failed, "open": funnel.open,
+            })
+        );
+        return;
+    }
+    let percent = |n: u64| {
+        if funnel.started == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}%", n as f64 * 100.0 / funnel.started as f64)
+        }
+    };
+    println!("claims started {from} .. {to}");
+    for (label, n) in [
+        ("started", funnel.started),
+        ("published", funnel.published),
+        ("provisioned", funnel.provisioned),
+        ("expired", funnel.expired),
+        ("released", funnel.released),
+        ("failed", funnel.failed),
+        ("still open", funnel.open),
+    ] {
+        println!("  {label:<12} {n:>8}  {:>6}", percent(n));
     }
 }
 
 async fn import(
-    service: &ClaimService<DynamoOwnershipStore, SystemClock>,
+    service: &Service,
     table: &str,
     file: PathBuf,
     report_path: PathBuf,

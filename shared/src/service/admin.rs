@@ -1,0 +1,268 @@
+//! Operator use cases (the admin API and `claimctl`): inspect a device, force-release it. Import and
+//! disable/enable live in the parent module. Every change lands in the device history with the
+//! operator's identity (an IAM principal ARN through the API).
+
+use time::{Duration, OffsetDateTime};
+
+use super::{elapsed_ms, ClaimService, Clock, DeviceOpError};
+use crate::{
+    domain::{
+        claim::{Claim, ClaimState},
+        device::{Device, Holder},
+        history::{Actor, HistoryEntry},
+        ids::ThingName,
+    },
+    ports::{DeviceChange, OwnershipStore, StoreError},
+};
+
+/// Everything an operator needs to answer "why can't I claim my product?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    pub thing_name: ThingName,
+    /// `None`: not in the registry (never imported).
+    pub device: Option<Device>,
+    /// The claim that holds the device right now (live reservation or ownership).
+    pub holding_claim: Option<Claim>,
+    /// The device's complete history, oldest first.
+    pub history: Vec<HistoryEntry>,
+    pub claimable_now: bool,
+    /// `claimable`, `not_imported`, `disabled`, `owned` or `reserved`.
+    pub reason: &'static str,
+    pub at: OffsetDateTime,
+}
+
+/// How the claims started in a time window ended up (as they read now).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Funnel {
+    pub started: u64,
+    /// Reached `endpoint_published` at some point (the staging endpoint took the message).
+    pub published: u64,
+    pub provisioned: u64,
+    pub expired: u64,
+    pub released: u64,
+    pub failed: u64,
+    /// Still waiting for their device.
+    pub open: u64,
+}
+
+impl Funnel {
+    pub fn of<'a>(claims: impl IntoIterator<Item = &'a Claim>, now: OffsetDateTime) -> Self {
+        let mut funnel = Funnel::default();
+        for claim in claims {
+            funnel.started += 1;
+            if claim
+                .history
+                .iter()
+                .any(|change| change.state == ClaimState::EndpointPublished)
+            {
+                funnel.published += 1;
+            }
+            match claim.effective_state(now) {
+                ClaimState::Provisioned => funnel.provisioned += 1,
+                ClaimState::Expired => funnel.expired += 1,
+                ClaimState::Released => funnel.released += 1,
+                ClaimState::Failed => funnel.failed += 1,
+                ClaimState::Pending | ClaimState::EndpointPublished => funnel.open += 1,
+            }
+        }
+        funnel
+    }
+}
+
+/// Claims are found through their deadline (the `by_state` index); a deadline is at most this long
+/// after the claim started or was last renewed.
+const LONGEST_DEADLINE: Duration = Duration::days(2);
+
+/// The outcome of a forced release: the device as it is now, and the claim that was released
+/// (`None`: nobody held the device, nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedRelease {
+    pub device: Device,
+    pub released: Option<Claim>,
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    pub async fn inspect(&self, thing: &ThingName) -> Result<Inspection, StoreError> {
+        let now = self.clock.now();
+        let Some(device) = self.store.device(thing).await? else {
+            return Ok(Inspection {
+                thing_name: thing.clone(),
+                device: None,
+                holding_claim: None,
+                history: Vec::new(),
+                claimable_now: false,
+                reason: "not_imported",
+                at: now,
+            });
+        };
+        let holding_claim = match device.effective_holder(now).claim_id() {
+            Some(claim_id) => self.store.claim(claim_id).await?,
+            None => None,
+        };
+        let history = self.store.history(thing).await?;
+        let claimability = device.claimability(now);
+        Ok(Inspection {
+            thing_name: thing.clone(),
+            device: Some(device),
+            holding_claim,
+            history,
+            claimable_now: claimability.now(),
+            reason: claimability.reason(),
+            at: now,
+        })
+    }
+
+    /// Claims recorded in `state` that started at least `older_than` ago, oldest first, at most
+    /// `limit` (e.g. claims stuck in `pending` for ten minutes).
+    pub async fn claims_in_state(
+        &self,
+        state: ClaimState,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let now = self.clock.now();
+        let started_before = now - older_than;
+        let mut claims = self
+            .store
+            // Deadline order is start order, apart from renewals: the oldest come first.
+            .claims_in_state(
+                state,
+                OffsetDateTime::UNIX_EPOCH,
+                started_before + LONGEST_DEADLINE,
+                limit,
+            )
+            .await?;
+        claims.retain(|claim| claim.created_at <= started_before);
+        claims.sort_by_key(|claim| claim.created_at);
+        claims.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(claims)
+    }
+
+    /// Every claim started in `[from, to)`, whatever its state.
+    pub async fn claims_started_between(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let mut claims = Vec::new();
+        for state in ClaimState::ALL {
+            let found = self
+                .store
+                .claims_in_state(state, from, to + LONGEST_DEADLINE, u32::MAX)
+                .await?;
+            claims.extend(
+                found
+                    .into_iter()
+                    .filter(|claim| claim.created_at >= from && claim.created_at < to),
+            );
+        }
+        Ok(claims)
+    }
+
+    /// Frees a device whoever holds it (resale without the seller, support cases): an owned device
+    /// or a live reservation is released with the operator and reason in the history; an overdue
+    /// reservation is recorded as expired first. A free device stays as it is.
+    pub async fn force_release(
+        &self,
+        thing: &ThingName,
+        operator: &str,
+        reason: &str,
+    ) -> Result<ForcedRelease, DeviceOpError> {
+        let started = std::time::Instant::now();
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let overdue = device.overdue_reservation(now).cloned();
+            let holding = device.effective_holder(now).claim_id().cloned();
+            if overdue.is_none() && holding.is_none() {
+                return Ok(ForcedRelease { device, released: None });
+            }
+            let mut change = DeviceChange::on(&device);
+            if let Some(overdue) = &overdue {
+                self.expire_into(&mut change, overdue, now).await?;
+                change.device.holder = Holder::Free;
+            }
+            let released = match &holding {
+                Some(claim_id) => Some(
+                    self.release_into(
+                        &mut change,
+                        claim_id,
+                        Actor::Operator(operator.to_owned()),
+                        Some(reason.to_owned()),
+                        now,
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            let updated = change.device.clone();
+            if self.try_commit(change, attempt).await? {
+                tracing::info!(
+                    event = "release_decision",
+                    outcome = if released.is_some() { "force_released" } else { "expired" },
+                    operator,
+                    claim_id = released.as_ref().map(|claim| claim.claim_id.as_str()),
+                    thing_name = %thing.redacted(),
+                    latency_ms = elapsed_ms(started),
+                );
+                return Ok(ForcedRelease {
+                    device: updated,
+                    released,
+                });
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{ClaimId, UserId};
+    use time::macros::datetime;
+
+    #[test]
+    fn the_funnel_counts_how_claims_ended_as_they_read_now() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let claim = |at_minutes: i64| {
+            Claim::new(
+                ClaimId::new_random(),
+                ThingName::parse("dev-1").unwrap_or_else(|e| panic!("{e}")),
+                UserId::parse("u").unwrap_or_else(|e| panic!("{e}")),
+                "vendor".into(),
+                "oem".into(),
+                t0 + Duration::minutes(at_minutes),
+                Duration::minutes(15),
+            )
+        };
+        let now = t0 + Duration::minutes(20);
+        let mut provisioned = claim(0);
+        provisioned
+            .transition(ClaimState::EndpointPublished, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        provisioned
+            .transition(ClaimState::Provisioned, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let overdue = claim(0); // recorded pending, deadline passed: reads expired
+        let open = claim(10);
+        let mut released = claim(0);
+        released
+            .transition(ClaimState::Released, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let funnel = Funnel::of([&provisioned, &overdue, &open, &released], now);
+        assert_eq!(
+            funnel,
+            Funnel {
+                started: 4,
+                published: 1,
+                provisioned: 1,
+                expired: 1,
+                released: 1,
+                failed: 0,
+                open: 1
+            }
+        );
+    }
+}
