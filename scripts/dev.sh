@@ -34,6 +34,7 @@ MQTT_OEM_PORT=${MQTT_OEM_PORT:-8884}
 HTTPS_STAGING_PORT=${HTTPS_STAGING_PORT:-8443}
 CLAIMS_TABLE=${CLAIMS_TABLE:-expresslink-claims}
 OEM_ENDPOINT=${OEM_ENDPOINT:-local-oem-ats.iot.us-east-1.amazonaws.com}
+OEM_ENDPOINT_EU=${OEM_ENDPOINT_EU:-local-oem-ats.iot.eu-west-1.amazonaws.com}
 DEMO_DEVICE=${DEMO_DEVICE:-demo-0123456789abcdef}
 PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
@@ -169,6 +170,9 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DDB_PORT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
 export CLAIMS_TABLE=$CLAIMS_TABLE
 export OEM_ENDPOINT=$OEM_ENDPOINT
+# Endpoint selection as an OEM with two regions would set it: SKUs EU-* and EU region hints go to
+# the second endpoint (locally the same broker), everything else to OEM_ENDPOINT.
+export OEM_ENDPOINTS='{"endpoints":{"primary":{"host":"$OEM_ENDPOINT"},"eu":{"host":"$OEM_ENDPOINT_EU"}},"rules":[{"sku":"EU-*","endpoint":"eu"},{"region":"eu-*","endpoint":"eu"}],"default":"primary"}'
 export PKI_DIR=$PKI_DIR
 export MQTT_STAGING_PORT=$MQTT_STAGING_PORT
 export MQTT_OEM_PORT=$MQTT_OEM_PORT
@@ -332,7 +336,7 @@ cmd_up() {
   start_service simulator log_has "waiting for a claim" -- "$target/debug/expresslink-sim" \
     --thing "$DEMO_DEVICE" --staging "localhost:$MQTT_STAGING_PORT" --ca "$PKI_DIR/ca.pem" \
     --cert "$PKI_DIR/clients/$DEMO_DEVICE.pem" --key "$PKI_DIR/clients/$DEMO_DEVICE.key" \
-    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT"
+    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT" --resolve "$OEM_ENDPOINT_EU=localhost:$MQTT_OEM_PORT"
   say "the demo user claims $DEMO_DEVICE over HTTP, as the OEM's app would"
   show POST /v1/claims demo-user "{\"code\":\"$DEMO_DEVICE\"}"
   if grep -q '(HTTP 200)' "$STATE/last-response"; then

@@ -7,7 +7,7 @@
 
 pub mod admin;
 
-use std::time::Duration as StdDuration;
+use std::{sync::Arc, time::Duration as StdDuration};
 
 use time::{Duration, OffsetDateTime};
 
@@ -15,6 +15,7 @@ use crate::{
     domain::{
         claim::{Claim, ClaimState, Failure},
         device::{ArrivalDecision, ClaimDecision, Device, Holder, Provisioning, ReleaseDecision},
+        endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         publish::PublishError,
@@ -74,7 +75,9 @@ impl Default for ClaimSettings {
 pub struct ClaimRequest {
     pub user: UserId,
     pub thing_name: ThingName,
-    pub target_endpoint: String,
+    /// Where devices go; decided against the device's SKU and the app's region hint.
+    pub endpoints: Arc<EndpointPlan>,
+    pub region_hint: Option<String>,
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
@@ -311,15 +314,19 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 ClaimDecision::Reserve { superseded } => superseded,
             };
 
-            let claim = Claim::new(
+            let target = request
+                .endpoints
+                .select(device.sku.as_deref(), request.region_hint.as_deref());
+            let mut claim = Claim::new(
                 ClaimId::new_random(),
                 request.thing_name.clone(),
                 request.user.clone(),
                 device.vendor.clone(),
-                request.target_endpoint.clone(),
+                target.host,
                 now,
                 self.settings.deadline,
             );
+            claim.target_rule = target.rule;
             let mut change = DeviceChange::on(&device);
             if let Some(old_id) = superseded {
                 self.expire_into(&mut change, &old_id, now).await?;

@@ -55,11 +55,15 @@ impl Stack {
 
     /// A new device of `vendor` in the registry, with a unique ThingName.
     pub async fn new_device(&self, vendor: &str) -> String {
+        self.new_device_with_sku(vendor, "E2E").await
+    }
+
+    pub async fn new_device_with_sku(&self, vendor: &str, sku: &str) -> String {
         let thing = format!("e2e-{}", uuid::Uuid::new_v4().simple());
         let device = NewDevice {
             thing_name: ThingName::parse(&thing).unwrap_or_else(|e| panic!("{e}")),
             vendor: vendor.to_owned(),
-            sku: Some("E2E".into()),
+            sku: Some(sku.into()),
         };
         if let Err(err) = self.claims.import(&device, Actor::Operator("e2e".into())).await {
             panic!("import {thing}: {err}");
@@ -151,10 +155,16 @@ impl Stack {
             cert_pem: identity.cert_pem,
             key_pem: identity.key_pem,
             ca_pem: self.pki.ca_pem().unwrap_or_else(|e| panic!("{e}")),
-            resolve: HashMap::from([(
-                self.local.oem_endpoint.clone(),
-                ("localhost".to_owned(), self.local.oem_port),
-            )]),
+            // Every OEM endpoint is the stack's OEM listener.
+            resolve: std::iter::once(self.local.oem_endpoint.clone())
+                .chain(
+                    self.local
+                        .oem_endpoints
+                        .iter()
+                        .flat_map(|plan| plan.hosts().map(str::to_owned)),
+                )
+                .map(|host| (host, ("localhost".to_owned(), self.local.oem_port)))
+                .collect::<HashMap<_, _>>(),
         };
         let (events_tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(expresslink_sim::run(config, events_tx));

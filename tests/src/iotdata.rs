@@ -39,10 +39,7 @@ pub async fn moto_publishes(moto_url: &str, topic: &str) -> Result<Vec<RecordedP
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     let mut found = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue; // a line being written right now
-        };
+    for entry in recorded_entries(&text) {
         if entry["method"] != "POST" {
             continue;
         }
@@ -85,6 +82,26 @@ pub async fn moto_publishes(moto_url: &str, topic: &str) -> Result<Vec<RecordedP
         });
     }
     Ok(found)
+}
+
+/// The recording's entries. moto appends one JSON line per request; a large entry may reach the
+/// file in several writes, so another request's line can land inside it: such a line is read from
+/// each entry start it contains. A line still being written is skipped.
+fn recorded_entries(text: &str) -> Vec<serde_json::Value> {
+    let mut entries = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) {
+            entries.push(entry);
+            continue;
+        }
+        for (start, _) in line.match_indices("{\"headers\": ") {
+            let mut stream = serde_json::Deserializer::from_str(&line[start..]).into_iter::<serde_json::Value>();
+            if let Some(Ok(entry)) = stream.next() {
+                entries.push(entry);
+            }
+        }
+    }
+    entries
 }
 
 /// Polls moto's recording until at least `count` publishes to `topic` arrived or `within` passed.
@@ -145,6 +162,17 @@ pub fn iam_profile() -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::percent_decode;
+
+    #[test]
+    fn an_entry_written_into_another_is_still_read() {
+        let small = r#"{"headers": {"A": "1"}, "method": "POST", "url": "http://x/topics/t?qos=1", "body": "", "body_encoded": false}"#;
+        let text = format!(
+            "{{\"headers\": {{\"B\": \"2\"}}, \"body\": \"half of a big one{small}\n\"}}\n{small}\n{{\"headers\": "
+        );
+        let entries = super::recorded_entries(&text);
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        assert!(entries.iter().all(|e| e["method"] == "POST"));
+    }
 
     #[test]
     fn topics_are_decoded_as_moto_got_them() {

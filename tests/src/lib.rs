@@ -95,8 +95,10 @@ pub struct LocalStack {
     pub moto_url: String,
     pub api_url: String,
     pub api_log: std::path::PathBuf,
-    /// The OEM endpoint the functions send devices to, and where it really is locally.
+    /// The OEM endpoint the functions send devices to by default (all are the OEM listener locally).
     pub oem_endpoint: String,
+    /// The selection rules the functions run with (`OEM_ENDPOINTS`), if any.
+    pub oem_endpoints: Option<claim_shared::domain::endpoints::EndpointPlan>,
 }
 
 impl LocalStack {
@@ -117,6 +119,13 @@ impl LocalStack {
             )
             .into(),
             oem_endpoint: var("OEM_ENDPOINT", "local-oem-ats.iot.us-east-1.amazonaws.com"),
+            oem_endpoints: std::env::var("OEM_ENDPOINTS")
+                .ok()
+                .filter(|rules| !rules.trim().is_empty())
+                .map(|rules| {
+                    claim_shared::domain::endpoints::EndpointPlan::from_json(&rules)
+                        .unwrap_or_else(|err| panic!("OEM_ENDPOINTS: {err}"))
+                }),
         }
     }
 

@@ -12,6 +12,7 @@ use claim_shared::{
     domain::{
         claim::ClaimState,
         device::Holder,
+        endpoints::EndpointPlan,
         history::{Actor, HistoryEntry, HistoryEvent},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
@@ -63,7 +64,8 @@ fn request(who: &str, device: &str, key: Option<&str>) -> ClaimRequest {
     ClaimRequest {
         user: user(who),
         thing_name: thing(device),
-        target_endpoint: ENDPOINT.to_owned(),
+        endpoints: std::sync::Arc::new(EndpointPlan::single(ENDPOINT)),
+        region_hint: None,
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).expect("valid key")),
     }
 }

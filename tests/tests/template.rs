@@ -340,6 +340,11 @@ fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requ
             .map(str::to_owned)
             .into(),
     );
+    // claim-api reads its endpoints in ApiConfig::from_env rather than main.rs.
+    let api_env = &resources(&template)["ClaimApiFunction"]["Properties"]["Environment"]["Variables"];
+    for name in ["OEM_ENDPOINT", "OEM_ENDPOINTS"] {
+        assert!(!api_env[name].is_null(), "claim-api lacks {name}");
+    }
     assert_eq!(
         template["Globals"]["Function"]["Runtime"].as_str(),
         Some("provided.al2023")

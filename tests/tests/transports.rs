@@ -335,7 +335,10 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
         .claim(&ClaimRequest {
             user: UserId::parse("alice").unwrap(),
             thing_name: thing.clone(),
-            target_endpoint: stack.local.oem_endpoint.clone(),
+            endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
+                stack.local.oem_endpoint.clone(),
+            )),
+            region_hint: None,
             idempotency_key: None,
         })
         .await

@@ -269,9 +269,12 @@ fn history_entry_view(entry: &HistoryEntry) -> Value {
     })
 }
 
-fn admin_claim_view(claim: &Claim, now: time::OffsetDateTime) -> Value {
+/// A claim as operators see it: the user's view plus who claimed it and the endpoint rule that
+/// chose its target.
+pub fn admin_claim_view(claim: &Claim, now: time::OffsetDateTime) -> Value {
     let mut view = claim_view(claim, now);
     view["user"] = json!(claim.user);
+    view["target_rule"] = json!(claim.target_rule);
     view
 }
 

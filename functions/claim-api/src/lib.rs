@@ -7,10 +7,13 @@
 pub mod admin;
 pub mod identity;
 
+use std::sync::Arc;
+
 use claim_shared::{
     domain::{
         claim::Claim,
         device::Device,
+        endpoints::{is_host_name, EndpointPlan},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
     outbox::Outbox,
@@ -36,8 +39,8 @@ pub const DEVICES_PAGE_SIZE: u32 = 25;
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// The OEM AWS IoT data endpoint devices are sent to (endpoint selection rules come later).
-    pub target_endpoint: String,
+    /// The OEM AWS IoT endpoints devices are sent to, and the rules that choose one.
+    pub endpoints: Arc<EndpointPlan>,
     /// How long a request may spend publishing due endpoint messages before it answers; what is
     /// left is published by the scheduled `claim-publisher`.
     pub publish_budget: std::time::Duration,
@@ -46,22 +49,40 @@ pub struct ApiConfig {
 pub use claim_shared::config::ConfigError;
 
 impl ApiConfig {
-    /// Checked at cold start, so a bad deployment fails loudly instead of publishing garbage.
+    /// One endpoint for every device (`OEM_ENDPOINT`). Checked at cold start, so a bad deployment
+    /// fails loudly instead of publishing garbage.
     pub fn new(target_endpoint: &str) -> Result<Self, ConfigError> {
-        let valid_host = !target_endpoint.is_empty()
-            && target_endpoint.len() <= 253
-            && target_endpoint
-                .split('.')
-                .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-        if !valid_host {
+        if !is_host_name(target_endpoint) {
             return Err(ConfigError(format!(
                 "OEM_ENDPOINT must be a host name such as xxxx-ats.iot.eu-west-1.amazonaws.com, got {target_endpoint:?}"
             )));
         }
-        Ok(Self {
-            target_endpoint: target_endpoint.to_owned(),
+        Ok(Self::with_plan(EndpointPlan::single(target_endpoint)))
+    }
+
+    /// Several endpoints with selection rules (`OEM_ENDPOINTS`, JSON; see `domain::endpoints`).
+    pub fn from_rules(json: &str) -> Result<Self, ConfigError> {
+        EndpointPlan::from_json(json)
+            .map(Self::with_plan)
+            .map_err(|err| ConfigError(format!("OEM_ENDPOINTS: {err}")))
+    }
+
+    /// `OEM_ENDPOINTS` when it is set and not empty, otherwise `OEM_ENDPOINT`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("OEM_ENDPOINTS")
+            .ok()
+            .filter(|rules| !rules.trim().is_empty())
+        {
+            Some(rules) => Self::from_rules(&rules),
+            None => Self::new(&claim_shared::config::required("OEM_ENDPOINT")?),
+        }
+    }
+
+    fn with_plan(plan: EndpointPlan) -> Self {
+        Self {
+            endpoints: Arc::new(plan),
             publish_budget: std::time::Duration::from_secs(3),
-        })
+        }
     }
 }
 
@@ -321,7 +342,8 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         let claim_request = ClaimRequest {
             user: user.clone(),
             thing_name,
-            target_endpoint: self.config.target_endpoint.clone(),
+            endpoints: Arc::clone(&self.config.endpoints),
+            region_hint: body.region.clone(),
             idempotency_key,
         };
         let outcome = self.service.claim(&claim_request).await.map_err(|err| match err {
@@ -452,7 +474,7 @@ type Answer = (StatusCode, Vec<(header::HeaderName, String)>, Option<Value>);
 #[derive(Debug, Deserialize)]
 struct ClaimBody {
     code: String,
-    /// Region hint for endpoint selection; validated, not yet used (one endpoint today).
+    /// Region hint for endpoint selection (rules with a `region`).
     #[serde(default)]
     region: Option<String>,
 }

@@ -14,7 +14,7 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = ApiConfig::new(&required("OEM_ENDPOINT")?)?;
+    let config = ApiConfig::from_env()?;
     let table = required("CLAIMS_TABLE")?;
     let settings = claim_settings()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;

@@ -171,7 +171,10 @@ impl Fixture {
             .claim(&ClaimRequest {
                 user: UserId::parse(user).unwrap(),
                 thing_name: ThingName::parse(thing).unwrap(),
-                target_endpoint: "oem-ats.iot.eu-west-1.amazonaws.com".into(),
+                endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
+                    "oem-ats.iot.eu-west-1.amazonaws.com",
+                )),
+                region_hint: None,
                 idempotency_key: None,
             })
             .await

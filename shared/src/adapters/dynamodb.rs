@@ -625,6 +625,7 @@ fn claim_item(claim: &Claim) -> Item {
         ("state".to_owned(), s(claim.state.as_str())),
         ("publish_attempts".to_owned(), n(claim.publish_attempts)),
         ("target_endpoint".to_owned(), s(&claim.target_endpoint)),
+        ("target_rule".to_owned(), s(&claim.target_rule)),
         ("created_at".to_owned(), n(millis(claim.created_at))),
         ("updated_at".to_owned(), n(millis(claim.updated_at))),
         ("expires_at".to_owned(), n(millis(claim.expires_at))),
@@ -693,6 +694,8 @@ fn claim_from(item: &Item) -> Result<Claim, StoreError> {
         vendor: str_attr(item, "vendor")?.to_owned(),
         state,
         target_endpoint: str_attr(item, "target_endpoint")?.to_owned(),
+        // Claims written before endpoint selection existed had the one endpoint.
+        target_rule: opt_str_attr(item, "target_rule")?.unwrap_or("default").to_owned(),
         created_at: time_attr(item, "created_at")?,
         updated_at: time_attr(item, "updated_at")?,
         expires_at: time_attr(item, "expires_at")?,

@@ -110,7 +110,9 @@ pub struct Claim {
     pub vendor: String,
     /// The state as last written. Use [`Claim::effective_state`] to answer "what is it now".
     pub state: ClaimState,
+    /// The OEM endpoint the device is sent to, and the selection rule that chose it.
     pub target_endpoint: String,
+    pub target_rule: String,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
@@ -143,6 +145,7 @@ impl Claim {
             vendor,
             state: ClaimState::Pending,
             target_endpoint,
+            target_rule: "default".to_owned(),
             created_at: now,
             updated_at: now,
             expires_at: now + deadline,

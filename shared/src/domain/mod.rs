@@ -3,6 +3,7 @@
 
 pub mod claim;
 pub mod device;
+pub mod endpoints;
 pub mod history;
 pub mod ids;
 pub mod publish;

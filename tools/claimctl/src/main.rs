@@ -149,9 +149,7 @@ async fn main() -> ExitCode {
             Ok(claims) => {
                 let now = service.now();
                 for claim in &claims {
-                    let mut line = claim_api::claim_view(claim, now);
-                    line["user"] = serde_json::json!(claim.user);
-                    println!("{line}");
+                    println!("{}", claim_api::admin::admin_claim_view(claim, now));
                 }
                 eprintln!("{} claims", claims.len());
                 ExitCode::SUCCESS

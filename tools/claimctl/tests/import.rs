@@ -214,7 +214,10 @@ async fn operators_inspect_disable_release_and_list_claims() {
     let request = ClaimRequest {
         user: UserId::parse("alice").unwrap(),
         thing_name: thing.clone(),
-        target_endpoint: "oem-ats.iot.eu-west-1.amazonaws.com".into(),
+        endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
+            "oem-ats.iot.eu-west-1.amazonaws.com",
+        )),
+        region_hint: None,
         idempotency_key: None,
     };
     let ClaimOutcome::Created(claim) = fx.service.claim(&request).await.unwrap() else {
