@@ -17,7 +17,7 @@ use crate::{
         device::{ArrivalDecision, ClaimDecision, Device, Holder, Provisioning, ReleaseDecision},
         endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
-        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+        ids::{is_vendor_name, ClaimId, IdempotencyKey, ThingName, UserId},
         publish::PublishError,
     },
     metrics,
@@ -170,12 +170,7 @@ impl NewDevice {
     /// field, so the row can be fixed; an empty SKU is no SKU.
     pub fn parse(thing_name: &str, vendor: &str, sku: Option<&str>) -> Result<Self, String> {
         let thing_name = ThingName::parse(thing_name).map_err(|err| format!("thing_name: {err}"))?;
-        let vendor_ok = !vendor.is_empty()
-            && vendor.len() <= 64
-            && vendor
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !vendor_ok {
+        if !is_vendor_name(vendor) {
             return Err("vendor: 1-64 characters of A-Z a-z 0-9 . _ - (the module vendor's profile name)".into());
         }
         let sku = sku.filter(|sku| !sku.is_empty());

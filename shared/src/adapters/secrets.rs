@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use aws_secretsmanager_caching::SecretsManagerCachingClient;
 
 use crate::{
-    domain::publish::{ClaimThingCredentials, PublishError},
+    domain::{
+        ids::is_vendor_name,
+        publish::{ClaimThingCredentials, PublishError},
+    },
     ports::CredentialSource,
 };
 
@@ -44,12 +47,7 @@ impl SecretsManagerCredentials {
 #[async_trait]
 impl CredentialSource for SecretsManagerCredentials {
     async fn claim_thing(&self, vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
-        let valid_vendor = !vendor.is_empty()
-            && vendor.len() <= 64
-            && vendor
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid_vendor {
+        if !is_vendor_name(vendor) {
             return Err(PublishError::new("vendor_not_configured", "vendor name is not valid"));
         }
         let name = self.secret_name(vendor);

@@ -75,6 +75,15 @@ fn is_thing_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':')
 }
 
+/// A module vendor's name, as device records and secret names use it: 1–64 characters of
+/// `A–Z a–z 0–9 . _ -` (it becomes part of a Secrets Manager name).
+pub fn is_vendor_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// The staging-account topic a module in the staging state subscribes to (protocol §1.3):
 /// `<ThingName>/expresslink_config`. Built only from a validated [`ThingName`], so it always has
 /// exactly two levels, no wildcard and no `$` prefix.
