@@ -179,6 +179,9 @@ export MQTT_OEM_PORT=$MQTT_OEM_PORT
 export HTTPS_STAGING_PORT=$HTTPS_STAGING_PORT
 export CLAIM_API_URL=http://127.0.0.1:$API_PORT/lambda-url/claim-api
 export CLAIM_API_LOG=$LOGS/claim-functions.log
+# Label codes distinct from the ThingName: the HMAC key's secret in moto (local-setup creates it with
+# 64 random characters, used as raw bytes, as GenerateSecretString does on AWS).
+export LABEL_CODE_KEY_SECRET=expresslink/label-code-key
 EOF
 }
 

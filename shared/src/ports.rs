@@ -13,6 +13,7 @@ use crate::domain::{
     device::Device,
     history::{HistoryEntry, NewHistoryEntry},
     ids::{ClaimId, ConfigTopic, IdempotencyKey, ThingName, UserId},
+    label_code::CodeHash,
     publish::{ClaimThingCredentials, PublishError},
 };
 
@@ -54,6 +55,9 @@ pub enum CommitError {
     /// The idempotency record already exists: another request with the same key won.
     #[error("the idempotency key is already used")]
     IdempotencyKeyUsed,
+    /// The device's new label code already belongs to another device (which one is not said).
+    #[error("the label code is already used by another device")]
+    CodeTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -89,6 +93,9 @@ pub struct DeviceChange {
     pub claims: Vec<ClaimWrite>,
     pub history: Vec<HistoryEntry>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// The label code hash the device had when the decision was made: when `device.code_hash`
+    /// differs, the store moves the code's lookup entry in the same transaction.
+    pub previous_code_hash: Option<CodeHash>,
 }
 
 impl DeviceChange {
@@ -102,6 +109,7 @@ impl DeviceChange {
             claims: Vec::new(),
             history: Vec::new(),
             idempotency: None,
+            previous_code_hash: before.code_hash.clone(),
         }
     }
 
@@ -115,6 +123,7 @@ impl DeviceChange {
             claims: Vec::new(),
             history: Vec::new(),
             idempotency: None,
+            previous_code_hash: None,
         }
     }
 
@@ -163,6 +172,10 @@ pub trait OwnershipStore: Send + Sync {
     async fn device(&self, thing: &ThingName) -> Result<Option<Device>, StoreError>;
 
     async fn claim(&self, claim_id: &ClaimId) -> Result<Option<Claim>, StoreError>;
+
+    /// The device whose label code has this hash, read strongly consistent. A code belongs to at
+    /// most one device: the store refuses a change that would give it to a second one.
+    async fn thing_by_code(&self, hash: &CodeHash) -> Result<Option<ThingName>, StoreError>;
 
     /// The device's history in order, oldest first.
     async fn history(&self, thing: &ThingName) -> Result<Vec<HistoryEntry>, StoreError>;

@@ -18,6 +18,7 @@ use crate::{
         endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{is_vendor_name, ClaimId, IdempotencyKey, ThingName, UserId},
+        label_code::{CodeHash, LabelCode, LabelCodeError, LabelCodeKey},
         publish::PublishError,
     },
     metrics,
@@ -74,7 +75,9 @@ impl Default for ClaimSettings {
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     pub user: UserId,
-    pub thing_name: ThingName,
+    /// What the label says: an OEM label code, or the ThingName (`ThingName::into()`). The service
+    /// resolves it to the device (see [`ClaimService::claim`]).
+    pub code: LabelCode,
     /// Where devices go; decided against the device's SKU and the app's region hint.
     pub endpoints: Arc<EndpointPlan>,
     pub region_hint: Option<String>,
@@ -82,10 +85,20 @@ pub struct ClaimRequest {
 }
 
 impl ClaimRequest {
-    /// What an idempotency key is bound to: the same key must come with the same request.
-    fn fingerprint(&self) -> String {
-        format!("claim:{}", self.thing_name)
+    /// What an idempotency key is bound to: the same key must come with a request for the same
+    /// device (the resolved ThingName; never the code itself, which the table must not hold).
+    fn fingerprint(thing: &ThingName) -> String {
+        format!("claim:{thing}")
     }
+}
+
+/// How a claim's code named its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    /// The code's keyed hash is the device's label code.
+    ByLabelCode,
+    /// The code is the device's ThingName.
+    ByThingName,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +153,9 @@ pub enum DeviceOpError {
     DeviceNotFound,
     #[error("too much contention on this device, try again")]
     Busy,
+    /// Import only: the row's label code already belongs to another device (never said which).
+    #[error("code: already used by another device")]
+    CodeInUse,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -163,6 +179,12 @@ pub struct NewDevice {
     pub thing_name: ThingName,
     pub vendor: String,
     pub sku: Option<String>,
+    /// The keyed hash of the label code the OEM printed instead of the ThingName. `None` keeps the
+    /// device's code as it is (a file without codes can be imported again safely).
+    pub code_hash: Option<CodeHash>,
+    /// May the device also be claimed by its ThingName? `None`: yes without a label code; with
+    /// one, no for a new code, unchanged for a device that had a code already.
+    pub allow_thing_name: Option<bool>,
 }
 
 impl NewDevice {
@@ -183,7 +205,34 @@ impl NewDevice {
             thing_name,
             vendor: vendor.to_owned(),
             sku: sku.map(str::to_owned),
+            code_hash: None,
+            allow_thing_name: None,
         })
+    }
+
+    /// Adds the row's label code (hashed with `key`; an empty code is no code) and its
+    /// `allow_thing_name` setting. Errors name the field and never contain the code.
+    pub fn with_label_code(
+        mut self,
+        code: Option<&str>,
+        allow_thing_name: Option<bool>,
+        key: Option<&LabelCodeKey>,
+    ) -> Result<Self, String> {
+        let code = code.filter(|code| !code.is_empty());
+        if code.is_none() && allow_thing_name == Some(false) {
+            // Also what keeps a claimctl failure report (which leaves codes out) from importing a
+            // coded device without its code.
+            return Err("allow_thing_name: false needs the row's code".into());
+        }
+        if let Some(code) = code {
+            let Some(key) = key else {
+                return Err("code: label codes are not enabled (no label code key is configured)".into());
+            };
+            let code = LabelCode::parse(code).map_err(|err: LabelCodeError| format!("code: {err}"))?;
+            self.code_hash = Some(key.hash(&code));
+        }
+        self.allow_thing_name = allow_thing_name;
+        Ok(self)
     }
 }
 
@@ -244,11 +293,55 @@ pub struct ClaimService<S, C> {
     store: S,
     clock: C,
     settings: ClaimSettings,
+    /// Label codes distinct from the ThingName are looked up by their HMAC with this key; without
+    /// it every code is a ThingName.
+    code_key: Option<LabelCodeKey>,
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     pub fn new(store: S, clock: C, settings: ClaimSettings) -> Self {
-        Self { store, clock, settings }
+        Self {
+            store,
+            clock,
+            settings,
+            code_key: None,
+        }
+    }
+
+    /// Enables label codes distinct from the ThingName (`LABEL_CODE_KEY_SECRET`).
+    pub fn with_label_code_key(mut self, key: Option<LabelCodeKey>) -> Self {
+        self.code_key = key;
+        self
+    }
+
+    pub fn label_code_key(&self) -> Option<&LabelCodeKey> {
+        self.code_key.as_ref()
+    }
+
+    /// A claim's code as the user sent it: any label code when label codes are enabled, otherwise
+    /// only a ThingName (`400 invalid_code` for anything else, as before label codes existed).
+    pub fn parse_code(&self, raw: &str) -> Result<LabelCode, String> {
+        if self.code_key.is_some() {
+            LabelCode::parse(raw).map_err(|err| err.to_string())
+        } else {
+            ThingName::parse(raw)
+                .map(LabelCode::from)
+                .map_err(|err| err.to_string())
+        }
+    }
+
+    /// The device a claim's code names: its label code's lookup entry if label codes are enabled
+    /// and it has one, else the device whose ThingName it is.
+    async fn resolve(&self, code: &LabelCode) -> Result<(ThingName, Resolved), ClaimError> {
+        if let Some(key) = &self.code_key {
+            if let Some(thing) = self.store.thing_by_code(&key.hash(code)).await? {
+                return Ok((thing, Resolved::ByLabelCode));
+            }
+        }
+        match code.as_thing_name() {
+            Some(thing) => Ok((thing, Resolved::ByThingName)),
+            None => Err(ClaimError::DeviceNotFound),
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -263,7 +356,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Logs one `claim_decision` event (fields: see README, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
         let started = std::time::Instant::now();
-        let result = self.decide_and_claim(request).await;
+        let resolved = self.resolve(&request.code).await;
+        let result = match &resolved {
+            Ok((thing, how)) => self.decide_and_claim(request, thing, *how).await,
+            Err(err) => Err(err.clone()),
+        };
         let (outcome, claim_id) = match &result {
             Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
             Ok(ClaimOutcome::Existing(claim)) => ("existing", Some(claim.claim_id.as_str())),
@@ -275,28 +372,56 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         };
         let error = result.as_ref().err().map(ToString::to_string);
         metrics::count("ClaimRequests", ("outcome", outcome));
+        // Only a device the code resolved to is named (redacted); the code itself and its hash
+        // are never logged: a code that resolved to nothing may be someone's label code.
+        let (thing_name, by) = match &resolved {
+            Ok((thing, Resolved::ByLabelCode)) => (Some(thing.redacted()), Some("label_code")),
+            Ok((thing, Resolved::ByThingName)) => (Some(thing.redacted()), Some("thing_name")),
+            Err(_) => (None, None),
+        };
         tracing::info!(
             event = "claim_decision",
             outcome,
             claim_id,
-            thing_name = %request.thing_name.redacted(),
+            thing_name,
+            by,
             latency_ms = elapsed_ms(started),
             error,
         );
         result
     }
 
-    async fn decide_and_claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+    async fn decide_and_claim(
+        &self,
+        request: &ClaimRequest,
+        thing: &ThingName,
+        resolved: Resolved,
+    ) -> Result<ClaimOutcome, ClaimError> {
+        let fingerprint = ClaimRequest::fingerprint(thing);
         for attempt in 0..self.settings.max_attempts {
             // Records are written only with a new claim, so a replay repeats that answer (`202`).
-            if let Some(first) = self.replay_idempotent(request).await? {
+            if let Some(first) = self.replay_idempotent(request, &fingerprint).await? {
                 return Ok(ClaimOutcome::Created(first));
             }
             let now = self.clock.now();
-            let device = match self.store.device(&request.thing_name).await? {
+            let device = match self.store.device(thing).await? {
                 Some(device) => device,
                 None => return Err(ClaimError::DeviceNotFound),
             };
+            let allowed = match resolved {
+                // The lookup entry and the device change together; a mismatch is a stale read.
+                Resolved::ByLabelCode => {
+                    device.code_hash.is_some()
+                        && device.code_hash.as_ref()
+                            == self.code_key.as_ref().map(|key| key.hash(&request.code)).as_ref()
+                }
+                Resolved::ByThingName => device.claimable_by_thing_name(),
+            };
+            // A device whose label carries its own code is not found by its ThingName unless the
+            // OEM allows it: indistinguishable from an unknown device.
+            if !allowed {
+                return Err(ClaimError::DeviceNotFound);
+            }
             let superseded = match device.decide_claim(&request.user, now) {
                 ClaimDecision::NotClaimable => return Err(ClaimError::DeviceNotFound),
                 ClaimDecision::AlreadyClaimed => return Err(ClaimError::AlreadyClaimed),
@@ -314,7 +439,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 .select(device.sku.as_deref(), request.region_hint.as_deref());
             let mut claim = Claim::new(
                 ClaimId::new_random(),
-                request.thing_name.clone(),
+                thing.clone(),
                 request.user.clone(),
                 device.vendor.clone(),
                 target.host,
@@ -342,7 +467,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 user: request.user.clone(),
                 key: key.clone(),
                 claim_id: claim.claim_id.clone(),
-                fingerprint: request.fingerprint(),
+                fingerprint: fingerprint.clone(),
                 created_at: now,
                 expires_at: now + self.settings.idempotency_window,
             });
@@ -364,11 +489,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 backoff(attempt).await;
                 Ok(false)
             }
+            // Only an import changes a label code, and it commits by itself.
+            Err(CommitError::CodeTaken) => Err(StoreError::Corrupt("unexpected label code change".into())),
             Err(CommitError::Store(err)) => Err(err),
         }
     }
 
-    async fn replay_idempotent(&self, request: &ClaimRequest) -> Result<Option<Claim>, ClaimError> {
+    async fn replay_idempotent(&self, request: &ClaimRequest, fingerprint: &str) -> Result<Option<Claim>, ClaimError> {
         let Some(key) = &request.idempotency_key else {
             return Ok(None);
         };
@@ -379,7 +506,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         else {
             return Ok(None);
         };
-        if record.fingerprint != request.fingerprint() {
+        if record.fingerprint != fingerprint {
             return Err(ClaimError::IdempotencyKeyReused);
         }
         match self.store.claim(&record.claim_id).await? {
@@ -858,12 +985,26 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Err(DeviceOpError::Busy)
     }
 
-    /// Adds a manufactured device to the registry, or updates its vendor/SKU. Never touches
-    /// ownership, so re-importing a file is always safe.
+    /// Adds a manufactured device to the registry, or updates its vendor, SKU, label code or
+    /// ThingName-claim setting. Never touches ownership, so re-importing a file is always safe. A
+    /// label code that belongs to another device is refused (`CodeInUse`), without saying which.
     pub async fn import(&self, new: &NewDevice, actor: Actor) -> Result<ImportOutcome, DeviceOpError> {
         for attempt in 0..self.settings.max_attempts {
             let now = self.clock.now();
-            let (change, outcome) = match self.store.device(&new.thing_name).await? {
+            let existing = self.store.device(&new.thing_name).await?;
+            let had_code = existing.as_ref().is_some_and(|device| device.code_hash.is_some());
+            let code_hash = new
+                .code_hash
+                .clone()
+                .or_else(|| existing.as_ref().and_then(|device| device.code_hash.clone()));
+            let thing_name_claims = match (new.allow_thing_name, &code_hash) {
+                (_, None) => true,
+                (Some(allowed), Some(_)) => allowed,
+                // A new code closes ThingName claims unless the row says otherwise; a device that
+                // had a code keeps its setting.
+                (None, Some(_)) => had_code && existing.as_ref().is_some_and(|device| device.thing_name_claims),
+            };
+            let (change, outcome) = match existing {
                 None => {
                     let mut change = DeviceChange::create(Device {
                         thing_name: new.thing_name.clone(),
@@ -876,23 +1017,35 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                         history_len: 0,
                         last_claim: None,
                         provisioning: None,
+                        code_hash,
+                        thing_name_claims,
                     });
                     change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
                     (change, ImportOutcome::Created)
                 }
-                Some(existing) if existing.vendor == new.vendor && existing.sku == new.sku => {
+                Some(existing)
+                    if existing.vendor == new.vendor
+                        && existing.sku == new.sku
+                        && existing.code_hash == code_hash
+                        && existing.thing_name_claims == thing_name_claims =>
+                {
                     return Ok(ImportOutcome::Unchanged);
                 }
                 Some(existing) => {
                     let mut change = DeviceChange::on(&existing);
                     change.device.vendor = new.vendor.clone();
                     change.device.sku = new.sku.clone();
+                    change.device.code_hash = code_hash;
+                    change.device.thing_name_claims = thing_name_claims;
                     change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
                     (change, ImportOutcome::Updated)
                 }
             };
-            if self.try_commit(change, attempt).await? {
-                return Ok(outcome);
+            match self.store.commit(change).await {
+                Ok(()) => return Ok(outcome),
+                Err(CommitError::CodeTaken) => return Err(DeviceOpError::CodeInUse),
+                Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => backoff(attempt).await,
+                Err(CommitError::Store(err)) => return Err(err.into()),
             }
         }
         Err(DeviceOpError::Busy)

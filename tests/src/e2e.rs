@@ -64,6 +64,8 @@ impl Stack {
             thing_name: ThingName::parse(&thing).unwrap_or_else(|e| panic!("{e}")),
             vendor: vendor.to_owned(),
             sku: Some(sku.into()),
+            code_hash: None,
+            allow_thing_name: None,
         };
         if let Err(err) = self.claims.import(&device, Actor::Operator("e2e".into())).await {
             panic!("import {thing}: {err}");

@@ -325,6 +325,8 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
                 thing_name: thing.clone(),
                 vendor: vendor.clone(),
                 sku: None,
+                code_hash: None,
+                allow_thing_name: None,
             },
             Actor::Operator("test".into()),
         )
@@ -334,7 +336,7 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
         .claims
         .claim(&ClaimRequest {
             user: UserId::parse("alice").unwrap(),
-            thing_name: thing.clone(),
+            code: thing.clone().into(),
             endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
                 stack.local.oem_endpoint.clone(),
             )),

@@ -9,6 +9,7 @@ use claim_shared::{
         device::Holder,
         history::{Actor, HistoryEntry},
         ids::ThingName,
+        label_code::LabelCodeKey,
     },
     ports::OwnershipStore,
     service::{admin::Inspection, Clock, DeviceOpError, ImportOutcome, NewDevice},
@@ -137,7 +138,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         let mut results = Vec::with_capacity(body.devices.len());
         for item in &body.devices {
             let thing_name = item.get("thing_name").cloned().unwrap_or(Value::Null);
-            let outcome = match parse_import_item(item) {
+            let outcome = match parse_import_item(item, self.service.label_code_key()) {
                 Err(reason) => Err(reason),
                 Ok(device) => match self.service.import(&device, Actor::Operator(operator.to_owned())).await {
                     Ok(outcome) => Ok(outcome),
@@ -146,6 +147,8 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
                     Err(DeviceOpError::Busy | DeviceOpError::DeviceNotFound) => {
                         Err("the device changed meanwhile; send it again".to_owned())
                     }
+                    // Never which device: that would tell the caller another device's code.
+                    Err(err @ DeviceOpError::CodeInUse) => Err(err.to_string()),
                 },
             };
             results.push(match outcome {
@@ -232,12 +235,18 @@ fn device_op_error(err: DeviceOpError) -> ApiError {
             "No device has this ThingName.",
         ),
         DeviceOpError::Busy => ApiError::unavailable(),
+        DeviceOpError::CodeInUse => ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "The label code is already used by another device.",
+        ),
         DeviceOpError::Store(err) => ApiError::from_store(&err),
     }
 }
 
-/// One item of an import request; the reason names the field.
-fn parse_import_item(item: &Value) -> Result<NewDevice, String> {
+/// One item of an import request; the reason names the field. A `code` is hashed with the label
+/// code key at once; neither it nor its hash goes anywhere else.
+fn parse_import_item(item: &Value, key: Option<&LabelCodeKey>) -> Result<NewDevice, String> {
     let text = |field: &str| -> Result<Option<&str>, String> {
         match item.get(field) {
             None | Some(Value::Null) => Ok(None),
@@ -248,14 +257,17 @@ fn parse_import_item(item: &Value) -> Result<NewDevice, String> {
     if !item.is_object() {
         return Err("each device must be a JSON object".into());
     }
-    if text("code")?.is_some() {
-        return Err("code: label codes distinct from the ThingName are not supported yet".into());
-    }
+    let allow_thing_name = match item.get("allow_thing_name") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(allowed)) => Some(*allowed),
+        Some(_) => return Err("allow_thing_name: must be true or false".into()),
+    };
     NewDevice::parse(
         text("thing_name")?.unwrap_or_default(),
         text("vendor")?.unwrap_or_default(),
         text("sku")?,
-    )
+    )?
+    .with_label_code(text("code")?, allow_thing_name, key)
 }
 
 fn history_entry_view(entry: &HistoryEntry) -> Value {
@@ -293,6 +305,10 @@ pub fn inspection_view(inspection: &Inspection) -> Value {
         "vendor": device.map(|d| d.vendor.clone()),
         "sku": device.and_then(|d| d.sku.clone()),
         "disabled": device.map(|d| d.disabled),
+        // Whether the label carries a code of its own (the code and its hash are never shown),
+        // and whether the device can also be claimed by its ThingName.
+        "has_label_code": device.map(|d| d.code_hash.is_some()),
+        "thing_name_claims": device.map(|d| d.claimable_by_thing_name()),
         "imported_at": device.map(|d| timestamp(d.imported_at)),
         "owner": owner,
         "reserved_by": reserved_by,
@@ -331,7 +347,15 @@ mod tests {
     #[test]
     fn import_items_are_checked_field_by_field() {
         let ok = json!({"thing_name": "dev-1", "vendor": "acme", "sku": "S1"});
-        assert_eq!(parse_import_item(&ok).map(|d| d.sku), Ok(Some("S1".into())));
+        assert_eq!(parse_import_item(&ok, None).map(|d| d.sku), Ok(Some("S1".into())));
+        let key = LabelCodeKey::new(&[9; 32]).unwrap();
+        let coded = json!({"thing_name": "dev-1", "vendor": "acme", "code": "LBL 1/x", "allow_thing_name": true});
+        let reason = parse_import_item(&coded, Some(&key)).unwrap_err();
+        assert!(reason.starts_with("code:") && !reason.contains("LBL"), "{reason}");
+        let coded = json!({"thing_name": "dev-1", "vendor": "acme", "code": "LBL-1/x", "allow_thing_name": true});
+        let device = parse_import_item(&coded, Some(&key)).unwrap();
+        assert!(device.code_hash.is_some());
+        assert_eq!(device.allow_thing_name, Some(true));
         for (item, field) in [
             (json!({"thing_name": 5, "vendor": "acme"}), "thing_name"),
             (json!({"thing_name": "a/b", "vendor": "acme"}), "thing_name"),
@@ -340,9 +364,13 @@ mod tests {
                 json!({"thing_name": "dev-1", "vendor": "acme", "code": "LBL-1"}),
                 "code",
             ),
+            (
+                json!({"thing_name": "dev-1", "vendor": "acme", "allow_thing_name": "yes"}),
+                "allow_thing_name",
+            ),
             (json!("dev-1"), "each device"),
         ] {
-            let reason = parse_import_item(&item).unwrap_err();
+            let reason = parse_import_item(&item, None).unwrap_err();
             assert!(reason.starts_with(field), "{item}: {reason}");
         }
     }

@@ -325,8 +325,11 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
 
     async fn create_claim(&self, user: &UserId, request: &Request) -> Result<Answer, ApiError> {
         let body = parse_claim_body(request.body().as_ref())?;
-        let thing_name = ThingName::parse(&body.code)
-            .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", err.to_string()))?;
+        // A label code or a ThingName; the service resolves it. The message never echoes the code.
+        let code = self
+            .service
+            .parse_code(&body.code)
+            .map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, "invalid_code", message))?;
         let idempotency_key = match request.headers().get("idempotency-key") {
             None => None,
             Some(value) => Some(
@@ -341,7 +344,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         };
         let claim_request = ClaimRequest {
             user: user.clone(),
-            thing_name,
+            code,
             endpoints: Arc::clone(&self.config.endpoints),
             region_hint: body.region.clone(),
             idempotency_key,

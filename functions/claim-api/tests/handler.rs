@@ -213,6 +213,8 @@ impl Fixture {
                     thing_name: ThingName::parse(thing).unwrap(),
                     vendor: "espressif".into(),
                     sku: Some("KETTLE-2".into()),
+                    code_hash: None,
+                    allow_thing_name: None,
                 },
                 Actor::Operator("test".into()),
             )

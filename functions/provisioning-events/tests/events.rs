@@ -159,6 +159,8 @@ impl Fixture {
             thing_name: ThingName::parse(thing).unwrap(),
             vendor: "espressif".into(),
             sku: None,
+            code_hash: None,
+            allow_thing_name: None,
         };
         self.claims
             .import(&device, Actor::Operator("test".into()))
@@ -170,7 +172,7 @@ impl Fixture {
         self.claims
             .claim(&ClaimRequest {
                 user: UserId::parse(user).unwrap(),
-                thing_name: ThingName::parse(thing).unwrap(),
+                code: ThingName::parse(thing).unwrap().into(),
                 endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
                     "oem-ats.iot.eu-west-1.amazonaws.com",
                 )),

@@ -8,6 +8,7 @@
 //! | claim       | `CLAIM#<claim_id>`    | `#CLAIM`            | `USER#<user>` / `CLAIM#<created>#<id>` | `STATE#<state>` / `<deadline>#<id>`|
 //! | idempotency | `IDEMPOTENCY#<user>`  | `KEY#<key>`         | –                                      | –                                  |
 //! | lease       | `LEASE#<name>`        | `#LEASE`            | –                                      | –                                  |
+//! | label code  | `CODE#<hmac>`         | `#CODE`             | –                                      | –                                  |
 //!
 //! Claims that owe a publish are also in the sparse `outbox` index: `gsi3pk = OUTBOX`,
 //! `gsi3sk = <next_publish_at>#<id>`.
@@ -23,7 +24,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::{DisplayErrorContext, SdkError},
-    types::{AttributeValue, CancellationReason, Put, TransactWriteItem},
+    types::{AttributeValue, CancellationReason, Delete, Put, TransactWriteItem},
     Client,
 };
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
@@ -35,6 +36,7 @@ use crate::{
         device::{Device, Holder, Provisioning},
         history::{Actor, HistoryEntry, HistoryEvent},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+        label_code::CodeHash,
     },
     ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
@@ -126,6 +128,7 @@ impl DynamoOwnershipStore {
             let item = history_item(&change.device.thing_name, entry);
             writes.push(self.put(item, "attribute_not_exists(pk)", Item::new())?);
         }
+        writes.extend(self.code_writes(change)?);
         if let Some(record) = &change.idempotency {
             // An expired record may be taken over; a live one belongs to the first request.
             writes.push(self.put(
@@ -133,6 +136,38 @@ impl DynamoOwnershipStore {
                 "attribute_not_exists(pk) OR #expires_at <= :now",
                 Item::from([(":now".to_owned(), n(millis(record.created_at)))]),
             )?);
+        }
+        Ok(writes)
+    }
+
+    /// When a change gives the device another label code: the new code's lookup entry, which must
+    /// be free or already this device's (one code, one device), and the removal of the old one.
+    /// The new entry, if any, comes first (see [`OwnershipStore::commit`]).
+    fn code_writes(&self, change: &DeviceChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let (old, new) = (&change.previous_code_hash, &change.device.code_hash);
+        if old == new {
+            return Ok(Vec::new());
+        }
+        let thing = &change.device.thing_name;
+        let ours = Item::from([(":thing".to_owned(), s(thing.as_str()))]);
+        let mut writes = Vec::new();
+        if let Some(new) = new {
+            writes.push(self.put(
+                code_item(new, thing),
+                "attribute_not_exists(pk) OR thing_name = :thing",
+                ours.clone(),
+            )?);
+        }
+        if let Some(old) = old {
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(code_pk(old)))
+                .key("sk", s(CODE_SK))
+                .condition_expression("attribute_not_exists(pk) OR thing_name = :thing")
+                .set_expression_attribute_values(Some(ours))
+                .build()
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            writes.push(TransactWriteItem::builder().delete(delete).build());
         }
         Ok(writes)
     }
@@ -204,9 +239,19 @@ impl OwnershipStore for DynamoOwnershipStore {
         Ok((record.expires_at > now).then_some(record))
     }
 
+    async fn thing_by_code(&self, hash: &CodeHash) -> Result<Option<ThingName>, StoreError> {
+        self.get(code_pk(hash), CODE_SK)
+            .await?
+            .map(|item| thing_attr(&item, "thing_name"))
+            .transpose()
+    }
+
     async fn commit(&self, change: DeviceChange) -> Result<(), CommitError> {
         let writes = self.transaction(&change)?;
         let idempotency_index = change.idempotency.as_ref().map(|_| writes.len() - 1);
+        // The new label code's entry directly follows the history entries.
+        let code_index = (change.device.code_hash.is_some() && change.device.code_hash != change.previous_code_hash)
+            .then_some(1 + change.claims.len() + change.history.len());
         match self
             .client
             .transact_write_items()
@@ -224,7 +269,14 @@ impl OwnershipStore for DynamoOwnershipStore {
                         ) => Some(cancelled.cancellation_reasons().to_vec()),
                         _ => None,
                     });
+                let code_taken = |reasons: &[CancellationReason]| {
+                    code_index
+                        .and_then(|index| reasons.get(index))
+                        .and_then(|reason| reason.code())
+                        .is_some_and(|code| code == "ConditionalCheckFailed")
+                };
                 match reasons {
+                    Some(reasons) if code_taken(&reasons) => Err(CommitError::CodeTaken),
                     Some(reasons) => Err(classify_cancellation(&reasons, idempotency_index)),
                     None => Err(CommitError::Store(unavailable(err))),
                 }
@@ -460,6 +512,21 @@ where
 
 const DEVICE_SK: &str = "#DEVICE";
 const CLAIM_SK: &str = "#CLAIM";
+const CODE_SK: &str = "#CODE";
+
+fn code_pk(hash: &CodeHash) -> String {
+    format!("CODE#{}", hash.as_str())
+}
+
+/// The lookup entry of a label code: which device it belongs to.
+fn code_item(hash: &CodeHash, thing: &ThingName) -> Item {
+    Item::from([
+        ("pk".to_owned(), s(code_pk(hash))),
+        ("sk".to_owned(), s(CODE_SK)),
+        ("entity".to_owned(), s("label_code")),
+        ("thing_name".to_owned(), s(thing.as_str())),
+    ])
+}
 
 fn device_pk(thing: &ThingName) -> String {
     format!("DEVICE#{thing}")
@@ -531,6 +598,13 @@ fn device_item(device: &Device) -> Item {
     if let Some(sku) = &device.sku {
         item.insert("sku".to_owned(), s(sku));
     }
+    if let Some(hash) = &device.code_hash {
+        item.insert("code_hash".to_owned(), s(hash.as_str()));
+    }
+    item.insert(
+        "thing_name_claims".to_owned(),
+        AttributeValue::Bool(device.thing_name_claims),
+    );
     let held = match &device.holder {
         Holder::Free => None,
         Holder::Reserved {
@@ -599,6 +673,16 @@ fn device_from(item: &Item) -> Result<Device, StoreError> {
                 region: opt_str_attr(map, "region")?.map(str::to_owned),
             }),
             Some(_) => return Err(corrupt("provisioning", "not a map")),
+        },
+        // The hash is never put into an error message: errors reach logs.
+        code_hash: opt_str_attr(item, "code_hash")?
+            .map(|raw| CodeHash::parse(raw).ok_or_else(|| corrupt("code_hash", "not a label code hash")))
+            .transpose()?,
+        // Devices imported before label codes existed are claimed by their ThingName.
+        thing_name_claims: match item.get("thing_name_claims") {
+            None => true,
+            Some(AttributeValue::Bool(value)) => *value,
+            Some(_) => return Err(corrupt("thing_name_claims", "not a boolean")),
         },
     })
 }
@@ -918,6 +1002,8 @@ mod tests {
                     account_id: None,
                     region: Some("eu-west-1".into()),
                 }),
+                code_hash: CodeHash::parse(&"0f".repeat(32)),
+                thing_name_claims: false,
             };
             assert_eq!(device_from(&device_item(&device)), Ok(device));
         }

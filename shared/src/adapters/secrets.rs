@@ -12,6 +12,7 @@ use aws_secretsmanager_caching::SecretsManagerCachingClient;
 use crate::{
     domain::{
         ids::is_vendor_name,
+        label_code::LabelCodeKey,
         publish::{ClaimThingCredentials, PublishError},
     },
     ports::CredentialSource,
@@ -73,4 +74,30 @@ impl CredentialSource for SecretsManagerCredentials {
             PublishError::new("credentials_invalid", format!("secret {name}: {detail}"))
         })
     }
+}
+
+/// Loads the label code key (`LABEL_CODE_KEY_SECRET`) once, at cold start: the secret's string
+/// value taken as raw bytes (or its binary value), at least 32 bytes — e.g. the 64 characters
+/// CloudFormation's `GenerateSecretString` makes. The error names the secret, never its value.
+pub async fn load_label_code_key(
+    client: &aws_sdk_secretsmanager::Client,
+    secret: &str,
+) -> Result<LabelCodeKey, String> {
+    let out = client
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|err| {
+            format!(
+                "label code key: cannot read secret {secret}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&err)
+            )
+        })?;
+    let bytes: Vec<u8> = match (out.secret_string(), out.secret_binary()) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(blob)) => blob.as_ref().to_vec(),
+        (None, None) => return Err(format!("label code key: secret {secret} has no value")),
+    };
+    LabelCodeKey::new(&bytes).map_err(|err| format!("label code key: secret {secret}: {err}"))
 }

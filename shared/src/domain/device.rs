@@ -6,7 +6,10 @@
 
 use time::OffsetDateTime;
 
-use super::ids::{ClaimId, ThingName, UserId};
+use super::{
+    ids::{ClaimId, ThingName, UserId},
+    label_code::CodeHash,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Holder {
@@ -41,6 +44,12 @@ pub struct Device {
     pub last_claim: Option<ClaimId>,
     /// Where and as what the device arrived in the OEM account, once it did.
     pub provisioning: Option<Provisioning>,
+    /// The keyed hash of the OEM's label code, when the label shows a code of its own instead of
+    /// the ThingName (see `label_code`). Never shown to anybody.
+    pub code_hash: Option<CodeHash>,
+    /// Whether the device may also be claimed by its ThingName. Always true for a device without a
+    /// label code; for one with a code, only if the OEM allowed it at import.
+    pub thing_name_claims: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -148,6 +157,12 @@ impl Holder {
 }
 
 impl Device {
+    /// Whether a user may claim the device by typing its ThingName: yes unless its label carries
+    /// a code of its own and the OEM did not allow ThingName claims as well.
+    pub fn claimable_by_thing_name(&self) -> bool {
+        self.code_hash.is_none() || self.thing_name_claims
+    }
+
     /// The holder as it is true at `now`: a reservation past its deadline holds nothing.
     pub fn effective_holder(&self, now: OffsetDateTime) -> &Holder {
         match &self.holder {
@@ -254,6 +269,8 @@ mod tests {
             history_len: 1,
             last_claim: None,
             provisioning: None,
+            code_hash: None,
+            thing_name_claims: true,
         }
     }
 
@@ -325,6 +342,21 @@ mod tests {
         assert_eq!(dev.decide_release(&user("a"), T0), ReleaseDecision::MidClaim);
         assert_eq!(dev.decide_release(&user("b"), T0), ReleaseDecision::NotYours);
         assert_eq!(dev.decide_release(&user("a"), deadline), ReleaseDecision::NotYours);
+    }
+
+    #[test]
+    fn a_device_with_a_label_code_is_claimed_by_thing_name_only_if_allowed() {
+        let mut device = device(Holder::Free);
+        assert!(
+            device.claimable_by_thing_name(),
+            "no code: the label shows the ThingName"
+        );
+        let hash = "ab".repeat(32);
+        device.code_hash = super::super::label_code::CodeHash::parse(&hash);
+        device.thing_name_claims = false;
+        assert!(!device.claimable_by_thing_name());
+        device.thing_name_claims = true;
+        assert!(device.claimable_by_thing_name());
     }
 
     #[test]

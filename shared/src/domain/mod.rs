@@ -6,4 +6,5 @@ pub mod device;
 pub mod endpoints;
 pub mod history;
 pub mod ids;
+pub mod label_code;
 pub mod publish;

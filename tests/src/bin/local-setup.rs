@@ -5,6 +5,7 @@
 //! `MQTT_STAGING_PORT`, `AWS_ENDPOINT_URL*`).
 //!
 //! Usage: local-setup [--demo-device <thing-name>]...
+//! With `LABEL_CODE_KEY_SECRET` set it also creates the label code key secret in moto.
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
@@ -65,6 +66,16 @@ async fn run() -> Result<(), String> {
         stack.staging_port
     );
 
+    if let Ok(name) = std::env::var("LABEL_CODE_KEY_SECRET") {
+        if !name.trim().is_empty() {
+            let created = ensure_label_code_key(&local_secrets().await, &name).await?;
+            println!(
+                "label code key {name} {}",
+                if created { "created" } else { "already exists" }
+            );
+        }
+    }
+
     let service = ClaimService::new(
         DynamoOwnershipStore::new(client, &stack.table),
         SystemClock,
@@ -76,6 +87,8 @@ async fn run() -> Result<(), String> {
             thing_name: thing_name.clone(),
             vendor: DEMO_VENDOR.into(),
             sku: Some("DEMO-1".into()),
+            code_hash: None,
+            allow_thing_name: None,
         };
         let outcome = service
             .import(&device, Actor::Operator("scripts/dev.sh".into()))
@@ -87,4 +100,26 @@ async fn run() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The label code key in moto, as the template's `GenerateSecretString` makes it on AWS: 64 random
+/// letters and digits, used as raw bytes. Kept if it exists (stored codes' hashes depend on it).
+async fn ensure_label_code_key(client: &aws_sdk_secretsmanager::Client, name: &str) -> Result<bool, String> {
+    if client.describe_secret().secret_id(name).send().await.is_ok() {
+        return Ok(false);
+    }
+    let key: String = std::iter::repeat_with(fastrand::alphanumeric).take(64).collect();
+    client
+        .create_secret()
+        .name(name)
+        .secret_string(key)
+        .send()
+        .await
+        .map(|_| true)
+        .map_err(|err| {
+            format!(
+                "label code key {name}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&err)
+            )
+        })
 }

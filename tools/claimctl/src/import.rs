@@ -4,8 +4,16 @@
 //! transaction through [`ClaimService::import`], which never touches ownership. Running the same
 //! file again changes nothing, so an interrupted import resumes by running it again.
 //!
+//! Optional columns `code` (a label code distinct from the ThingName, hashed with the label code
+//! key at once; needs `--code-key-secret`) and `allow_thing_name` (`true`/`false`: may the device
+//! also be claimed by its ThingName; default false for a device with a code).
+//!
 //! Rows that cannot be imported go to a failure report: CSV with the input's columns plus `line`
-//! and `reason`, which can be fixed and imported as it is.
+//! and `reason`, which can be fixed and imported as it is. The report never contains a label code:
+//! a failed row that had one is written with the `code` column blank, `allow_thing_name` `false`
+//! unless it was `true`, and the reason saying so; such a row imports again only once its code is
+//! copied back from the input (`allow_thing_name: false` without a code is refused), so a device
+//! never loses its code by way of the report.
 
 use std::{
     io::{BufRead, Write},
@@ -13,7 +21,7 @@ use std::{
 };
 
 use claim_shared::{
-    domain::history::Actor,
+    domain::{history::Actor, label_code::LabelCodeKey},
     ports::OwnershipStore,
     service::{ClaimService, Clock, DeviceOpError, ImportOutcome, NewDevice},
 };
@@ -29,6 +37,11 @@ pub struct RawRow {
     pub vendor: String,
     #[serde(default)]
     pub sku: Option<String>,
+    /// A label code distinct from the ThingName. Never written anywhere (the report leaves it out).
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub allow_thing_name: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,12 +87,20 @@ pub struct Summary {
     pub failed: u64,
 }
 
-/// Checks one row; the reason names the field, so the row can be fixed.
-pub fn validate(row: &RawRow) -> Result<NewDevice, String> {
-    NewDevice::parse(&row.thing_name, &row.vendor, row.sku.as_deref())
+/// Checks one row (hashing its label code with `key`); the reason names the field, so the row can
+/// be fixed, and never contains the code.
+pub fn validate(row: &RawRow, key: Option<&LabelCodeKey>) -> Result<NewDevice, String> {
+    NewDevice::parse(&row.thing_name, &row.vendor, row.sku.as_deref())?.with_label_code(
+        row.code.as_deref(),
+        row.allow_thing_name,
+        key,
+    )
 }
 
 /// Reads rows lazily; a row that cannot even be parsed comes back as a [`Failure`].
+// A failure carries the row (for the report); rows are handled a chunk at a time, so its size
+// does not matter.
+#[allow(clippy::result_large_err)]
 pub fn read_rows(
     input: Box<dyn BufRead + Send>,
     format: Format,
@@ -133,20 +154,54 @@ impl<W: Write> Report<W> {
     pub fn new(out: W) -> Result<Self, ImportError> {
         let mut writer = csv::Writer::from_writer(out);
         writer
-            .write_record(["thing_name", "vendor", "sku", "line", "reason"])
+            .write_record([
+                "thing_name",
+                "vendor",
+                "sku",
+                "code",
+                "allow_thing_name",
+                "line",
+                "reason",
+            ])
             .map_err(|err| ImportError::Report(err.to_string()))?;
         Ok(Self { writer })
     }
 
     pub fn add(&mut self, failure: &Failure) -> Result<(), ImportError> {
         let line = failure.line.to_string();
+        let had_code = failure.row.code.as_deref().is_some_and(|code| !code.is_empty());
+        // The code stays out of the report; without it the row is refused until it is put back.
+        let (allow, reason) = if had_code {
+            (
+                if failure.row.allow_thing_name == Some(true) {
+                    "true"
+                } else {
+                    "false"
+                },
+                format!(
+                    "{}; code: left out of this report, copy it back from line {} of the input",
+                    failure.reason, failure.line
+                ),
+            )
+        } else {
+            (
+                match failure.row.allow_thing_name {
+                    Some(true) => "true",
+                    Some(false) => "false",
+                    None => "",
+                },
+                failure.reason.clone(),
+            )
+        };
         self.writer
             .write_record([
                 failure.row.thing_name.as_str(),
                 failure.row.vendor.as_str(),
                 failure.row.sku.as_deref().unwrap_or(""),
+                "",
+                allow,
                 line.as_str(),
-                failure.reason.as_str(),
+                reason.as_str(),
             ])
             .and_then(|()| self.writer.flush().map_err(csv::Error::from))
             .map_err(|err| ImportError::Report(err.to_string()))
@@ -213,7 +268,8 @@ impl<S: OwnershipStore, C: Clock> Importer<'_, S, C> {
             row: row.clone(),
             reason,
         };
-        let device = validate(&row).map_err(|reason| RowError::Rejected(failure(reason)))?;
+        let device =
+            validate(&row, self.service.label_code_key()).map_err(|reason| RowError::Rejected(failure(reason)))?;
         match self
             .service
             .import(&device, Actor::Operator(self.operator.clone()))
@@ -224,6 +280,7 @@ impl<S: OwnershipStore, C: Clock> Importer<'_, S, C> {
                 let detail = err.to_string();
                 Err(RowError::Store(failure(format!("not stored: {detail}")), detail))
             }
+            Err(err @ DeviceOpError::CodeInUse) => Err(RowError::Rejected(failure(err.to_string()))),
             Err(err) => Err(RowError::Rejected(failure(format!(
                 "not stored: {err}; import it again"
             )))),
@@ -256,7 +313,8 @@ mod tests {
                     RawRow {
                         thing_name: "dev-1".into(),
                         vendor: "acme".into(),
-                        sku: Some("S1".into())
+                        sku: Some("S1".into()),
+                        ..RawRow::default()
                     }
                 )),
                 Ok((
@@ -264,7 +322,8 @@ mod tests {
                     RawRow {
                         thing_name: "dev-2".into(),
                         vendor: "acme".into(),
-                        sku: None
+                        sku: None,
+                        ..RawRow::default()
                     }
                 )),
             ]
@@ -280,23 +339,30 @@ mod tests {
         assert!(matches!(&rows[1], Err(failure) if failure.line == 3));
     }
 
+    fn validate_row(row: &RawRow) -> Result<NewDevice, String> {
+        validate(row, None)
+    }
+
     #[test]
     fn validation_names_the_bad_field() {
         let row = |thing: &str, vendor: &str, sku: Option<&str>| RawRow {
             thing_name: thing.into(),
             vendor: vendor.into(),
             sku: sku.map(Into::into),
+            ..RawRow::default()
         };
-        assert!(validate(&row("dev-1", "acme", Some("S1"))).is_ok());
-        assert!(validate(&row("dev/1", "acme", None))
+        assert!(validate_row(&row("dev-1", "acme", Some("S1"))).is_ok());
+        assert!(validate_row(&row("dev/1", "acme", None))
             .unwrap_err()
             .starts_with("thing_name"));
-        assert!(validate(&row("dev-1", "", None)).unwrap_err().starts_with("vendor"));
-        assert!(validate(&row("dev-1", "a c", None)).unwrap_err().starts_with("vendor"));
-        assert!(validate(&row("dev-1", "acme", Some(&"x".repeat(65))))
+        assert!(validate_row(&row("dev-1", "", None)).unwrap_err().starts_with("vendor"));
+        assert!(validate_row(&row("dev-1", "a c", None))
+            .unwrap_err()
+            .starts_with("vendor"));
+        assert!(validate_row(&row("dev-1", "acme", Some(&"x".repeat(65))))
             .unwrap_err()
             .starts_with("sku"));
-        assert_eq!(validate(&row("dev-1", "acme", Some(""))).map(|d| d.sku), Ok(None));
+        assert_eq!(validate_row(&row("dev-1", "acme", Some(""))).map(|d| d.sku), Ok(None));
     }
 
     #[test]
@@ -311,6 +377,7 @@ mod tests {
                         thing_name: "bad/name".into(),
                         vendor: "acme".into(),
                         sku: Some("S, with comma".into()),
+                        ..RawRow::default()
                     },
                     reason: "thing_name: bad".into(),
                 })

@@ -47,6 +47,10 @@ enum Command {
         /// Devices imported at the same time.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         concurrency: u16,
+        /// The Secrets Manager secret holding the label code key (stack output / template
+        /// resource LabelCodeKeySecret). Needed only for rows with a `code`.
+        #[arg(long, env = "LABEL_CODE_KEY_SECRET")]
+        code_key_secret: Option<String>,
     },
     /// Show a device: record, owner, the claim holding it, full history, and whether it can be
     /// claimed now (and if not, why).
@@ -120,7 +124,24 @@ async fn main() -> ExitCode {
             file,
             report,
             concurrency,
-        } => import(&service, &table, file, report, operator, concurrency).await,
+            code_key_secret,
+        } => {
+            let key = match code_key_secret.filter(|name| !name.trim().is_empty()) {
+                None => None,
+                Some(name) => {
+                    let client = aws_sdk_secretsmanager::Client::new(&aws);
+                    match claim_shared::adapters::secrets::load_label_code_key(&client, &name).await {
+                        Ok(key) => Some(key),
+                        Err(err) => {
+                            eprintln!("error: {err}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            let service = service.with_label_code_key(key);
+            import(&service, &table, file, report, operator, concurrency).await
+        }
         Command::Inspect { thing_name } => match thing(&thing_name) {
             Ok(thing) => inspect(&service, &thing).await,
             Err(code) => code,
@@ -211,6 +232,10 @@ fn device_op_failed(err: &DeviceOpError) -> ExitCode {
         DeviceOpError::Busy => {
             eprintln!("error: the device kept changing underneath; nothing was changed, try again");
             ExitCode::from(3)
+        }
+        DeviceOpError::CodeInUse => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
         }
         DeviceOpError::Store(err) => store_failed(err),
     }

@@ -159,11 +159,11 @@ async fn bad_rows_go_to_a_report_that_imports_once_fixed() {
     assert!(stdout(&output).contains("4 rows: 2 created"), "{}", stdout(&output));
     let failures = std::fs::read_to_string(fx.dir.join("failures.csv")).unwrap();
     assert!(
-        failures.starts_with("thing_name,vendor,sku,line,reason\n"),
+        failures.starts_with("thing_name,vendor,sku,code,allow_thing_name,line,reason\n"),
         "{failures}"
     );
-    assert!(failures.contains("bad/name,acme,X,3,\"thing_name:"), "{failures}");
-    assert!(failures.contains("imp-00002,,SKU-2,4,vendor:"), "{failures}");
+    assert!(failures.contains("bad/name,acme,X,,,3,\"thing_name:"), "{failures}");
+    assert!(failures.contains("imp-00002,,SKU-2,,,4,vendor:"), "{failures}");
     assert_eq!(fx.count("#DEVICE").await, 2);
 
     // The operator fixes the report in place and imports it as it is.
@@ -213,7 +213,7 @@ async fn operators_inspect_disable_release_and_list_claims() {
 
     let request = ClaimRequest {
         user: UserId::parse("alice").unwrap(),
-        thing_name: thing.clone(),
+        code: thing.clone().into(),
         endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
             "oem-ats.iot.eu-west-1.amazonaws.com",
         )),
@@ -269,5 +269,135 @@ async fn operators_inspect_disable_release_and_list_claims() {
         fx.run(&["release", "unknown-1", "--reason", "x"]).status.code(),
         Some(4)
     );
+    std::fs::remove_dir_all(&fx.dir).ok();
+}
+
+/// A fixture whose claimctl reads the label code key from moto (`AWS_ENDPOINT_URL`), as operators
+/// run it with `--code-key-secret`.
+async fn coded_fixture() -> (Fixture, String, claim_shared::domain::label_code::LabelCodeKey) {
+    let fx = fixture().await;
+    let name = format!("test/label-code-key-{}", fx.table);
+    // At least 32 bytes; the table name is unique per test run.
+    let secret = format!("key-for-{}", fx.table);
+    claim_tests::local_secrets()
+        .await
+        .create_secret()
+        .name(&name)
+        .secret_string(&secret)
+        .send()
+        .await
+        .unwrap();
+    let key = claim_shared::domain::label_code::LabelCodeKey::new(secret.as_bytes()).unwrap();
+    (fx, name, key)
+}
+
+#[tokio::test]
+async fn label_codes_are_imported_as_keyed_hashes_and_never_written_back() {
+    let (fx, secret, key) = coded_fixture().await;
+    let code = |n: u32| format!("OEM-CODE/{}-{n}", fx.table);
+    std::fs::write(
+        fx.dir.join("coded.csv"),
+        format!(
+            "thing_name,vendor,sku,code,allow_thing_name\n\
+             lc-00001,acme,S1,{},\n\
+             lc-00002,acme,S1,{},true\n\
+             lc-00003,,S1,{},\n\
+             lc-00005,acme,S1,,\n",
+            code(1),
+            code(2),
+            code(3),
+        ),
+    )
+    .unwrap();
+    // Rows are imported concurrently: the second device with the same code comes in a file of its own.
+    std::fs::write(
+        fx.dir.join("dup.csv"),
+        format!(
+            "thing_name,vendor,sku,code,allow_thing_name\nlc-00004,acme,S1,{},\n",
+            code(1)
+        ),
+    )
+    .unwrap();
+    let import = |file: &str, report: &str| fx.run(&["import", file, "--report", report, "--code-key-secret", &secret]);
+    let output = import("coded.csv", "failures.csv");
+    let dup = import("dup.csv", "dup-failures.csv");
+    let (out, err) = (
+        stdout(&output) + &stdout(&dup),
+        String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&dup.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{out}{err}");
+    assert_eq!(dup.status.code(), Some(1), "{out}{err}");
+    assert!(out.contains("4 rows: 3 created"), "{out}");
+
+    let store = fx.service.store();
+    let hash = |n: u32| key.hash(&claim_shared::domain::label_code::LabelCode::parse(&code(n)).unwrap());
+    let device = |name: &str| {
+        let thing = ThingName::parse(name).unwrap();
+        async move { store.device(&thing).await.unwrap() }
+    };
+    assert_eq!(
+        store.thing_by_code(&hash(1)).await.unwrap(),
+        Some(ThingName::parse("lc-00001").unwrap())
+    );
+    let one = device("lc-00001").await.unwrap();
+    assert_eq!((one.code_hash, one.thing_name_claims), (Some(hash(1)), false));
+    let two = device("lc-00002").await.unwrap();
+    assert_eq!((two.code_hash, two.thing_name_claims), (Some(hash(2)), true));
+    let five = device("lc-00005").await.unwrap();
+    assert_eq!((five.code_hash, five.thing_name_claims), (None, true));
+    assert_eq!(device("lc-00004").await, None);
+    assert_eq!(device("lc-00003").await, None);
+
+    // The reports: lc-00003 (vendor) and lc-00004 (code of another device), codes left out.
+    let failures = std::fs::read_to_string(fx.dir.join("failures.csv")).unwrap()
+        + &std::fs::read_to_string(fx.dir.join("dup-failures.csv")).unwrap();
+    for n in 1..=3 {
+        assert!(!failures.contains(&code(n)), "{failures}");
+        assert!(!failures.contains(hash(n).as_str()), "{failures}");
+        assert!(!out.contains(&code(n)) && !err.contains(&code(n)), "{out}{err}");
+    }
+    assert!(failures.contains("lc-00003,,S1,,false,4,\"vendor:"), "{failures}");
+    assert!(
+        failures.contains("lc-00004,acme,S1,,false,2,\"code: already used by another device; code: left out"),
+        "{failures}"
+    );
+    // Imported as it is, without the code put back: refused, so no device loses its code.
+    let again = import("dup-failures.csv", "failures-2.csv");
+    assert_eq!(again.status.code(), Some(1));
+    let second = std::fs::read_to_string(fx.dir.join("failures-2.csv")).unwrap();
+    assert!(
+        second.contains("lc-00004,acme,S1,,false,2,allow_thing_name: false needs the row's code"),
+        "{second}"
+    );
+
+    // Importing the same file again changes nothing.
+    let again = import("coded.csv", "failures-3.csv");
+    assert!(
+        stdout(&again).contains("4 rows: 0 created, 0 updated, 3 unchanged"),
+        "{}",
+        stdout(&again)
+    );
+
+    // Inspect shows whether there is a code, never the code or its hash.
+    let inspect = fx.run(&["inspect", "lc-00001"]);
+    let view: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        (view["has_label_code"].as_bool(), view["thing_name_claims"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert!(!stdout(&inspect).contains(hash(1).as_str()));
+
+    // Codes without a key: refused row by row, not stored.
+    let plain = fx.run(&[
+        "import",
+        "coded.csv",
+        "--report",
+        "failures-4.csv",
+        "--code-key-secret",
+        "",
+    ]);
+    assert_eq!(plain.status.code(), Some(1));
+    let refused = std::fs::read_to_string(fx.dir.join("failures-4.csv")).unwrap();
+    assert!(refused.contains("code: label codes are not enabled"), "{refused}");
     std::fs::remove_dir_all(&fx.dir).ok();
 }
