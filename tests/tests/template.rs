@@ -98,6 +98,7 @@ fn function_roles(template: &Value) -> BTreeMap<String, String> {
 
 const SECRETS: &str =
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ClaimThingSecretPrefix}*";
+const LABEL_CODE_KEY: &str = "ref:LabelCodeKeySecret";
 const CONFIG_TOPICS: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/*/expresslink_config";
 
 /// What each function may reach: its own log group, the claims table (and only the indexes it
@@ -115,7 +116,7 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
     let mut allowed: BTreeSet<String> = match function {
         "ClaimApiFunction" => table(&["by_user"])
             .into_iter()
-            .chain([SECRETS.into(), CONFIG_TOPICS.into()])
+            .chain([SECRETS.into(), LABEL_CODE_KEY.into(), CONFIG_TOPICS.into()])
             .collect(),
         "ClaimPublisherFunction" => table(&["outbox", "by_state"])
             .into_iter()
@@ -199,7 +200,7 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                 Some("dynamodb") => {
                     Box::new(|r: &str| r.starts_with("ClaimsTable.Arn") || r.starts_with("${ClaimsTable"))
                 }
-                Some("secretsmanager") => Box::new(|r: &str| r == SECRETS),
+                Some("secretsmanager") => Box::new(|r: &str| r == SECRETS || r == LABEL_CODE_KEY),
                 Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS),
                 Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
                 other => panic!("{function}/{sid}: unexpected service {other:?}"),
