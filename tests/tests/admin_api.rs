@@ -50,7 +50,8 @@ async fn import_answers_per_item_is_idempotent_and_records_the_operator() {
         {"thing_name": b, "vendor": DEMO_VENDOR},
         {"thing_name": "bad/name", "vendor": DEMO_VENDOR},
         {"thing_name": unique("adm"), "vendor": ""},
-        {"thing_name": unique("adm"), "vendor": DEMO_VENDOR, "code": "LABEL-1"},
+        // Not a label code (a space): rejected whether label codes are enabled or not.
+        {"thing_name": unique("adm"), "vendor": DEMO_VENDOR, "code": "LABEL 1"},
     ]});
     let first = stack
         .admin("PUT", "/v1/admin/devices", operator, Some(body.clone()))
