@@ -11,7 +11,7 @@
 //! Rows that cannot be imported go to a failure report: CSV with the input's columns plus `line`
 //! and `reason`, which can be fixed and imported as it is. The report never contains a label code:
 //! a failed row that had one is written with the `code` column blank, `allow_thing_name` `false`
-//! unless it was `true`, and the reason saying so; such a row imports again only once its code is
+//! and the reason saying so; such a row imports again only once its code is
 //! copied back from the input (`allow_thing_name: false` without a code is refused), so a device
 //! never loses its code by way of the report.
 
@@ -172,14 +172,17 @@ impl<W: Write> Report<W> {
         let had_code = failure.row.code.as_deref().is_some_and(|code| !code.is_empty());
         // The code stays out of the report; without it the row is refused until it is put back.
         let (allow, reason) = if had_code {
+            // Always `false`: the row is refused until its code is back (a `true` of the input is
+            // named in the reason), so a report never imports a device without its code.
+            let was_allowed = if failure.row.allow_thing_name == Some(true) {
+                " (and allow_thing_name, which was true)"
+            } else {
+                ""
+            };
             (
-                if failure.row.allow_thing_name == Some(true) {
-                    "true"
-                } else {
-                    "false"
-                },
+                "false",
                 format!(
-                    "{}; code: left out of this report, copy it back from line {} of the input",
+                    "{}; code: left out of this report, copy it back from line {} of the input{was_allowed}",
                     failure.reason, failure.line
                 ),
             )
