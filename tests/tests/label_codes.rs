@@ -176,3 +176,27 @@ async fn a_device_with_its_own_label_code_is_claimed_by_it_and_the_code_stays_se
         assert!(!text.contains(&format!("LBL-{run}")) && !text.contains(&format!("LBL2#{run}")));
     }
 }
+
+/// What `claim-api` does at cold start with `LABEL_CODE_KEY_SECRET`: a missing or too short secret
+/// is an error naming the secret (the function does not start), never its value.
+#[tokio::test]
+async fn the_key_must_exist_and_be_long_enough() {
+    let client = claim_tests::local_secrets().await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let missing = load_label_code_key(&client, &format!("test/no-such-key-{run}")).await;
+    let err = missing.err().unwrap();
+    assert!(err.contains(&format!("test/no-such-key-{run}")), "{err}");
+
+    let short_name = format!("test/short-key-{run}");
+    let short_value = format!("short-{}", &run[..8]);
+    client
+        .create_secret()
+        .name(&short_name)
+        .secret_string(&short_value)
+        .send()
+        .await
+        .unwrap();
+    let err = load_label_code_key(&client, &short_name).await.err().unwrap();
+    assert!(err.contains("at least 32 bytes") && err.contains(&short_name), "{err}");
+    assert!(!err.contains(&short_value), "{err}");
+}
