@@ -410,7 +410,8 @@ cmd_test() {
   say "sam validate --lint (offline: no AWS credentials needed)"
   SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint --template template.yaml
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
-  cargo test --workspace --no-fail-fast
+  # The infra/ scripts' tests run the AWS CLI of the SAM venv against moto.
+  INFRA_AWS_CLI_DIR="$SAM_VENV/bin" cargo test --workspace --no-fail-fast
   build_lambdas
   say "all checks passed"
 }
