@@ -374,7 +374,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         metrics::count("ClaimRequests", ("outcome", outcome));
         // Only a device the code resolved to is named (redacted); the code itself and its hash
         // are never logged: a code that resolved to nothing may be someone's label code.
+        // With label codes on, a code shaped like a ThingName may be a mistyped label code: a
+        // code that found no claimable device is not named at all.
         let (thing_name, by) = match &resolved {
+            _ if matches!(result, Err(ClaimError::DeviceNotFound)) => (None, None),
             Ok((thing, Resolved::ByLabelCode)) => (Some(thing.redacted()), Some("label_code")),
             Ok((thing, Resolved::ByThingName)) => (Some(thing.redacted()), Some("thing_name")),
             Err(_) => (None, None),

@@ -912,3 +912,58 @@ async fn claims_by_code_and_by_thing_name_follow_the_devices_setting() {
     assert!(service.parse_code("a/b").is_ok());
     assert!(service.parse_code("a b").is_err());
 }
+
+#[tokio::test]
+async fn claim_decisions_by_label_code_never_log_the_code_or_its_hash() {
+    let fx = fixture().await;
+    let service = fx.coded_service();
+    let code = "OEM-SECRET-CODE-4711";
+    service
+        .import(&coded("dev-logged", Some(code), None), Actor::Operator("t".into()))
+        .await
+        .unwrap();
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        service.claim(&by_code("alice", code, None)).await.unwrap();
+        // A near miss of the code (shaped like a ThingName): not found, and not named.
+        service
+            .claim(&by_code("bob", "OEM-SECRET-CODE-4712", None))
+            .await
+            .unwrap_err();
+        service.claim(&request("bob", "dev-logged", None)).await.unwrap_err();
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let decisions: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fields"].clone())
+        .filter(|f| f["event"] == "claim_decision")
+        .collect();
+    assert_eq!(decisions.len(), 3, "{text}");
+    assert_eq!(
+        (
+            &decisions[0]["outcome"],
+            &decisions[0]["by"],
+            &decisions[0]["thing_name"]
+        ),
+        (
+            &serde_json::json!("created"),
+            &serde_json::json!("label_code"),
+            &serde_json::json!("dev-…(10 chars)")
+        )
+    );
+    for refused in &decisions[1..] {
+        assert_eq!(refused["outcome"], "device_not_found");
+        assert!(
+            refused.get("thing_name").is_none() && refused.get("by").is_none(),
+            "{refused}"
+        );
+    }
+    let hash = code_key().hash(&label(code));
+    assert!(!text.contains("OEM-") && !text.contains(hash.as_str()), "{text}");
+}
