@@ -575,3 +575,69 @@ async fn retry_republishes_a_live_claim_and_renews_an_expired_one_while_the_devi
         "conflict",
     );
 }
+
+/// The handler with label codes enabled (a key), as `claim-api` runs with `LABEL_CODE_KEY_SECRET`.
+async fn fixture_with_label_codes() -> (Fixture, claim_shared::domain::label_code::LabelCodeKey) {
+    let key = claim_shared::domain::label_code::LabelCodeKey::new(b"handler-test-label-code-key-0123456789").unwrap();
+    let client = local_dynamodb().await;
+    let table = fresh_table(&client).await;
+    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
+    let service = ClaimService::new(
+        DynamoOwnershipStore::new(client, table),
+        clock.clone(),
+        ClaimSettings::default(),
+    )
+    .with_label_code_key(Some(key.clone()));
+    let published = Arc::new(RecordingPublisher::default());
+    let outbox = Outbox::new(Arc::new(FixedCredentials), published.clone(), OutboxSettings::default());
+    let fx = Fixture {
+        api: Arc::new(Api::new(service, outbox, ApiConfig::new(ENDPOINT).unwrap())),
+        clock,
+        published,
+    };
+    (fx, key)
+}
+
+#[tokio::test]
+async fn label_codes_claim_their_device_and_never_come_back_in_answers() {
+    let code = "QR:https://oem.example/d?c=Zx9/42#a";
+    for shape in [Shape::Rest, Shape::Http] {
+        let (fx, key) = fixture_with_label_codes().await;
+        let device = NewDevice::parse("dev-coded", "espressif", Some("KETTLE-2"))
+            .unwrap()
+            .with_label_code(Some(code), None, Some(&key))
+            .unwrap();
+        fx.api
+            .service
+            .import(&device, Actor::Operator("test".into()))
+            .await
+            .unwrap();
+        let hash = key.hash(&claim_shared::domain::label_code::LabelCode::parse(code).unwrap());
+
+        let by_name = fx.send(&Call::claim(ALICE, "dev-coded"), shape).await;
+        assert_error(&by_name, StatusCode::NOT_FOUND, "device_not_found");
+        let created = fx.send(&Call::claim(ALICE, code), shape).await;
+        assert_eq!(created.status, StatusCode::ACCEPTED, "{shape:?}: {:?}", created.body);
+        assert_eq!(created.body["thing_name"], "dev-coded");
+        let again = fx.send(&Call::claim(ALICE, code), shape).await;
+        assert_eq!(again.status, StatusCode::OK);
+        let bad = fx.send(&Call::claim(ALICE, "QR code with Zq7Blank"), shape).await;
+        assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_code");
+        let long = fx.send(&Call::claim(ALICE, &"c".repeat(129)), shape).await;
+        assert_error(&long, StatusCode::BAD_REQUEST, "invalid_code");
+        let unknown = fx.send(&Call::claim(ALICE, "QR:nobody/1"), shape).await;
+        assert_error(&unknown, StatusCode::NOT_FOUND, "device_not_found");
+        for answer in [&by_name, &created, &again, &bad, &long, &unknown] {
+            let text = answer.body.to_string();
+            assert!(
+                !text.contains("oem.example") && !text.contains(hash.as_str()) && !text.contains("Zq7Blank"),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            fx.published.0.lock().unwrap().len(),
+            1,
+            "one publish, to the device's topic"
+        );
+    }
+}
