@@ -35,15 +35,21 @@ fn path_with_aws_cli() -> String {
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
+/// The environment that points the AWS CLI at moto, as an operator's shell would point it at AWS.
+fn against_moto() -> [(&'static str, String); 5] {
+    [
+        ("PATH", path_with_aws_cli()),
+        ("AWS_ENDPOINT_URL", LocalStack::from_env().moto_url),
+        ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+    ]
+}
+
 fn run(script: &str, args: &[&str]) -> Output {
-    let local = LocalStack::from_env();
     Command::new(root().join("infra").join(script))
         .args(args)
-        .env("PATH", path_with_aws_cli())
-        .env("AWS_ENDPOINT_URL", &local.moto_url)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(against_moto())
         .output()
         .unwrap()
 }
@@ -74,11 +80,7 @@ fn stack_with_outputs(prefix: &str) -> String {
             "--template-body",
         ])
         .arg(format!("file://{}", file.display()))
-        .env("PATH", path_with_aws_cli())
-        .env("AWS_ENDPOINT_URL", LocalStack::from_env().moto_url)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(against_moto())
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", text(&created));
@@ -151,11 +153,7 @@ async fn register_vendor_writes_a_profile_the_functions_accept_and_registers_the
         .to_owned();
     let described = Command::new("aws")
         .args(["iot", "describe-ca-certificate", "--certificate-id", &ca_id])
-        .env("PATH", path_with_aws_cli())
-        .env("AWS_ENDPOINT_URL", &local.moto_url)
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .envs(against_moto())
         .output()
         .unwrap();
     let described: serde_json::Value = serde_json::from_slice(&described.stdout).unwrap();
