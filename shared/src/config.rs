@@ -15,8 +15,7 @@ pub fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
-/// `CLAIM_DEADLINE_SECONDS` (10..=86400, default 900): how long a claim reserves its device;
-/// `CLAIMS_PER_DEVICE_PER_DAY` (1..=1000, default 10): new claims one device takes in 24 hours.
+/// `CLAIM_DEADLINE_SECONDS` (10..=86400, default 900): how long a claim reserves its device.
 pub fn claim_settings() -> Result<ClaimSettings, ConfigError> {
     let mut settings = ClaimSettings::default();
     if let Ok(raw) = std::env::var("CLAIM_DEADLINE_SECONDS") {
@@ -26,13 +25,6 @@ pub fn claim_settings() -> Result<ClaimSettings, ConfigError> {
             .filter(|s| (10..=86_400).contains(s))
             .ok_or_else(|| ConfigError(format!("CLAIM_DEADLINE_SECONDS must be 10..=86400, got {raw:?}")))?;
         settings.deadline = time::Duration::seconds(seconds);
-    }
-    if let Ok(raw) = std::env::var("CLAIMS_PER_DEVICE_PER_DAY") {
-        settings.claim_rate_limit.claims = raw
-            .parse()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ConfigError(format!("CLAIMS_PER_DEVICE_PER_DAY must be 1..=1000, got {raw:?}")))?;
     }
     Ok(settings)
 }

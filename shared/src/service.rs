@@ -14,7 +14,7 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     domain::{
         claim::{Claim, ClaimState, Failure},
-        device::{ArrivalDecision, ClaimDecision, ClaimRateLimit, Device, Holder, Provisioning, ReleaseDecision},
+        device::{ArrivalDecision, ClaimDecision, Device, Holder, Provisioning, ReleaseDecision},
         endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{is_vendor_name, ClaimId, IdempotencyKey, ThingName, UserId},
@@ -57,8 +57,6 @@ pub struct ClaimSettings {
     /// How long after its deadline a claim is still completed by its device arriving, if nobody
     /// else claimed the device meanwhile.
     pub arrival_grace: Duration,
-    /// New claims (and renewals) one device takes per window.
-    pub claim_rate_limit: ClaimRateLimit,
 }
 
 impl Default for ClaimSettings {
@@ -70,7 +68,6 @@ impl Default for ClaimSettings {
             publish_backoff_base: Duration::seconds(2),
             publish_backoff_max: Duration::minutes(5),
             arrival_grace: Duration::minutes(15),
-            claim_rate_limit: ClaimRateLimit::default(),
         }
     }
 }
@@ -129,9 +126,6 @@ pub enum ClaimError {
     AlreadyClaimed,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
-    /// The device had as many new claims as its rate limit allows; nothing was written (`429`).
-    #[error("too many claims of this device; try again in {} s", retry_after.whole_seconds())]
-    RateLimited { retry_after: Duration },
     /// Lost the race too many times; nothing was written (`503`).
     #[error("too much contention on this device, try again")]
     Busy,
@@ -174,9 +168,6 @@ pub enum RetryError {
     /// Provisioned, released or failed, or expired while the device went to someone else (`409`).
     #[error("the claim cannot be retried")]
     NotRetryable,
-    /// Renewing would exceed the device's claim rate limit (`429`).
-    #[error("too many claims of this device; try again in {} s", retry_after.whole_seconds())]
-    RateLimited { retry_after: Duration },
     #[error("too much contention on this device, try again")]
     Busy,
     #[error(transparent)]
@@ -376,7 +367,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Err(ClaimError::DeviceNotFound) => ("device_not_found", None),
             Err(ClaimError::AlreadyClaimed) => ("already_claimed", None),
             Err(ClaimError::IdempotencyKeyReused) => ("idempotency_key_reused", None),
-            Err(ClaimError::RateLimited { .. }) => ("rate_limited", None),
             Err(ClaimError::Busy) => ("busy", None),
             Err(ClaimError::Store(_)) => ("store_unavailable", None),
         };
@@ -446,10 +436,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 }
                 ClaimDecision::Reserve { superseded } => superseded,
             };
-            let limit = self.settings.claim_rate_limit;
-            if let Some(retry_after) = device.claim_rate_limited(now, limit) {
-                return Err(ClaimError::RateLimited { retry_after });
-            }
 
             let target = request
                 .endpoints
@@ -474,7 +460,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 expires_at: claim.expires_at,
             };
             change.device.last_claim = Some(claim.claim_id.clone());
-            change.device.note_claim(now, limit);
             change.record(NewHistoryEntry::new(
                 now,
                 HistoryEvent::Claimed,
@@ -828,12 +813,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     ClaimDecision::Reserve { superseded } => superseded,
                     _ => return Err(RetryError::NotRetryable),
                 };
-                // A renewal reserves the device again: it counts like a new claim.
-                let limit = self.settings.claim_rate_limit;
-                if let Some(retry_after) = device.claim_rate_limited(now, limit) {
-                    return Err(RetryError::RateLimited { retry_after });
-                }
-                change.device.note_claim(now, limit);
                 match &superseded {
                     // The device still points at this claim: its expiry is recorded by the renewal.
                     Some(id) if id == claim_id => change.record(NewHistoryEntry::new(
@@ -1043,7 +1022,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                         provisioning: None,
                         code_hash,
                         thing_name_claims,
-                        recent_claims: Vec::new(),
                     });
                     change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
                     (change, ImportOutcome::Created)

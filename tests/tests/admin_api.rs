@@ -222,36 +222,3 @@ async fn admin_routes_need_an_operator_and_user_routes_a_user() {
     let unknown = stack.admin("GET", "/v1/admin/claims", "support-engineer", None).await;
     assert_eq!(unknown.status, 404);
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_device_claimed_too_often_is_rate_limited_and_inspect_says_so() {
-    let stack = Stack::connect().await;
-    let operator = "support-engineer";
-    let thing = stack.new_device(DEMO_VENDOR).await;
-    let release = format!("/v1/admin/devices/{thing}/release");
-    // Ten claims a day (the default), each ended at once by an operator.
-    for _ in 0..10 {
-        let claim = stack.claim(&unique("churn"), &thing).await;
-        assert_eq!(claim.status, 202, "{:?}", claim.body);
-        let released = stack
-            .admin("POST", &release, operator, Some(json!({"reason": "test churn"})))
-            .await;
-        assert_eq!(released.status, 200, "{:?}", released.body);
-    }
-    let record = inspect(&stack, operator, &thing).await;
-    assert_eq!(reason(&record), (&json!(false), &json!("rate_limited")));
-    let refused = stack
-        .http
-        .post(format!("{}/v1/claims", stack.local.api_url))
-        .header("x-local-user", unique("late"))
-        .header("content-type", "application/json")
-        .body(json!({ "code": thing }).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status().as_u16(), 429);
-    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=86_400).contains(&retry_after), "{retry_after}");
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "rate_limited");
-}

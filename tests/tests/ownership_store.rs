@@ -19,7 +19,7 @@ use claim_shared::{
     ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
     service::{
         ArrivalOutcome, ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice,
-        Progress, PublishAttempt, ReleaseError, RetryError,
+        Progress, PublishAttempt, ReleaseError,
     },
 };
 use claim_tests::{dynamodb_at, fresh_table, local_dynamodb, ManualClock};
@@ -966,47 +966,4 @@ async fn claim_decisions_by_label_code_never_log_the_code_or_its_hash() {
     }
     let hash = code_key().hash(&label(code));
     assert!(!text.contains("OEM-") && !text.contains(hash.as_str()), "{text}");
-}
-
-#[tokio::test]
-async fn a_device_takes_a_limited_number_of_claims_per_window_and_renewals_count() {
-    let fx = fixture().await;
-    fx.import("rate-1").await;
-    let limit = ClaimSettings::default().claim_rate_limit;
-    // A user who keeps the device reserved by claiming it again whenever the reservation lapses.
-    let mut last = None;
-    for _ in 0..limit.claims {
-        let outcome = fx
-            .service
-            .claim(&request("griefer", "rate-1", None))
-            .await
-            .expect("claim");
-        last = Some(outcome.claim().claim_id.clone());
-        fx.clock.advance(ClaimSettings::default().deadline);
-    }
-    let refused = fx.service.claim(&request("owner", "rate-1", None)).await;
-    let Err(ClaimError::RateLimited { retry_after }) = refused else {
-        panic!("expected rate limited, got {refused:?}")
-    };
-    assert!(
-        retry_after > time::Duration::ZERO && retry_after <= limit.window,
-        "{retry_after}"
-    );
-    // Renewing the last expired claim is a new reservation too: refused the same way.
-    let renewed = fx.service.retry(&user("griefer"), &last.expect("a claim")).await;
-    assert!(matches!(renewed, Err(RetryError::RateLimited { .. })), "{renewed:?}");
-    let inspected = fx.service.inspect(&thing("rate-1")).await.expect("inspect");
-    assert_eq!((inspected.claimable_now, inspected.reason), (false, "rate_limited"));
-    let claimed_before = fx.events("rate-1").await.len();
-
-    // Nothing was written by the refusals; once the oldest claim leaves the window, claims resume.
-    fx.clock.advance(retry_after);
-    let outcome = fx
-        .service
-        .claim(&request("owner", "rate-1", None))
-        .await
-        .expect("claim");
-    assert!(matches!(outcome, ClaimOutcome::Created(_)));
-    let events = fx.events("rate-1").await;
-    assert_eq!(events.len(), claimed_before + 2, "the last expiry and the new claim");
 }

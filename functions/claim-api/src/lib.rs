@@ -98,8 +98,6 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds for a `Retry-After` header (`429`).
-    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -108,20 +106,6 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// `429 rate_limited` with `Retry-After` (whole seconds, rounded up).
-    fn rate_limited(retry_after: time::Duration) -> Self {
-        let seconds = retry_after.whole_seconds() + i64::from(retry_after.subsec_nanoseconds() > 0);
-        Self {
-            retry_after: Some(u64::try_from(seconds.max(1)).unwrap_or(1)),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "This device was claimed too often recently. Please try again later.",
-            )
         }
     }
 
@@ -296,10 +280,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             Err(err) => json_response(
                 err.status,
                 &request_id,
-                err.retry_after
-                    .map(|seconds| (header::RETRY_AFTER, seconds.to_string()))
-                    .into_iter()
-                    .collect(),
+                Vec::new(),
                 Some(json!({"error": {"code": err.code, "message": err.message, "request_id": request_id}})),
             ),
         };
@@ -379,7 +360,6 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
                 "already_claimed",
                 "This device belongs to someone else. Ask them to release it first.",
             ),
-            ClaimError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
             ClaimError::IdempotencyKeyReused => {
                 ApiError::invalid_request("This Idempotency-Key was already used for a different request.")
             }
@@ -413,7 +393,6 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
                 "conflict",
                 "This claim cannot be retried: it is complete, or its device was claimed by someone else.",
             ),
-            RetryError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
             RetryError::Busy => ApiError::unavailable(),
             RetryError::Store(err) => ApiError::from_store(&err),
         })?;

@@ -605,10 +605,6 @@ fn device_item(device: &Device) -> Item {
         "thing_name_claims".to_owned(),
         AttributeValue::Bool(device.thing_name_claims),
     );
-    if !device.recent_claims.is_empty() {
-        let starts = device.recent_claims.iter().map(|at| n(millis(*at))).collect();
-        item.insert("recent_claims".to_owned(), AttributeValue::L(starts));
-    }
     let held = match &device.holder {
         Holder::Free => None,
         Holder::Reserved {
@@ -687,15 +683,6 @@ fn device_from(item: &Item) -> Result<Device, StoreError> {
             None => true,
             Some(AttributeValue::Bool(value)) => *value,
             Some(_) => return Err(corrupt("thing_name_claims", "not a boolean")),
-        },
-        recent_claims: match item.get("recent_claims") {
-            None => Vec::new(),
-            Some(AttributeValue::L(starts)) => starts
-                .iter()
-                .map(|start| time_attr(&HashMap::from([("at".to_owned(), start.clone())]), "at"))
-                .collect::<Result<_, _>>()
-                .map_err(|_| corrupt("recent_claims", "not a list of times"))?,
-            Some(_) => return Err(corrupt("recent_claims", "not a list")),
         },
     })
 }
@@ -1017,7 +1004,6 @@ mod tests {
                 }),
                 code_hash: CodeHash::parse(&"0f".repeat(32)),
                 thing_name_claims: false,
-                recent_claims: vec![claim.created_at, claim.created_at + time::Duration::minutes(20)],
             };
             assert_eq!(device_from(&device_item(&device)), Ok(device));
         }

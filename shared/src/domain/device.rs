@@ -50,28 +50,6 @@ pub struct Device {
     /// Whether the device may also be claimed by its ThingName. Always true for a device without a
     /// label code; for one with a code, only if the OEM allowed it at import.
     pub thing_name_claims: bool,
-    /// When the device's most recent claims started (at most [`ClaimRateLimit::claims`] of them,
-    /// within its window), for the rate limit.
-    pub recent_claims: Vec<OffsetDateTime>,
-}
-
-/// At most `claims` new claims of one device within `window` (default 10 a day). Each claim
-/// reserves the device for its deadline, so without a limit one user could keep a device they do
-/// not own reserved forever by claiming it again whenever a reservation lapses; a device that hits
-/// the limit shows up to operators as `rate_limited`, with its history telling who did it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClaimRateLimit {
-    pub claims: u32,
-    pub window: time::Duration,
-}
-
-impl Default for ClaimRateLimit {
-    fn default() -> Self {
-        Self {
-            claims: 10,
-            window: time::Duration::days(1),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -148,9 +126,6 @@ pub enum Claimability {
     Claimable,
     /// An operator disabled it (users get `404 device_not_found`).
     Disabled,
-    /// It had as many new claims as the rate limit allows within its window (users get
-    /// `429 rate_limited` until the oldest leaves the window).
-    RateLimited,
     /// Someone owns it; they must release it (or an operator force-releases it).
     Owned,
     /// A live claim reserves it until its deadline.
@@ -166,7 +141,6 @@ impl Claimability {
         match self {
             Claimability::Claimable => "claimable",
             Claimability::Disabled => "disabled",
-            Claimability::RateLimited => "rate_limited",
             Claimability::Owned => "owned",
             Claimability::Reserved => "reserved",
         }
@@ -231,39 +205,15 @@ impl Device {
     }
 
     /// Disabled comes first: it stops every user, whoever holds the device.
-    pub fn claimability(&self, now: OffsetDateTime, limit: ClaimRateLimit) -> Claimability {
+    pub fn claimability(&self, now: OffsetDateTime) -> Claimability {
         if self.disabled {
             return Claimability::Disabled;
         }
         match self.effective_holder(now) {
-            Holder::Free if self.claim_rate_limited(now, limit).is_some() => Claimability::RateLimited,
             Holder::Free => Claimability::Claimable,
             Holder::Reserved { .. } => Claimability::Reserved,
             Holder::Owned { .. } => Claimability::Owned,
         }
-    }
-
-    /// `Some(wait)`: the device had `limit.claims` new claims within the window; another is allowed
-    /// after `wait`.
-    pub fn claim_rate_limited(&self, now: OffsetDateTime, limit: ClaimRateLimit) -> Option<time::Duration> {
-        let in_window: Vec<OffsetDateTime> = self
-            .recent_claims
-            .iter()
-            .copied()
-            .filter(|at| now - *at < limit.window)
-            .collect();
-        let count = u32::try_from(in_window.len()).unwrap_or(u32::MAX);
-        let oldest = in_window.into_iter().min()?;
-        (count >= limit.claims).then(|| limit.window - (now - oldest))
-    }
-
-    /// Counts a new claim starting `now`; keeps only what the limit needs.
-    pub fn note_claim(&mut self, now: OffsetDateTime, limit: ClaimRateLimit) {
-        self.recent_claims.retain(|at| now - *at < limit.window);
-        self.recent_claims.push(now);
-        let keep = usize::try_from(limit.claims).unwrap_or(usize::MAX);
-        let excess = self.recent_claims.len().saturating_sub(keep);
-        self.recent_claims.drain(..excess);
     }
 
     pub fn decide_release(&self, user: &UserId, now: OffsetDateTime) -> ReleaseDecision {
@@ -321,7 +271,6 @@ mod tests {
             provisioning: None,
             code_hash: None,
             thing_name_claims: true,
-            recent_claims: Vec::new(),
         }
     }
 
@@ -436,42 +385,10 @@ mod tests {
             (disabled_owned, T0, Claimability::Disabled),
         ];
         for (dev, at, expected) in cases {
-            assert_eq!(dev.claimability(at, ClaimRateLimit::default()), expected);
+            assert_eq!(dev.claimability(at), expected);
             // A stranger can reserve exactly when the device reads claimable.
             let stranger_may = matches!(dev.decide_claim(&user("stranger"), at), ClaimDecision::Reserve { .. });
             assert_eq!(stranger_may, expected.now(), "{expected:?}");
         }
-    }
-
-    #[test]
-    fn a_device_takes_at_most_the_limit_of_new_claims_per_window() {
-        let limit = ClaimRateLimit {
-            claims: 3,
-            window: time::Duration::hours(1),
-        };
-        let mut dev = device(Holder::Free);
-        for minute in [0, 10, 20] {
-            assert_eq!(
-                dev.claim_rate_limited(T0 + time::Duration::minutes(minute), limit),
-                None
-            );
-            dev.note_claim(T0 + time::Duration::minutes(minute), limit);
-        }
-        let now = T0 + time::Duration::minutes(30);
-        assert_eq!(dev.claim_rate_limited(now, limit), Some(time::Duration::minutes(30)));
-        assert_eq!(dev.claimability(now, limit), Claimability::RateLimited);
-        // The oldest claim leaves the window an hour after it started.
-        let later = T0 + time::Duration::minutes(60);
-        assert_eq!(dev.claim_rate_limited(later, limit), None);
-        dev.note_claim(later, limit);
-        assert_eq!(dev.recent_claims.len(), 3, "only what the limit needs is kept");
-        // A held device reads as held, not as rate limited.
-        let mut held = dev.clone();
-        held.holder = Holder::Owned {
-            claim_id: ClaimId::new_random(),
-            user: user("a"),
-            since: later,
-        };
-        assert_eq!(held.claimability(later, limit), Claimability::Owned);
     }
 }

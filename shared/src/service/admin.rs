@@ -26,7 +26,7 @@ pub struct Inspection {
     /// The device's complete history, oldest first.
     pub history: Vec<HistoryEntry>,
     pub claimable_now: bool,
-    /// `claimable`, `not_imported`, `disabled`, `owned`, `reserved` or `rate_limited`.
+    /// `claimable`, `not_imported`, `disabled`, `owned` or `reserved`.
     pub reason: &'static str,
     pub at: OffsetDateTime,
 }
@@ -100,7 +100,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             None => None,
         };
         let history = self.store.history(thing).await?;
-        let claimability = device.claimability(now, self.settings.claim_rate_limit);
+        let claimability = device.claimability(now);
         Ok(Inspection {
             thing_name: thing.clone(),
             device: Some(device),
