@@ -20,6 +20,9 @@ file=$1; shift
 need_file FILE "$file"
 need_aws
 table=$(stack_output "$stack" ClaimsTableName)
+# Rows with a label code are hashed with the stack's key.
+LABEL_CODE_KEY_SECRET=$(stack_output "$stack" LabelCodeKeySecretArn)
+export LABEL_CODE_KEY_SECRET
 operator=$(aws sts get-caller-identity --query Arn --output text)
 say "importing $file into $table as $operator"
 cargo build -q --release -p claimctl --manifest-path "$root/Cargo.toml"

@@ -29,6 +29,11 @@ fn deployed_routes() -> Vec<(String, Option<String>)> {
                 props["Method"].as_str().unwrap(),
                 props["Path"].as_str().unwrap()
             );
+            // IAM routes must not make API Gateway call the function with the caller's credentials
+            // (SAM's default), or operators would need lambda:InvokeFunction.
+            if props["Auth"]["Authorizer"].as_str() == Some("AWS_IAM") {
+                assert_eq!(props["Auth"]["InvokeRole"].as_str(), Some("NONE"), "{route}");
+            }
             (route, props["Auth"]["Authorizer"].as_str().map(str::to_owned))
         })
         .collect()
