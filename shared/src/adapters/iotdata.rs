@@ -30,7 +30,7 @@ use aws_smithy_types::{body::SdkBody, retry::RetryConfig};
 use rumqttc::tokio_rustls::rustls;
 
 use crate::{
-    adapters::mqtt::{client_tls, MqttPublisher},
+    adapters::mqtt::{client_tls, MqttPublisher, PUBLISH_TIMEOUT},
     domain::{
         ids::ConfigTopic,
         publish::{ClaimThingCredentials, PublishError, PublishTransport},
@@ -51,7 +51,7 @@ pub struct HttpsPublisher {
 impl Default for HttpsPublisher {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(5),
+            timeout: PUBLISH_TIMEOUT,
         }
     }
 }
@@ -121,7 +121,7 @@ impl IamPublisher {
             .build();
         Self {
             client: aws_sdk_iotdataplane::Client::from_conf(config),
-            timeout: Duration::from_secs(5),
+            timeout: PUBLISH_TIMEOUT,
         }
     }
 }

@@ -24,6 +24,9 @@ use crate::{
 
 pub const ALPN_MQTT_CA: &[u8] = b"x-amzn-mqtt-ca";
 
+/// How long one publish may take, whatever the transport (the delivery budget may cut it shorter).
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct MqttPublisher {
     /// Upper bound for connect + publish + PUBACK.
@@ -33,7 +36,7 @@ pub struct MqttPublisher {
 impl Default for MqttPublisher {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(5),
+            timeout: PUBLISH_TIMEOUT,
         }
     }
 }
