@@ -16,17 +16,37 @@ pub fn env_or(name: &str, default: &str) -> String {
 }
 
 /// `CLAIM_DEADLINE_SECONDS` (10..=86400, default 900): how long a claim reserves its device.
+/// Failed claim attempts (`device_not_found`, `already_claimed`) allowed per window:
+/// `FAILED_CLAIMS_PER_USER` (1..=10000, default 20), `FAILED_CLAIMS_PER_USER_DEVICE` (1..=10000,
+/// default 10), `FAILED_CLAIMS_WINDOW_SECONDS` (60..=86400, default 3600).
 pub fn claim_settings() -> Result<ClaimSettings, ConfigError> {
     let mut settings = ClaimSettings::default();
-    if let Ok(raw) = std::env::var("CLAIM_DEADLINE_SECONDS") {
-        let seconds: i64 = raw
-            .parse()
-            .ok()
-            .filter(|s| (10..=86_400).contains(s))
-            .ok_or_else(|| ConfigError(format!("CLAIM_DEADLINE_SECONDS must be 10..=86400, got {raw:?}")))?;
+    if let Some(seconds) = bounded_env("CLAIM_DEADLINE_SECONDS", 10, 86_400)? {
         settings.deadline = time::Duration::seconds(seconds);
     }
+    let limits = &mut settings.attempt_limits;
+    if let Some(count) = bounded_env("FAILED_CLAIMS_PER_USER", 1, 10_000)? {
+        limits.per_user = u32::try_from(count).unwrap_or(u32::MAX);
+    }
+    if let Some(count) = bounded_env("FAILED_CLAIMS_PER_USER_DEVICE", 1, 10_000)? {
+        limits.per_user_device = u32::try_from(count).unwrap_or(u32::MAX);
+    }
+    if let Some(seconds) = bounded_env("FAILED_CLAIMS_WINDOW_SECONDS", 60, 86_400)? {
+        limits.window = time::Duration::seconds(seconds);
+    }
     Ok(settings)
+}
+
+/// An optional whole number in `min..=max`; the error names the variable and the bounds.
+fn bounded_env(name: &str, min: i64, max: i64) -> Result<Option<i64>, ConfigError> {
+    let Ok(raw) = std::env::var(name) else {
+        return Ok(None);
+    };
+    raw.parse()
+        .ok()
+        .filter(|value| (min..=max).contains(value))
+        .map(Some)
+        .ok_or_else(|| ConfigError(format!("{name} must be {min}..={max}, got {raw:?}")))
 }
 
 /// `CLAIM_THING_SECRET_TTL_SECONDS` (1..=3600, default 300): how long a warm function reuses a

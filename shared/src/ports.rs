@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
+    attempts::AttemptScope,
     claim::{Claim, ClaimState},
     device::Device,
     history::{HistoryEntry, NewHistoryEntry},
@@ -219,6 +220,18 @@ pub trait OwnershipStore: Send + Sync {
     /// Claims recorded in a live state whose deadline is before `due_before`, oldest deadline
     /// first: the work list of the expiry sweep.
     async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
+
+    /// Failed claim attempts counted under `scope` in the window that starts at `window_start`.
+    async fn failed_attempts(&self, scope: &AttemptScope, window_start: OffsetDateTime) -> Result<u32, StoreError>;
+
+    /// Counts one more failed attempt under `scope` in the window that starts at `window_start`
+    /// (an atomic increment); the count may be forgotten after `forget_after`.
+    async fn count_failed_attempt(
+        &self,
+        scope: &AttemptScope,
+        window_start: OffsetDateTime,
+        forget_after: OffsetDateTime,
+    ) -> Result<(), StoreError>;
 
     /// Claims recorded in `state` whose deadline is in `[deadline_from, deadline_to)`, earliest
     /// deadline first, at most `limit` (operators' lists and the claim funnel).

@@ -13,6 +13,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     domain::{
+        attempts::{AttemptLimits, AttemptScope},
         claim::{Claim, ClaimState, Failure},
         device::{ArrivalDecision, ClaimDecision, Device, Holder, Provisioning, ReleaseDecision},
         endpoints::EndpointPlan,
@@ -57,6 +58,8 @@ pub struct ClaimSettings {
     /// How long after its deadline a claim is still completed by its device arriving, if nobody
     /// else claimed the device meanwhile.
     pub arrival_grace: Duration,
+    /// Failed claim attempts allowed per user, and per user and device, per window.
+    pub attempt_limits: AttemptLimits,
 }
 
 impl Default for ClaimSettings {
@@ -68,6 +71,7 @@ impl Default for ClaimSettings {
             publish_backoff_base: Duration::seconds(2),
             publish_backoff_max: Duration::minutes(5),
             arrival_grace: Duration::minutes(15),
+            attempt_limits: AttemptLimits::default(),
         }
     }
 }
@@ -126,6 +130,10 @@ pub enum ClaimError {
     AlreadyClaimed,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// Too many failed attempts by this user (on this device) recently; nothing was looked up or
+    /// written (`429` with `Retry-After`).
+    #[error("too many failed claim attempts; try again in {} s", retry_after.whole_seconds())]
+    RateLimited { retry_after: Duration },
     /// Lost the race too many times; nothing was written (`503`).
     #[error("too much contention on this device, try again")]
     Busy,
@@ -356,17 +364,33 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Logs one `claim_decision` event (fields: see README, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
         let started = std::time::Instant::now();
-        let resolved = self.resolve(&request.code).await;
+        let user_scope = AttemptScope::User(request.user.clone());
+        // A limited user's code is not even looked up: guessing gets no answer at all.
+        let resolved = match self.check_attempts(&user_scope).await {
+            Ok(()) => self.resolve(&request.code).await,
+            Err(err) => Err(err),
+        };
+        let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
         let result = match &resolved {
-            Ok((thing, how)) => self.decide_and_claim(request, thing, *how).await,
+            Ok((thing, how)) => match self.check_attempts(&device_scope(thing)).await {
+                Ok(()) => self.decide_and_claim(request, thing, *how).await,
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err.clone()),
         };
+        if matches!(result, Err(ClaimError::DeviceNotFound | ClaimError::AlreadyClaimed)) {
+            self.count_failed_attempt(&user_scope).await;
+            if let Ok((thing, _)) = &resolved {
+                self.count_failed_attempt(&device_scope(thing)).await;
+            }
+        }
         let (outcome, claim_id) = match &result {
             Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
             Ok(ClaimOutcome::Existing(claim)) => ("existing", Some(claim.claim_id.as_str())),
             Err(ClaimError::DeviceNotFound) => ("device_not_found", None),
             Err(ClaimError::AlreadyClaimed) => ("already_claimed", None),
             Err(ClaimError::IdempotencyKeyReused) => ("idempotency_key_reused", None),
+            Err(ClaimError::RateLimited { .. }) => ("rate_limited", None),
             Err(ClaimError::Busy) => ("busy", None),
             Err(ClaimError::Store(_)) => ("store_unavailable", None),
         };
@@ -392,6 +416,31 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             error,
         );
         result
+    }
+
+    /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.
+    async fn check_attempts(&self, scope: &AttemptScope) -> Result<(), ClaimError> {
+        let now = self.clock.now();
+        let limits = &self.settings.attempt_limits;
+        let failed = self.store.failed_attempts(scope, limits.window_at(now).start).await?;
+        match limits.exceeded(scope, failed, now) {
+            Some(retry_after) => Err(ClaimError::RateLimited { retry_after }),
+            None => Ok(()),
+        }
+    }
+
+    /// Best effort: a count that cannot be written is logged and the answer stands (the limit is
+    /// then briefly more lenient; the claim's answer is already decided).
+    async fn count_failed_attempt(&self, scope: &AttemptScope) {
+        let limits = &self.settings.attempt_limits;
+        let window = limits.window_at(self.clock.now());
+        if let Err(err) = self
+            .store
+            .count_failed_attempt(scope, window.start, window.end + limits.window)
+            .await
+        {
+            tracing::warn!(event = "attempt_count_failed", outcome = "store_unavailable", error = %err);
+        }
     }
 
     async fn decide_and_claim(

@@ -222,3 +222,62 @@ async fn admin_routes_need_an_operator_and_user_routes_a_user() {
     let unknown = stack.admin("GET", "/v1/admin/claims", "support-engineer", None).await;
     assert_eq!(unknown.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_who_keeps_guessing_codes_is_rate_limited_and_inspect_names_it() {
+    let stack = Stack::connect().await;
+    let operator = "support-engineer";
+    let guesser = unique("guesser");
+    let thing = stack.new_device(DEMO_VENDOR).await;
+    // Inspected for the user in the support ticket.
+    let for_guesser = format!("{thing}?user={guesser}");
+    // The stack counts in fixed one-hour windows: don't start right before one ends.
+    let into_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 3600;
+    if into_hour > 3570 {
+        tokio::time::sleep(Duration::from_secs(3601 - into_hour)).await;
+    }
+
+    let before = inspect(&stack, operator, &for_guesser).await;
+    assert_eq!(reason(&before), (&json!(true), &json!("claimable")));
+    let limit = before.body["rate_limit"]["limit_per_user"].as_u64().unwrap();
+    assert_eq!(before.body["rate_limit"]["failed_attempts_by_user"], 0);
+    for i in 0..limit {
+        let wrong = stack.claim(&guesser, &format!("no-such-device-{i}")).await;
+        assert_eq!(wrong.status, 404, "{:?}", wrong.body);
+    }
+
+    // Now even the right code is not looked up for this user…
+    let refused = stack
+        .http
+        .post(format!("{}/v1/claims", stack.local.api_url))
+        .header("x-local-user", &guesser)
+        .header("content-type", "application/json")
+        .body(json!({ "code": thing }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // …inspect tells the operator why, and when it ends; for everybody else the device is claimable.
+    let after = inspect(&stack, operator, &for_guesser).await;
+    assert_eq!(reason(&after), (&json!(false), &json!("rate_limited")));
+    assert_eq!(after.body["rate_limit"]["failed_attempts_by_user"], limit);
+    let wait = after.body["rate_limit"]["retry_after_seconds"].as_u64().unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
+    let plain = inspect(&stack, operator, &thing).await;
+    assert_eq!(reason(&plain), (&json!(true), &json!("claimable")));
+    assert!(plain.body["rate_limit"].is_null());
+    let history = plain.body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "the refusal wrote nothing: {history:?}");
+
+    let other = stack.claim(&unique("buyer"), &thing).await;
+    assert_eq!(other.status, 202, "{:?}", other.body);
+}

@@ -967,3 +967,77 @@ async fn claim_decisions_by_label_code_never_log_the_code_or_its_hash() {
     let hash = code_key().hash(&label(code));
     assert!(!text.contains("OEM-") && !text.contains(hash.as_str()), "{text}");
 }
+
+#[tokio::test]
+async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_locking_out_others() {
+    let fx = fixture().await;
+    let limits = ClaimSettings::default().attempt_limits;
+    for device in ["limit-1", "limit-2", "limit-3"] {
+        fx.import(device).await;
+    }
+    fx.service
+        .claim(&request("owner", "limit-1", None))
+        .await
+        .expect("the owner claims");
+    fx.clock.advance(Duration::minutes(1));
+
+    // An app that keeps retrying a device somebody else holds: refused on that device…
+    for _ in 0..limits.per_user_device {
+        let answer = fx.service.claim(&request("impatient", "limit-1", None)).await;
+        assert_eq!(answer, Err(ClaimError::AlreadyClaimed));
+    }
+    let answer = fx.service.claim(&request("impatient", "limit-1", None)).await;
+    assert_eq!(
+        answer,
+        Err(ClaimError::RateLimited {
+            retry_after: limits.window - Duration::minutes(1)
+        }),
+        "until the window ends"
+    );
+    let on_device = fx
+        .service
+        .inspect_for(&thing("limit-1"), Some(&user("impatient")))
+        .await
+        .expect("inspect");
+    assert_eq!(on_device.reason, "reserved", "the device's own reason comes first");
+    let attempts = on_device.attempts.expect("attempts of the user");
+    assert_eq!(attempts.failed_on_device, limits.per_user_device);
+    assert_eq!(attempts.retry_after, Some(limits.window - Duration::minutes(1)));
+
+    // …but not on their other devices, and the device's owner is not affected at all.
+    let other = fx.service.claim(&request("impatient", "limit-2", None)).await;
+    assert!(matches!(other, Ok(ClaimOutcome::Created(_))), "{other:?}");
+    let owner = fx.service.claim(&request("owner", "limit-1", None)).await;
+    assert!(matches!(owner, Ok(ClaimOutcome::Existing(_))), "{owner:?}");
+
+    // Guessing codes: every unknown code counts against the user, whatever the code.
+    for i in limits.per_user_device..limits.per_user {
+        let guess = format!("guess-{i}");
+        let answer = fx.service.claim(&request("impatient", &guess, None)).await;
+        assert_eq!(answer, Err(ClaimError::DeviceNotFound), "{guess}");
+    }
+    let free = thing("limit-3");
+    let refused = fx.service.claim(&request("impatient", "limit-3", None)).await;
+    assert!(matches!(refused, Err(ClaimError::RateLimited { .. })), "{refused:?}");
+    let inspected = fx
+        .service
+        .inspect_for(&free, Some(&user("impatient")))
+        .await
+        .expect("inspect");
+    assert_eq!((inspected.claimable_now, inspected.reason), (false, "rate_limited"));
+    assert_eq!(inspected.attempts.expect("attempts").failed_by_user, limits.per_user);
+    let for_others = fx
+        .service
+        .inspect_for(&free, Some(&user("someone")))
+        .await
+        .expect("inspect");
+    assert_eq!((for_others.claimable_now, for_others.reason), (true, "claimable"));
+    assert_eq!(fx.service.inspect(&free).await.expect("inspect").reason, "claimable");
+    // A refusal writes nothing: the free device's history is still only its import.
+    assert_eq!(fx.events("limit-3").await, vec![(HistoryEvent::Imported, None)]);
+
+    // The next window starts from zero.
+    fx.clock.advance(limits.window);
+    let later = fx.service.claim(&request("impatient", "limit-3", None)).await;
+    assert!(matches!(later, Ok(ClaimOutcome::Created(_))), "{later:?}");
+}

@@ -8,7 +8,7 @@ use claim_shared::{
         claim::Claim,
         device::Holder,
         history::{Actor, HistoryEntry},
-        ids::ThingName,
+        ids::{ThingName, UserId},
         label_code::LabelCodeKey,
     },
     ports::OwnershipStore,
@@ -16,7 +16,7 @@ use claim_shared::{
 };
 use lambda_http::{
     http::{Method, StatusCode},
-    Request,
+    Request, RequestExt,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -96,7 +96,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         let action = route.template();
         let (thing, result) = match route {
             AdminRoute::Import => (None, self.import_devices(operator, request).await),
-            AdminRoute::Inspect(raw) => (Some(raw.clone()), self.inspect_device(&raw).await),
+            AdminRoute::Inspect(raw) => (Some(raw.clone()), self.inspect_for_user(&raw, request).await),
             AdminRoute::Release(raw) => (Some(raw.clone()), self.force_release(operator, &raw, request).await),
             AdminRoute::Disable(raw) => (
                 Some(raw.clone()),
@@ -161,11 +161,25 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
         Ok((StatusCode::OK, Vec::new(), Some(json!({ "results": results }))))
     }
 
-    async fn inspect_device(&self, raw: &str) -> Result<Answer, ApiError> {
+    /// `GET …/devices/{thing_name}[?user=<sub>]`: with a user (the one in the support ticket), the
+    /// answer also says whether the failed-attempt limits hold them back on this device.
+    async fn inspect_for_user(&self, raw: &str, request: &Request) -> Result<Answer, ApiError> {
+        let params = request.query_string_parameters_ref();
+        let user = match params.and_then(|p| p.first("user")) {
+            Some(raw_user) => Some(
+                UserId::parse(raw_user)
+                    .map_err(|_| ApiError::invalid_request("user must be 1 to 128 printable ASCII characters."))?,
+            ),
+            None => None,
+        };
+        self.inspect_device(raw, user.as_ref()).await
+    }
+
+    async fn inspect_device(&self, raw: &str, user: Option<&UserId>) -> Result<Answer, ApiError> {
         let thing = parse_thing(raw)?;
         let inspection = self
             .service
-            .inspect(&thing)
+            .inspect_for(&thing, user)
             .await
             .map_err(|err| ApiError::from_store(&err))?;
         Ok((StatusCode::OK, Vec::new(), Some(inspection_view(&inspection))))
@@ -184,7 +198,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             .force_release(&thing, operator, &reason)
             .await
             .map_err(device_op_error)?;
-        self.inspect_device(raw).await
+        self.inspect_device(raw, None).await
     }
 
     async fn set_disabled(
@@ -206,7 +220,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             .set_disabled(&thing, disabled, operator, reason)
             .await
             .map_err(device_op_error)?;
-        self.inspect_device(raw).await
+        self.inspect_device(raw, None).await
     }
 }
 
@@ -320,6 +334,15 @@ pub fn inspection_view(inspection: &Inspection) -> Value {
         })),
         "history": inspection.history.iter().map(history_entry_view).collect::<Vec<_>>(),
         "claimable": {"now": inspection.claimable_now, "reason": inspection.reason},
+        "rate_limit": inspection.attempts.as_ref().map(|a| json!({
+            "user": a.user,
+            "failed_attempts_by_user": a.failed_by_user,
+            "failed_attempts_on_device": a.failed_on_device,
+            "limit_per_user": a.limits.per_user,
+            "limit_per_user_device": a.limits.per_user_device,
+            "window_ends_at": timestamp(a.window_ends_at),
+            "retry_after_seconds": a.retry_after.map(|wait| wait.whole_seconds().max(1)),
+        })),
     })
 }
 

@@ -98,6 +98,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (`429`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -106,6 +108,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `429 rate_limited` with `Retry-After` in whole seconds, rounded up (at least 1).
+    fn rate_limited(retry_after: time::Duration) -> Self {
+        let seconds = retry_after.whole_seconds() + i64::from(retry_after.subsec_nanoseconds() > 0);
+        Self {
+            retry_after: Some(u64::try_from(seconds.max(1)).unwrap_or(1)),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many failed claim attempts. Please try again later.",
+            )
         }
     }
 
@@ -280,7 +296,10 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             Err(err) => json_response(
                 err.status,
                 &request_id,
-                Vec::new(),
+                err.retry_after
+                    .map(|seconds| (header::RETRY_AFTER, seconds.to_string()))
+                    .into_iter()
+                    .collect(),
                 Some(json!({"error": {"code": err.code, "message": err.message, "request_id": request_id}})),
             ),
         };
@@ -363,6 +382,7 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             ClaimError::IdempotencyKeyReused => {
                 ApiError::invalid_request("This Idempotency-Key was already used for a different request.")
             }
+            ClaimError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
             ClaimError::Busy => ApiError::unavailable(),
             ClaimError::Store(err) => ApiError::from_store(&err),
         })?;

@@ -64,6 +64,7 @@ fn the_inspection_schema_names_exactly_the_fields_inspect_returns() {
         history: Vec::new(),
         claimable_now: false,
         reason: "not_imported",
+        attempts: None,
         at: time::OffsetDateTime::now_utc(),
     };
     let returned: BTreeSet<String> = inspection_view(&inspection)

@@ -9,6 +9,7 @@
 //! | idempotency | `IDEMPOTENCY#<user>`  | `KEY#<key>`         | –                                      | –                                  |
 //! | lease       | `LEASE#<name>`        | `#LEASE`            | –                                      | –                                  |
 //! | label code  | `CODE#<hmac>`         | `#CODE`             | –                                      | –                                  |
+//! | attempts    | `ATTEMPTS#<scope>`    | `WINDOW#<start>`    | –                                      | –                                  |
 //!
 //! Claims that owe a publish are also in the sparse `outbox` index: `gsi3pk = OUTBOX`,
 //! `gsi3sk = <next_publish_at>#<id>`.
@@ -32,6 +33,7 @@ use time::OffsetDateTime;
 
 use crate::{
     domain::{
+        attempts::AttemptScope,
         claim::{Claim, ClaimState, Failure, StateChange},
         device::{Device, Holder, Provisioning},
         history::{Actor, HistoryEntry, HistoryEvent},
@@ -401,6 +403,36 @@ impl OwnershipStore for DynamoOwnershipStore {
         }
     }
 
+    async fn failed_attempts(&self, scope: &AttemptScope, window_start: OffsetDateTime) -> Result<u32, StoreError> {
+        let Some(item) = self.get(attempts_pk(scope), &attempts_sk(window_start)).await? else {
+            return Ok(0);
+        };
+        let count = u64_attr(&item, "attempts")?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    async fn count_failed_attempt(
+        &self,
+        scope: &AttemptScope,
+        window_start: OffsetDateTime,
+        forget_after: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(attempts_pk(scope)))
+            .key("sk", s(attempts_sk(window_start)))
+            .update_expression("ADD attempts :one SET entity = :entity, #ttl = :ttl")
+            .expression_attribute_names("#ttl", "ttl")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":entity", s("attempts"))
+            .expression_attribute_values(":ttl", n(forget_after.unix_timestamp()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn overdue_claims(&self, due_before: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
         let mut claims = Vec::new();
         for state in [ClaimState::Pending, ClaimState::EndpointPublished] {
@@ -549,6 +581,14 @@ fn idempotency_sk(key: &IdempotencyKey) -> String {
 }
 
 /// Milliseconds since the epoch, zero-padded so that string order is time order (until year 2286).
+fn attempts_pk(scope: &AttemptScope) -> String {
+    format!("ATTEMPTS#{}", scope.key())
+}
+
+fn attempts_sk(window_start: OffsetDateTime) -> String {
+    format!("WINDOW#{}", padded_millis(window_start))
+}
+
 fn padded_millis(at: OffsetDateTime) -> String {
     format!("{:013}", millis(at))
 }

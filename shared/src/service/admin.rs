@@ -7,10 +7,11 @@ use time::{Duration, OffsetDateTime};
 use super::{elapsed_ms, ClaimService, Clock, DeviceOpError};
 use crate::{
     domain::{
+        attempts::{AttemptLimits, AttemptScope},
         claim::{Claim, ClaimState},
         device::{Device, Holder},
         history::{Actor, HistoryEntry},
-        ids::ThingName,
+        ids::{ThingName, UserId},
     },
     ports::{DeviceChange, OwnershipStore, StoreError},
 };
@@ -26,9 +27,24 @@ pub struct Inspection {
     /// The device's complete history, oldest first.
     pub history: Vec<HistoryEntry>,
     pub claimable_now: bool,
-    /// `claimable`, `not_imported`, `disabled`, `owned` or `reserved`.
+    /// `claimable`, `not_imported`, `disabled`, `owned`, `reserved`, or `rate_limited` (only when
+    /// inspected for a user: the device is free but that user used up their failed attempts).
     pub reason: &'static str,
+    /// The failed-attempt counts of the user the device was inspected for.
+    pub attempts: Option<AttemptStatus>,
     pub at: OffsetDateTime,
+}
+
+/// Where one user stands against the failed-attempt limits, for one device, this window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptStatus {
+    pub user: UserId,
+    pub failed_by_user: u32,
+    pub failed_on_device: u32,
+    pub limits: AttemptLimits,
+    pub window_ends_at: OffsetDateTime,
+    /// `Some(wait)`: the user's claims of this device are answered `429` for this long.
+    pub retry_after: Option<Duration>,
 }
 
 /// How the claims started in a time window ended up (as they read now).
@@ -83,7 +99,17 @@ pub struct ForcedRelease {
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     pub async fn inspect(&self, thing: &ThingName) -> Result<Inspection, StoreError> {
+        self.inspect_for(thing, None).await
+    }
+
+    /// [`Self::inspect`], and whether `user` (the one in the support ticket) is held back by the
+    /// failed-attempt limits on this device.
+    pub async fn inspect_for(&self, thing: &ThingName, user: Option<&UserId>) -> Result<Inspection, StoreError> {
         let now = self.clock.now();
+        let attempts = match user {
+            Some(user) => Some(self.attempt_status(user, thing, now).await?),
+            None => None,
+        };
         let Some(device) = self.store.device(thing).await? else {
             return Ok(Inspection {
                 thing_name: thing.clone(),
@@ -92,6 +118,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 history: Vec::new(),
                 claimable_now: false,
                 reason: "not_imported",
+                attempts,
                 at: now,
             });
         };
@@ -101,14 +128,46 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         };
         let history = self.store.history(thing).await?;
         let claimability = device.claimability(now);
+        // What the device says comes first; the limit is the reason only for a device that is free.
+        let rate_limited = claimability.now() && attempts.as_ref().is_some_and(|a| a.retry_after.is_some());
         Ok(Inspection {
             thing_name: thing.clone(),
             device: Some(device),
             holding_claim,
             history,
-            claimable_now: claimability.now(),
-            reason: claimability.reason(),
+            claimable_now: claimability.now() && !rate_limited,
+            reason: if rate_limited {
+                "rate_limited"
+            } else {
+                claimability.reason()
+            },
+            attempts,
             at: now,
+        })
+    }
+
+    async fn attempt_status(
+        &self,
+        user: &UserId,
+        thing: &ThingName,
+        now: OffsetDateTime,
+    ) -> Result<AttemptStatus, StoreError> {
+        let limits = self.settings.attempt_limits;
+        let window = limits.window_at(now);
+        let by_user = AttemptScope::User(user.clone());
+        let on_device = AttemptScope::UserDevice(user.clone(), thing.clone());
+        let failed_by_user = self.store.failed_attempts(&by_user, window.start).await?;
+        let failed_on_device = self.store.failed_attempts(&on_device, window.start).await?;
+        let retry_after = limits
+            .exceeded(&by_user, failed_by_user, now)
+            .or_else(|| limits.exceeded(&on_device, failed_on_device, now));
+        Ok(AttemptStatus {
+            user: user.clone(),
+            failed_by_user,
+            failed_on_device,
+            limits,
+            window_ends_at: window.end,
+            retry_after,
         })
     }
 
