@@ -73,3 +73,67 @@ pub const LOCAL_USER_HEADER: &str = "x-local-user";
 
 /// The header that names the operator in local runs (feature `local-auth`).
 pub const LOCAL_OPERATOR_HEADER: &str = "x-local-operator";
+
+/// Which operators may use the admin routes (`OPERATOR_PRINCIPALS`): IAM principal ARNs, each exact
+/// or ending in `*` (any ARN with that prefix, e.g. every session of an assumed role). Empty: every
+/// principal that IAM lets sign the call. A list means a broad IAM policy (say, an administrator's
+/// `execute-api:*`) is not enough to change ownership records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorAllowlist(Vec<String>);
+
+impl OperatorAllowlist {
+    /// Comma-separated ARNs; the error names the entry that is not one.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let wildcard_inside = entry.trim_end_matches('*').contains('*');
+            let shaped = entry.starts_with("arn:") && entry.len() <= 512 && !entry.chars().any(char::is_whitespace);
+            if !shaped || wildcard_inside || entry.ends_with("**") {
+                return Err(format!(
+                    "OPERATOR_PRINCIPALS: {entry:?} is not an IAM principal ARN (optionally ending in one *)"
+                ));
+            }
+            entries.push(entry.to_owned());
+        }
+        Ok(Self(entries))
+    }
+
+    pub fn allows(&self, operator: &str) -> bool {
+        self.0.is_empty()
+            || self.0.iter().any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => operator.starts_with(prefix),
+                None => operator == entry,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allowlist_names_exact_principals_or_prefixes() {
+        let list = OperatorAllowlist::parse(
+            " arn:aws:iam::111122223333:user/alice , arn:aws:sts::111122223333:assumed-role/Support/*",
+        )
+        .unwrap_or_default();
+        assert!(list.allows("arn:aws:iam::111122223333:user/alice"));
+        assert!(list.allows("arn:aws:sts::111122223333:assumed-role/Support/bob"));
+        assert!(!list.allows("arn:aws:iam::111122223333:user/alicia"));
+        assert!(!list.allows("arn:aws:sts::111122223333:assumed-role/Admin/bob"));
+        assert!(OperatorAllowlist::parse("").unwrap_or_default().allows("anyone"));
+    }
+
+    #[test]
+    fn an_allowlist_entry_that_is_not_an_arn_is_refused_by_name() {
+        for bad in [
+            "alice",
+            "arn:aws:iam::1:user/*x",
+            "arn:aws:iam::1:user/a b",
+            "arn:aws:iam::1:**",
+        ] {
+            let err = OperatorAllowlist::parse(&format!("arn:aws:iam::1:user/ok,{bad}")).expect_err(bad);
+            assert!(err.contains("OPERATOR_PRINCIPALS") && err.contains(bad), "{err}");
+        }
+    }
+}

@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// How long a request may spend publishing due endpoint messages before it answers; what is
     /// left is published by the scheduled `claim-publisher`.
     pub publish_budget: std::time::Duration,
+    /// Who may use the admin routes, beyond what IAM authorization already checked.
+    pub operators: identity::OperatorAllowlist,
 }
 
 pub use claim_shared::config::ConfigError;
@@ -82,7 +84,14 @@ impl ApiConfig {
         Self {
             endpoints: Arc::new(plan),
             publish_budget: std::time::Duration::from_secs(3),
+            operators: identity::OperatorAllowlist::default(),
         }
+    }
+
+    /// Narrows the operators to `OPERATOR_PRINCIPALS` (comma-separated ARNs; empty: no narrowing).
+    pub fn with_operators(mut self, raw: &str) -> Result<Self, ConfigError> {
+        self.operators = identity::OperatorAllowlist::parse(raw).map_err(ConfigError)?;
+        Ok(self)
     }
 }
 
@@ -322,6 +331,19 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
                     "Admin routes need IAM authorization.",
                 ));
             };
+            if !self.config.operators.allows(&operator) {
+                tracing::warn!(
+                    event = "admin_action",
+                    action = route.template(),
+                    operator,
+                    outcome = "forbidden"
+                );
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "This IAM principal is not one of this stack's operators (OPERATOR_PRINCIPALS).",
+                ));
+            }
             return self.admin(route, &operator, request).await;
         }
         let Some(user) = identity::caller(request) else {

@@ -5,7 +5,7 @@ use aws_config::BehaviorVersion;
 use claim_api::{Api, ApiConfig};
 use claim_shared::{
     adapters::{dynamodb::DynamoOwnershipStore, secrets::load_label_code_key},
-    config::{claim_settings, required},
+    config::{claim_settings, env_or, required},
     outbox,
     service::{ClaimService, SystemClock},
 };
@@ -14,7 +14,7 @@ use lambda_http::{service_fn, Error};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let config = ApiConfig::from_env()?;
+    let config = ApiConfig::from_env()?.with_operators(&env_or("OPERATOR_PRINCIPALS", ""))?;
     let table = required("CLAIMS_TABLE")?;
     let settings = claim_settings()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;

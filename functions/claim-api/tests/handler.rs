@@ -44,6 +44,8 @@ struct Call<'a> {
     body: Option<Vec<u8>>,
     headers: Vec<(&'a str, &'a str)>,
     query: Option<(&'a str, &'a str)>,
+    /// The IAM principal that signed the call (REST shape: `requestContext.identity.userArn`).
+    operator: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
@@ -55,6 +57,16 @@ impl<'a> Call<'a> {
             body: None,
             headers: Vec::new(),
             query: None,
+            operator: None,
+        }
+    }
+
+    /// An admin call signed by the IAM principal `arn` (no app user).
+    fn admin(method: &'a str, path: &'a str, arn: &'a str) -> Self {
+        Self {
+            user: None,
+            operator: Some(arn),
+            ..Self::new(method, path, "")
         }
     }
 
@@ -97,6 +109,9 @@ impl<'a> Call<'a> {
                 match self.user {
                     Some(user) => event["requestContext"]["authorizer"]["claims"]["sub"] = json!(user),
                     None => event["requestContext"]["authorizer"] = Value::Null,
+                }
+                if let Some(arn) = self.operator {
+                    event["requestContext"]["identity"]["userArn"] = json!(arn);
                 }
                 for (name, value) in &self.headers {
                     event["headers"][*name] = json!(value);
@@ -187,6 +202,10 @@ struct Answer {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(ApiConfig::new(ENDPOINT).unwrap()).await
+}
+
+async fn fixture_with(config: ApiConfig) -> Fixture {
     let client = local_dynamodb().await;
     let table = fresh_table(&client).await;
     let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
@@ -198,7 +217,7 @@ async fn fixture() -> Fixture {
     let published = Arc::new(RecordingPublisher::default());
     let outbox = Outbox::new(Arc::new(FixedCredentials), published.clone(), OutboxSettings::default());
     Fixture {
-        api: Arc::new(Api::new(service, outbox, ApiConfig::new(ENDPOINT).unwrap())),
+        api: Arc::new(Api::new(service, outbox, config)),
         clock,
         published,
     }
@@ -640,4 +659,35 @@ async fn label_codes_claim_their_device_and_never_come_back_in_answers() {
             "one publish, to the device's topic"
         );
     }
+}
+
+#[tokio::test]
+async fn with_an_operator_allowlist_only_the_named_iam_principals_are_operators() {
+    let support = "arn:aws:sts::111122223333:assumed-role/ClaimSupport/dana";
+    let admin = "arn:aws:iam::111122223333:user/admin";
+    let config = ApiConfig::new(ENDPOINT)
+        .unwrap()
+        .with_operators("arn:aws:sts::111122223333:assumed-role/ClaimSupport/*")
+        .unwrap();
+    let fx = fixture_with(config).await;
+    fx.import("ops-1").await;
+    let path = "/v1/admin/devices/ops-1/disable";
+
+    let refused = fx.send(&Call::admin("POST", path, admin), Shape::Rest).await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(fx.history_len("ops-1").await, 1, "a refused operator changes nothing");
+
+    let done = fx.send(&Call::admin("POST", path, support), Shape::Rest).await;
+    assert_eq!(done.status, StatusCode::OK, "{:?}", done.body);
+    assert_eq!(done.body["claimable"]["reason"], "disabled");
+    let last = done.body["history"].as_array().and_then(|h| h.last()).cloned().unwrap();
+    assert_eq!(last["actor"], json!({"kind": "operator", "id": support}));
+
+    // Without a list, IAM authorization alone decides (the default).
+    let open = fixture().await;
+    open.import("ops-1").await;
+    let inspected = open
+        .send(&Call::admin("GET", "/v1/admin/devices/ops-1", admin), Shape::Rest)
+        .await;
+    assert_eq!(inspected.status, StatusCode::OK, "{:?}", inspected.body);
 }
