@@ -171,8 +171,11 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
 export CLAIMS_TABLE=$CLAIMS_TABLE
 export OEM_ENDPOINT=$OEM_ENDPOINT
 # Endpoint selection as an OEM with two regions would set it: SKUs EU-* and EU region hints go to
-# the second endpoint (locally the same broker), everything else to OEM_ENDPOINT.
-export OEM_ENDPOINTS='{"endpoints":{"primary":{"host":"$OEM_ENDPOINT"},"eu":{"host":"$OEM_ENDPOINT_EU"}},"rules":[{"sku":"EU-*","endpoint":"eu"},{"region":"eu-*","endpoint":"eu"}],"default":"primary"}'
+# the second endpoint (locally the same broker), everything else to OEM_ENDPOINT. The second is in
+# eu-west-1, outside the stack's region, so it must be marked "events": "forwarded"; locally that
+# holds: the iot-events bridge turns every connection to the one OEM broker into an event for
+# provisioning-events, whichever host the device was sent to.
+export OEM_ENDPOINTS='{"endpoints":{"primary":{"host":"$OEM_ENDPOINT"},"eu":{"host":"$OEM_ENDPOINT_EU","events":"forwarded"}},"rules":[{"sku":"EU-*","endpoint":"eu"},{"region":"eu-*","endpoint":"eu"}],"default":"primary"}'
 export PKI_DIR=$PKI_DIR
 export MQTT_STAGING_PORT=$MQTT_STAGING_PORT
 export MQTT_OEM_PORT=$MQTT_OEM_PORT
@@ -404,8 +407,8 @@ cmd_test() {
   cargo fmt --all --check
   say "cargo clippy"
   cargo clippy --workspace --all-targets -q -- -D warnings
-  say "cfn-lint template.yaml"
-  "$VENV/bin/cfn-lint" template.yaml
+  say "cfn-lint template.yaml infra/event-forwarder.yaml"
+  "$VENV/bin/cfn-lint" template.yaml infra/event-forwarder.yaml
   ensure_sam_venv
   say "sam validate --lint (offline: no AWS credentials needed)"
   SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint --template template.yaml

@@ -6,13 +6,21 @@
 //!
 //! ```json
 //! {"endpoints": {"us": {"host": "abc-ats.iot.us-east-1.amazonaws.com", "account": "111122223333", "region": "us-east-1"},
-//!                "eu": {"host": "abc-ats.iot.eu-west-1.amazonaws.com", "account": "111122223333", "region": "eu-west-1"}},
-//!  "rules": [{"sku": "PRO-EU-*", "endpoint": "eu"}, {"region": "eu-*", "endpoint": "eu"}],
+//!                "pro": {"host": "def-ats.iot.us-east-1.amazonaws.com", "account": "444455556666", "events": "forwarded"}},
+//!  "rules": [{"sku": "PRO-EU-*", "endpoint": "pro"}, {"region": "eu-*", "endpoint": "pro"}],
 //!  "default": "us"}
 //! ```
 //!
 //! A rule names `region` (the app's hint), `sku` (the device's, from the import), or both; a trailing
 //! `*` matches any suffix.
+//!
+//! A claim completes when AWS IoT reports the device's arrival, and those events are raised in the
+//! endpoint's own account and region, where only that account's topic rules see them. So an endpoint
+//! outside the stack's account or region is refused at cold start ([`EndpointPlan::check_events_reach`])
+//! unless it says `"events": "forwarded"`: the OEM has set up forwarding to this stack
+//! (infra/README.md). The region is the entry's `region`, else the one in an AWS IoT host name
+//! (`<prefix>-ats.iot.<region>.amazonaws.com`); an entry with neither (local placeholder hosts,
+//! custom domains) cannot be checked and is taken as it is.
 
 use std::collections::BTreeMap;
 
@@ -23,11 +31,35 @@ use serde::Deserialize;
 pub struct OemEndpoint {
     /// The AWS IoT data endpoint host the module is sent to.
     pub host: String,
-    /// Documentation for operators (where the things will live); not used to connect.
+    /// The AWS account the things will live in; checked against the stack's at cold start.
     #[serde(default)]
     pub account: Option<String>,
+    /// The endpoint's region; checked against the host's and the stack's at cold start.
     #[serde(default)]
     pub region: Option<String>,
+    /// How this endpoint's AWS IoT events reach the stack.
+    #[serde(default)]
+    pub events: EventRoute,
+}
+
+/// How an endpoint's AWS IoT events (thing created, device connected) reach `provisioning-events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventRoute {
+    /// Through the stack's own topic rules: the endpoint is in the stack's account and region.
+    #[default]
+    Direct,
+    /// The OEM forwards them from the endpoint's account or region (infra/README.md). Declared, not
+    /// verified: the stack cannot see the other account's rules.
+    Forwarded,
+}
+
+/// Where the stack runs: the account and region whose AWS IoT events its topic rules receive.
+/// `None` where it is not known (a local run without `STACK_ACCOUNT_ID`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackLocation<'a> {
+    pub account: Option<&'a str>,
+    pub region: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -55,6 +87,9 @@ pub struct EndpointPlan {
     endpoints: BTreeMap<String, OemEndpoint>,
     rules: Vec<EndpointRule>,
     default: String,
+    /// Built from `OEM_ENDPOINT` (one unnamed endpoint) rather than `OEM_ENDPOINTS`; only changes
+    /// how errors name the endpoint.
+    single: bool,
 }
 
 /// What selection decided: the host sent to the device and the rule that chose it.
@@ -74,6 +109,29 @@ pub fn is_host_name(host: &str) -> bool {
         })
 }
 
+/// An AWS region name such as `eu-west-1` or `us-gov-west-1`.
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|part| !part.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|part| part.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The region in an AWS IoT endpoint host (`<prefix>-ats.iot.<region>.amazonaws.com`, also
+/// `iot-fips` and `.amazonaws.com.cn`); `None` for any other host.
+pub fn host_region(host: &str) -> Option<String> {
+    let host = host.to_ascii_lowercase();
+    let rest = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let (prefix, region) = rest.rsplit_once('.')?;
+    let (name, service) = prefix.rsplit_once('.')?;
+    (!name.is_empty() && matches!(service, "iot" | "iot-fips") && is_region_name(region)).then(|| region.to_owned())
+}
+
 fn matches(pattern: &str, value: Option<&str>) -> bool {
     let Some(value) = value else { return false };
     match pattern.strip_suffix('*') {
@@ -89,11 +147,13 @@ impl EndpointPlan {
             host: host.into(),
             account: None,
             region: None,
+            events: EventRoute::Direct,
         };
         Self {
             endpoints: BTreeMap::from([("default".to_owned(), endpoint)]),
             rules: Vec::new(),
             default: "default".to_owned(),
+            single: true,
         }
     }
 
@@ -115,6 +175,19 @@ impl EndpointPlan {
                 if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(format!(
                         "endpoints.{name}.account {account:?} is not a 12-digit AWS account id"
+                    ));
+                }
+            }
+            if let Some(region) = &endpoint.region {
+                if !is_region_name(region) {
+                    return Err(format!(
+                        "endpoints.{name}.region {region:?} is not an AWS region name such as eu-west-1"
+                    ));
+                }
+                if let Some(host_region) = host_region(&endpoint.host).filter(|r| r != region) {
+                    return Err(format!(
+                        "endpoints.{name}.region {region:?} does not match the region of its host {:?} ({host_region})",
+                        endpoint.host
                     ));
                 }
             }
@@ -147,7 +220,61 @@ impl EndpointPlan {
             endpoints: raw.endpoints,
             rules: raw.rules,
             default: raw.default,
+            single: false,
         })
+    }
+
+    /// The setting the plan came from, to prefix its errors with.
+    pub fn setting(&self) -> &'static str {
+        if self.single {
+            "OEM_ENDPOINT"
+        } else {
+            "OEM_ENDPOINTS"
+        }
+    }
+
+    /// Refuses an endpoint whose AWS IoT events would not reach the stack's topic rules: one in
+    /// another account or region than `stack`, or one naming an account or region the stack's own
+    /// cannot be compared with; unless the entry says `"events": "forwarded"`. The error names the
+    /// entry.
+    pub fn check_events_reach(&self, stack: StackLocation<'_>) -> Result<(), String> {
+        for (name, endpoint) in &self.endpoints {
+            if endpoint.events == EventRoute::Forwarded {
+                continue;
+            }
+            let region = endpoint.region.clone().or_else(|| host_region(&endpoint.host));
+            let checks = [
+                ("region", region.as_deref(), stack.region, "AWS_REGION"),
+                (
+                    "account",
+                    endpoint.account.as_deref(),
+                    stack.account,
+                    "STACK_ACCOUNT_ID",
+                ),
+            ];
+            for (what, theirs, ours, variable) in checks {
+                let problem = match (theirs, ours) {
+                    (Some(theirs), Some(ours)) if theirs != ours => format!(
+                        "is in {what} {theirs} but this stack runs in {ours}: its devices' IoT events never reach this stack"
+                    ),
+                    (Some(theirs), None) => format!(
+                        "is in {what} {theirs} but this stack's {what} is not known ({variable} is not set): whether its devices' IoT events reach this stack cannot be checked"
+                    ),
+                    _ => continue,
+                };
+                return Err(if self.single {
+                    format!(
+                        "{:?} {problem}; deploy the stack in the endpoint's account and region, or use OEM_ENDPOINTS with \"events\": \"forwarded\" on the entry once its events are forwarded (infra/README.md)",
+                        endpoint.host
+                    )
+                } else {
+                    format!(
+                        "endpoint {name:?} {problem}; deploy the event forwarding (infra/README.md) and set \"events\": \"forwarded\" on the entry"
+                    )
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The endpoint for a device with `sku`, claimed with the app's `region_hint`.
@@ -247,11 +374,124 @@ mod tests {
                 r#"{"endpoints": {"a": {"host": "x.com", "hots": 1}}, "default": "a"}"#,
                 "unknown field `hots`",
             ),
+            (
+                r#"{"endpoints": {"a": {"host": "x.com", "region": "euwest1"}}, "default": "a"}"#,
+                r#"endpoints.a.region "euwest1" is not an AWS region name such as eu-west-1"#,
+            ),
+            (
+                r#"{"endpoints": {"a": {"host": "x-ats.iot.eu-west-1.amazonaws.com", "region": "us-east-1"}}, "default": "a"}"#,
+                r#"endpoints.a.region "us-east-1" does not match the region of its host "x-ats.iot.eu-west-1.amazonaws.com" (eu-west-1)"#,
+            ),
+            (
+                r#"{"endpoints": {"a": {"host": "x.com", "events": "mirrored"}}, "default": "a"}"#,
+                "unknown variant `mirrored`, expected `direct` or `forwarded`",
+            ),
         ];
         for (text, expected) in cases {
             let err = EndpointPlan::from_json(text).unwrap_err();
             assert!(err.contains(expected), "{text}: {err}");
         }
+    }
+
+    const STACK: StackLocation<'static> = StackLocation {
+        account: Some("111122223333"),
+        region: Some("us-east-1"),
+    };
+
+    fn reach(text: &str, stack: StackLocation<'_>) -> Result<(), String> {
+        EndpointPlan::from_json(text)?.check_events_reach(stack)
+    }
+
+    #[test]
+    fn the_region_comes_from_the_entry_or_an_aws_iot_host() {
+        assert_eq!(
+            host_region("abc-ats.iot.eu-west-1.amazonaws.com").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            host_region("ABC-ats.IOT.us-gov-west-1.amazonaws.com").as_deref(),
+            Some("us-gov-west-1")
+        );
+        assert_eq!(
+            host_region("abc-ats.iot.cn-north-1.amazonaws.com.cn").as_deref(),
+            Some("cn-north-1")
+        );
+        assert_eq!(
+            host_region("data.iot-fips.us-east-1.amazonaws.com").as_deref(),
+            Some("us-east-1")
+        );
+        for other in [
+            "iot.example.com",
+            "iot.eu-west-1.amazonaws.com",
+            "abc.s3.eu-west-1.amazonaws.com",
+            "x.com",
+        ] {
+            assert_eq!(host_region(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn an_endpoint_in_another_region_or_account_is_refused_naming_it() {
+        let cases = [
+            (
+                r#"{"endpoints": {"us": {"host": "a-ats.iot.us-east-1.amazonaws.com"}, "eu": {"host": "b-ats.iot.eu-west-1.amazonaws.com"}}, "default": "us"}"#,
+                STACK,
+                r#"endpoint "eu" is in region eu-west-1 but this stack runs in us-east-1: its devices' IoT events never reach this stack; deploy the event forwarding (infra/README.md) and set "events": "forwarded" on the entry"#,
+            ),
+            (
+                r#"{"endpoints": {"eu": {"host": "iot.example.com", "region": "eu-west-1"}}, "default": "eu"}"#,
+                STACK,
+                r#"endpoint "eu" is in region eu-west-1 but this stack runs in us-east-1"#,
+            ),
+            (
+                r#"{"endpoints": {"b": {"host": "a-ats.iot.us-east-1.amazonaws.com", "account": "444455556666"}}, "default": "b"}"#,
+                STACK,
+                r#"endpoint "b" is in account 444455556666 but this stack runs in 111122223333: its devices' IoT events never reach this stack; deploy the event forwarding"#,
+            ),
+            (
+                r#"{"endpoints": {"b": {"host": "iot.example.com", "account": "444455556666"}}, "default": "b"}"#,
+                StackLocation { account: None, ..STACK },
+                r#"endpoint "b" is in account 444455556666 but this stack's account is not known (STACK_ACCOUNT_ID is not set): whether its devices' IoT events reach this stack cannot be checked; deploy"#,
+            ),
+            (
+                r#"{"endpoints": {"b": {"host": "a-ats.iot.us-east-1.amazonaws.com"}}, "default": "b"}"#,
+                StackLocation { region: None, ..STACK },
+                r#"endpoint "b" is in region us-east-1 but this stack's region is not known (AWS_REGION is not set)"#,
+            ),
+        ];
+        for (text, stack, expected) in cases {
+            let err = reach(text, stack).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn forwarded_same_place_and_unplaced_endpoints_are_accepted() {
+        let forwarded = r#"{"endpoints": {
+            "us": {"host": "a-ats.iot.us-east-1.amazonaws.com", "account": "111122223333", "region": "us-east-1"},
+            "eu": {"host": "b-ats.iot.eu-west-1.amazonaws.com", "account": "444455556666", "events": "forwarded"}},
+            "default": "us"}"#;
+        assert_eq!(reach(forwarded, STACK), Ok(()));
+        // A host that is not AWS-shaped and names no region or account cannot be checked.
+        let unplaced = r#"{"endpoints": {"x": {"host": "iot.example.com"}}, "default": "x"}"#;
+        assert_eq!(reach(unplaced, StackLocation::default()), Ok(()));
+        let explicit = r#"{"endpoints": {"x": {"host": "a-ats.iot.us-east-1.amazonaws.com", "events": "direct"}}, "default": "x"}"#;
+        assert_eq!(reach(explicit, STACK), Ok(()));
+    }
+
+    #[test]
+    fn a_single_endpoint_in_another_region_is_refused_too() {
+        let plan = EndpointPlan::single("one-ats.iot.eu-west-1.amazonaws.com");
+        assert_eq!(plan.setting(), "OEM_ENDPOINT");
+        let err = plan.check_events_reach(STACK).unwrap_err();
+        assert_eq!(
+            err,
+            r#""one-ats.iot.eu-west-1.amazonaws.com" is in region eu-west-1 but this stack runs in us-east-1: its devices' IoT events never reach this stack; deploy the stack in the endpoint's account and region, or use OEM_ENDPOINTS with "events": "forwarded" on the entry once its events are forwarded (infra/README.md)"#
+        );
+        assert_eq!(
+            EndpointPlan::single("one-ats.iot.us-east-1.amazonaws.com").check_events_reach(STACK),
+            Ok(())
+        );
     }
 
     #[test]
