@@ -76,7 +76,17 @@ async fn a_claim_over_http_moves_the_module_to_the_oem_endpoint() {
         .iter()
         .map(|h| h["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["pending", "endpoint_published", "provisioned"]);
+    // The publisher records its publish only after the broker took the message, so the arrival can
+    // be recorded first; a publish reported for a claim its device no longer holds is dropped
+    // (`record_publish`), and `provisioned` is final. So `endpoint_published` comes before
+    // `provisioned`, or not at all.
+    assert!(
+        matches!(
+            states.as_slice(),
+            ["pending", "endpoint_published", "provisioned"] | ["pending", "provisioned"]
+        ),
+        "{states:?}"
+    );
     let devices = stack.call("GET", "/v1/devices", &alice, None).await;
     assert_eq!(devices.body["devices"][0]["thing_name"], thing.as_str());
     assert_eq!(devices.body["devices"][0]["state"], "provisioned");
