@@ -197,17 +197,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Ok(claims)
     }
 
-    /// Every claim started in `[from, to)`, whatever its state.
+    /// Every claim started in `[from, to)`, whatever its state, renewed since or not.
     pub async fn claims_started_between(
         &self,
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<Claim>, StoreError> {
+        // A deadline is the last start or renewal plus at most LONGEST_DEADLINE, and renewals
+        // happen before now: a claim renewed after `to` has a deadline up to now + that.
+        let deadlines_until = to.max(self.clock.now()) + LONGEST_DEADLINE;
         let mut claims = Vec::new();
         for state in ClaimState::ALL {
             let found = self
                 .store
-                .claims_in_state(state, from, to + LONGEST_DEADLINE, u32::MAX)
+                .claims_in_state(state, from, deadlines_until, u32::MAX)
                 .await?;
             claims.extend(
                 found

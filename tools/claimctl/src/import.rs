@@ -133,16 +133,34 @@ pub fn read_rows(
                         row: RawRow::default(),
                         reason: format!("unreadable line: {err}"),
                     })?;
-                    serde_json::from_str::<RawRow>(&text)
-                        .map(|row| (line, row))
-                        .map_err(|err| Failure {
-                            line,
-                            row: RawRow::default(),
-                            reason: format!("not a JSON object with thing_name, vendor, sku: {err}"),
-                        })
+                    json_row(&text).map(|row| (line, row)).map_err(|reason| Failure {
+                        line,
+                        row: RawRow::default(),
+                        reason,
+                    })
                 }),
         ),
     }
+}
+
+/// One JSON Lines row. The code is taken out before the row is read into its type: serde's type
+/// errors quote the refused value, which must never reach the report.
+fn json_row(text: &str) -> Result<RawRow, String> {
+    const NOT_A_ROW: &str = "not a JSON object with thing_name, vendor, sku";
+    // Syntax errors name a position, never a value.
+    let mut fields = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(_) => return Err(NOT_A_ROW.to_owned()),
+        Err(err) => return Err(format!("{NOT_A_ROW}: {err}")),
+    };
+    let code = match fields.remove("code") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(code)) => Some(code),
+        Some(_) => return Err("code must be a string".to_owned()),
+    };
+    let row = serde_json::from_value::<RawRow>(serde_json::Value::Object(fields))
+        .map_err(|err| format!("{NOT_A_ROW}: {err}"))?;
+    Ok(RawRow { code, ..row })
 }
 
 /// The failure report, written as failures happen.
@@ -340,6 +358,44 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(matches!(&rows[0], Ok((1, row)) if row.thing_name == "a"));
         assert!(matches!(&rows[1], Err(failure) if failure.line == 3));
+    }
+
+    #[test]
+    fn a_code_that_is_not_a_string_is_refused_without_its_value() {
+        let secret = "98765432101234";
+        let text = [
+            format!("{{\"thing_name\":\"a\",\"vendor\":\"v\",\"code\":{secret}}}"),
+            format!("{{\"thing_name\":\"a\",\"vendor\":\"v\",\"code\":[\"{secret}\"]}}"),
+            format!("{{\"thing_name\":\"a\",\"vendor\":\"v\",\"code\":{{\"value\":\"{secret}\"}}}}"),
+            format!("\"{secret}\""),
+            format!("{{\"thing_name\":\"a\",\"vendor\":\"v\",\"code\":\"{secret}\",\"sku\":7}}"),
+        ]
+        .join("\n");
+        let rows: Vec<_> = read_rows(Box::new(std::io::Cursor::new(text)), Format::JsonLines).collect();
+        let failures: Vec<Failure> = rows.into_iter().filter_map(Result::err).collect();
+        assert_eq!(failures.len(), 5);
+        for failure in &failures[..3] {
+            assert_eq!(failure.reason, "code must be a string");
+        }
+        let mut out = Vec::new();
+        {
+            let mut report = Report::new(&mut out).unwrap();
+            for failure in &failures {
+                report.add(failure).unwrap();
+            }
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(secret), "{text}");
+        assert!(
+            text.contains("integer `7`"),
+            "other fields' errors still say what is wrong: {text}"
+        );
+        // A code given as a string still reads.
+        let good = "{\"thing_name\":\"a\",\"vendor\":\"v\",\"code\":\"C-1\",\"allow_thing_name\":true}";
+        let rows: Vec<_> = read_rows(Box::new(std::io::Cursor::new(good)), Format::JsonLines).collect();
+        assert!(
+            matches!(&rows[..], [Ok((1, row))] if row.code.as_deref() == Some("C-1") && row.allow_thing_name == Some(true))
+        );
     }
 
     fn validate_row(row: &RawRow) -> Result<NewDevice, String> {

@@ -2,8 +2,7 @@
 //! directly, against AWS (default credential chain and region; the table is the stack output
 //! `ClaimsTableName`) or the local stack (`source .local/endpoints.env`).
 //!
-//! Exit codes: 0 done; 1 done, but some rows failed (import report); 2 bad arguments or input;
-//! 3 the ownership table is unavailable (nothing half-done: run again); 4 no such device.
+//! Exit codes: see [`EXIT_CODES`] (also in `--help`).
 
 use std::{fs::File, io::BufReader, path::PathBuf, process::ExitCode};
 
@@ -11,7 +10,7 @@ use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
     domain::{claim::ClaimState, ids::ThingName},
     ports::StoreError,
-    service::{admin::Funnel, ClaimService, ClaimSettings, DeviceOpError, SystemClock},
+    service::{admin::Funnel, ClaimService, DeviceOpError, SystemClock},
 };
 use claimctl::{
     import::{read_rows, Format, ImportError, Importer, Report},
@@ -20,8 +19,18 @@ use claimctl::{
 use clap::{Parser, Subcommand};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 an import finished, but some rows failed (see the report); \
+2 bad arguments, input or configuration (environment, secret); 3 the table is unavailable or the device \
+kept changing (nothing half-done: run it again; an import resumes); 4 no such device.";
+
 #[derive(Parser)]
-#[command(name = "claimctl", version, about = "Operate the ExpressLink claim backend", long_about = None)]
+#[command(
+    name = "claimctl",
+    version,
+    about = "Operate the ExpressLink claim backend",
+    long_about = None,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// The ownership table (stack output ClaimsTableName).
     #[arg(long, env = "CLAIMS_TABLE", global = true)]
@@ -37,6 +46,7 @@ struct Cli {
 enum Command {
     /// Import device records (what the factory made): adds devices, updates vendor and SKU, never
     /// touches ownership. Safe to run again; an interrupted import resumes by running it again.
+    #[command(after_help = EXIT_CODES)]
     Import {
         /// CSV with a header naming thing_name, vendor, sku (other columns ignored), or JSON Lines
         /// (.jsonl / .ndjson) with those fields.
@@ -54,8 +64,10 @@ enum Command {
     },
     /// Show a device: record, owner, the claim holding it, full history, and whether it can be
     /// claimed now (and if not, why).
+    #[command(after_help = EXIT_CODES)]
     Inspect { thing_name: String },
     /// Free a device whoever holds it (resale without the seller, support cases).
+    #[command(after_help = EXIT_CODES)]
     Release {
         thing_name: String,
         /// Why, for the device history.
@@ -63,29 +75,37 @@ enum Command {
         reason: String,
     },
     /// Stop a device from being claimed (users get "not found").
+    #[command(after_help = EXIT_CODES)]
     Disable {
         thing_name: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Let a disabled device be claimed again.
+    #[command(after_help = EXIT_CODES)]
     Enable {
         thing_name: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// List claims recorded in a state, oldest first: one JSON object per line.
+    #[command(after_help = EXIT_CODES)]
     Claims {
         /// pending, endpoint_published, provisioned, expired, released or failed.
         #[arg(long, value_parser = parse_state)]
         state: ClaimState,
-        /// Only claims started at least this long ago (e.g. 90s, 10m, 2h, 7d).
+        /// Only claims started at least this long ago (e.g. 90s, 10m, 2h, 7d). Claims are found by
+        /// their current deadline, looked up to 2 days after that point: above 2d minus the claim
+        /// deadline, a claim renewed (retried after expiring) in the last (this + deadline - 2d)
+        /// is missing.
         #[arg(long, default_value = "0s", value_parser = parse_age)]
         older_than: time::Duration,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
     /// How the claims started in a time window ended up: started, published, provisioned, expired.
+    /// Every claim started in the window counts once, renewed or not, in the state it reads now.
+    #[command(after_help = EXIT_CODES)]
     Funnel {
         /// The window: the last 90s, 10m, 2h, 7d ...
         #[arg(long, default_value = "24h", value_parser = parse_age)]
@@ -112,11 +132,20 @@ async fn main() -> ExitCode {
         eprintln!("error: no table: pass --table or set CLAIMS_TABLE (stack output ClaimsTableName)");
         return ExitCode::from(2);
     };
+    // The functions' settings (CLAIM_DEADLINE_SECONDS, FAILED_CLAIMS_*), so claimctl judges claims
+    // and attempts as the stack does.
+    let settings = match claim_shared::config::claim_settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("error: {err} (claimctl reads the functions' settings from the environment)");
+            return ExitCode::from(2);
+        }
+    };
     let aws = aws_config::load_from_env().await;
     let service = ClaimService::new(
         DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone()),
         SystemClock,
-        ClaimSettings::default(),
+        settings,
     );
     let operator = cli.operator;
     match cli.command {

@@ -1,6 +1,7 @@
 //! `claimctl` against DynamoDB Local, through the binary as operators run it: a 5,000-row import
 //! interrupted half-way and resumed, imported again without changes, a failure report that can be
-//! fixed and imported again, and the device operations.
+//! fixed and imported again, the device operations, the funnel's window and the settings claimctl
+//! reads from the environment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
@@ -14,9 +15,9 @@ use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
     domain::ids::{ThingName, UserId},
     ports::OwnershipStore,
-    service::{ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, NewDevice, SystemClock},
+    service::{admin::Funnel, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, Clock, NewDevice, SystemClock},
 };
-use claim_tests::{fresh_table, local_dynamodb};
+use claim_tests::{fresh_table, local_dynamodb, ManualClock};
 use serde_json::Value;
 
 struct Fixture {
@@ -270,6 +271,68 @@ async fn operators_inspect_disable_release_and_list_claims() {
         Some(4)
     );
     std::fs::remove_dir_all(&fx.dir).ok();
+}
+
+#[tokio::test]
+async fn the_funnel_finds_claims_of_a_past_window_renewed_days_later() {
+    let client = local_dynamodb().await;
+    let table = fresh_table(&client).await;
+    let started = time::OffsetDateTime::now_utc();
+    let clock = ManualClock::at(started);
+    let service = ClaimService::new(
+        DynamoOwnershipStore::new(client, table),
+        clock.clone(),
+        ClaimSettings::default(),
+    );
+    let device = NewDevice::parse("late-1", "acme", None).unwrap();
+    service
+        .import(
+            &device,
+            claim_shared::domain::history::Actor::Operator("factory".into()),
+        )
+        .await
+        .unwrap();
+    let alice = UserId::parse("alice").unwrap();
+    let request = ClaimRequest {
+        user: alice.clone(),
+        code: device.thing_name.clone().into(),
+        endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
+            "oem-ats.iot.eu-west-1.amazonaws.com",
+        )),
+        region_hint: None,
+        idempotency_key: None,
+    };
+    let ClaimOutcome::Created(claim) = service.claim(&request).await.unwrap() else {
+        panic!("claim not created")
+    };
+    // Five days later the user retries the expired claim: its deadline moves 5 days on.
+    clock.advance(time::Duration::days(5));
+    service.retry(&alice, &claim.claim_id).await.unwrap();
+
+    let hour = time::Duration::hours(1);
+    let found = service
+        .claims_started_between(started - hour, started + hour)
+        .await
+        .unwrap();
+    let ids: Vec<_> = found.iter().map(|claim| claim.claim_id.clone()).collect();
+    assert_eq!(ids, std::slice::from_ref(&claim.claim_id));
+    let funnel = Funnel::of(&found, clock.now());
+    assert_eq!((funnel.started, funnel.open), (1, 1));
+}
+
+#[test]
+fn settings_from_the_environment_are_read_and_a_bad_one_stops_with_exit_code_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_claimctl"))
+        .args(["--table", "any", "claims", "--state", "pending"])
+        .env("CLAIM_DEADLINE_SECONDS", "soon")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("CLAIM_DEADLINE_SECONDS must be 10..=86400, got \"soon\""),
+        "{stderr}"
+    );
 }
 
 /// A fixture whose claimctl reads the label code key from moto (`AWS_ENDPOINT_URL`), as operators
