@@ -143,6 +143,29 @@ pub fn read_rows(
     }
 }
 
+/// How many rows [`read_rows`] yields for this input, counted without parsing them (the total
+/// of the progress bar).
+pub fn count_rows(input: impl BufRead, format: Format) -> std::io::Result<u64> {
+    let mut rows = 0;
+    match format {
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+            let mut record = csv::ByteRecord::new();
+            while reader.read_byte_record(&mut record)? {
+                rows += 1;
+            }
+        }
+        Format::JsonLines => {
+            for line in input.split(b'\n') {
+                if !String::from_utf8_lossy(&line?).trim().is_empty() {
+                    rows += 1;
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// One JSON Lines row. The code is taken out before the row is read into its type: serde's type
 /// errors quote the refused value, which must never reach the report.
 fn json_row(text: &str) -> Result<RawRow, String> {
@@ -396,6 +419,25 @@ mod tests {
         assert!(
             matches!(&rows[..], [Ok((1, row))] if row.code.as_deref() == Some("C-1") && row.allow_thing_name == Some(true))
         );
+    }
+
+    #[test]
+    fn rows_are_counted_as_they_are_read() {
+        let inputs = [
+            (
+                Format::Csv,
+                "thing_name,vendor,sku\na,v,\"two\nlines\"\n\nb,v\n bad row \n",
+            ),
+            (
+                Format::JsonLines,
+                "{\"thing_name\":\"a\"}\n\n  \r\nnot json\n{\"thing_name\":\"b\"}",
+            ),
+        ];
+        for (format, text) in inputs {
+            let counted = count_rows(std::io::Cursor::new(text), format).unwrap();
+            let read = read_rows(Box::new(std::io::Cursor::new(text)), format).count();
+            assert_eq!((counted, read), (3, 3), "{format:?}");
+        }
     }
 
     fn validate_row(row: &RawRow) -> Result<NewDevice, String> {

@@ -1,5 +1,6 @@
 //! `claimctl`, the operator command line: the operations that work on the ownership table directly.
 pub mod import;
+pub mod progress;
 
 /// A duration as operators type it: `90s`, `10m`, `2h`, `7d`.
 pub fn parse_age(raw: &str) -> Result<time::Duration, String> {

@@ -4,7 +4,12 @@
 //!
 //! Exit codes: see [`EXIT_CODES`] (also in `--help`).
 
-use std::{fs::File, io::BufReader, path::PathBuf, process::ExitCode};
+use std::{
+    fs::File,
+    io::{BufReader, IsTerminal},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
@@ -13,8 +18,9 @@ use claim_shared::{
     service::{admin::Funnel, ClaimService, DeviceOpError, SystemClock},
 };
 use claimctl::{
-    import::{read_rows, Format, ImportError, Importer, Report},
+    import::{count_rows, read_rows, Format, ImportError, Importer, Report},
     parse_age,
+    progress::Progress,
 };
 use clap::{Parser, Subcommand};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -338,6 +344,16 @@ async fn import(
         }
     };
     eprintln!("importing {} into {table}", file.display());
+    // A bar only for a person watching; logs and CI get a line per chunk.
+    let progress = if std::io::stderr().is_terminal() {
+        // The file is read a second time for its total; without one the bar shows rows and rate.
+        let total = File::open(&file)
+            .and_then(|counted| count_rows(BufReader::new(counted), Format::of(&file)))
+            .ok();
+        Progress::bar(total)
+    } else {
+        Progress::lines()
+    };
     let importer = Importer {
         service,
         operator,
@@ -345,14 +361,9 @@ async fn import(
         chunk: 500,
     };
     let rows = read_rows(Box::new(input), Format::of(&file));
-    let result = importer
-        .run(rows, &mut report, |s| {
-            eprintln!(
-                "  {} rows: {} created, {} updated, {} unchanged, {} failed",
-                s.rows, s.created, s.updated, s.unchanged, s.failed
-            );
-        })
-        .await;
+    progress.start();
+    let result = importer.run(rows, &mut report, |s| progress.update(s)).await;
+    progress.finish();
     drop(report);
     match result {
         Ok(summary) if summary.failed == 0 => {
