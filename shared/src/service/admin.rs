@@ -51,7 +51,9 @@ pub struct AttemptStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Funnel {
     pub started: u64,
-    /// Reached `endpoint_published` at some point (the staging endpoint took the message).
+    /// Reached `endpoint_published` at some point (the staging endpoint took the message), or
+    /// provisioned: an arrival recorded before the publisher's report leaves no `endpoint_published`
+    /// step, and a funnel must not narrow less at a later stage.
     pub published: u64,
     pub provisioned: u64,
     pub expired: u64,
@@ -69,7 +71,7 @@ impl Funnel {
             if claim
                 .history
                 .iter()
-                .any(|change| change.state == ClaimState::EndpointPublished)
+                .any(|change| matches!(change.state, ClaimState::EndpointPublished | ClaimState::Provisioned))
             {
                 funnel.published += 1;
             }
@@ -307,19 +309,24 @@ mod tests {
         provisioned
             .transition(ClaimState::Provisioned, t0)
             .unwrap_or_else(|e| panic!("{e}"));
+        // Its device arrived before the publisher recorded the publish: published all the same.
+        let mut arrived_first = claim(0);
+        arrived_first
+            .transition(ClaimState::Provisioned, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
         let overdue = claim(0); // recorded pending, deadline passed: reads expired
         let open = claim(10);
         let mut released = claim(0);
         released
             .transition(ClaimState::Released, t0)
             .unwrap_or_else(|e| panic!("{e}"));
-        let funnel = Funnel::of([&provisioned, &overdue, &open, &released], now);
+        let funnel = Funnel::of([&provisioned, &arrived_first, &overdue, &open, &released], now);
         assert_eq!(
             funnel,
             Funnel {
-                started: 4,
-                published: 1,
-                provisioned: 1,
+                started: 5,
+                published: 2,
+                provisioned: 2,
                 expired: 1,
                 released: 1,
                 failed: 0,

@@ -13,7 +13,10 @@ use std::{
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
-    domain::{claim::ClaimState, ids::ThingName},
+    domain::{
+        claim::ClaimState,
+        ids::{ThingName, UserId},
+    },
     ports::StoreError,
     service::{admin::Funnel, ClaimService, DeviceOpError, SystemClock},
 };
@@ -71,7 +74,13 @@ enum Command {
     /// Show a device: record, owner, the claim holding it, full history, and whether it can be
     /// claimed now (and if not, why).
     #[command(after_help = EXIT_CODES)]
-    Inspect { thing_name: String },
+    Inspect {
+        thing_name: String,
+        /// The user in the support ticket (their `sub`): also show their failed claim attempts and
+        /// whether the rate limit holds them back (`reason` `rate_limited`).
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Free a device whoever holds it (resale without the seller, support cases).
     #[command(after_help = EXIT_CODES)]
     Release {
@@ -177,10 +186,20 @@ async fn main() -> ExitCode {
             let service = service.with_label_code_key(key);
             import(&service, &table, file, report, operator, concurrency).await
         }
-        Command::Inspect { thing_name } => match thing(&thing_name) {
-            Ok(thing) => inspect(&service, &thing).await,
-            Err(code) => code,
-        },
+        Command::Inspect { thing_name, user } => {
+            let thing = match thing(&thing_name) {
+                Ok(thing) => thing,
+                Err(code) => return code,
+            };
+            let user = match user.as_deref().map(UserId::parse).transpose() {
+                Ok(user) => user,
+                Err(err) => {
+                    eprintln!("error: --user: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            inspect_for(&service, &thing, user.as_ref()).await
+        }
         Command::Release { thing_name, reason } => {
             let thing = match thing(&thing_name) {
                 Ok(thing) => thing,
@@ -245,7 +264,11 @@ fn thing(raw: &str) -> Result<ThingName, ExitCode> {
 }
 
 async fn inspect(service: &Service, thing: &ThingName) -> ExitCode {
-    match service.inspect(thing).await {
+    inspect_for(service, thing, None).await
+}
+
+async fn inspect_for(service: &Service, thing: &ThingName, user: Option<&UserId>) -> ExitCode {
+    match service.inspect_for(thing, user).await {
         Ok(inspection) => {
             let view = claim_api::admin::inspection_view(&inspection);
             println!(

@@ -226,6 +226,21 @@ async fn operators_inspect_disable_release_and_list_claims() {
     };
     assert_eq!(inspect(&fx)["claimable"]["reason"], "reserved");
 
+    // A second user fails on the reserved device; inspecting for them shows their count.
+    let bob = ClaimRequest {
+        user: UserId::parse("bob").unwrap(),
+        ..request.clone()
+    };
+    assert!(fx.service.claim(&bob).await.is_err());
+    let for_bob = fx.run(&["inspect", "ops-1", "--user", "bob"]);
+    assert_eq!(for_bob.status.code(), Some(0));
+    let for_bob: Value = serde_json::from_slice(&for_bob.stdout).unwrap();
+    assert_eq!(for_bob["rate_limit"]["user"], "bob");
+    assert_eq!(for_bob["rate_limit"]["failed_attempts_on_device"], 1);
+    assert_eq!(for_bob["rate_limit"]["retry_after_seconds"], Value::Null);
+    assert!(inspect(&fx)["rate_limit"].is_null());
+    assert_eq!(fx.run(&["inspect", "ops-1", "--user", "b o b"]).status.code(), Some(2));
+
     let listed = fx.run(&["claims", "--state", "pending"]);
     let lines: Vec<Value> = stdout(&listed)
         .lines()
