@@ -7,7 +7,8 @@
 # usage: infra/import-devices.sh --stack NAME FILE [claimctl import options, e.g. --report FILE]
 #
 # Exit codes are claimctl's: 0 done, 1 some rows failed (report), 2 bad arguments, input or configuration
-# (this script's own errors too), 3 table unavailable or a device kept changing (run it again: it resumes).
+# (this script's own errors too), 3 table unavailable (run it again: it resumes); a device that kept
+# changing is a failed row (1).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 root=$(cd "$(dirname "$0")/.." && pwd)

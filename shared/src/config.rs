@@ -16,7 +16,7 @@ pub fn env_or(name: &str, default: &str) -> String {
 }
 
 /// `CLAIM_DEADLINE_SECONDS` (10..=86400, default 900): how long a claim reserves its device.
-/// Failed claim attempts (`device_not_found`, `already_claimed`) allowed per window:
+/// Failed claims allowed per window (see `domain::attempts`):
 /// `FAILED_CLAIMS_PER_USER` (1..=10000, default 20), `FAILED_CLAIMS_PER_USER_DEVICE` (1..=10000,
 /// default 10), `FAILED_CLAIMS_WINDOW_SECONDS` (60..=86400, default 3600).
 pub fn claim_settings() -> Result<ClaimSettings, ConfigError> {

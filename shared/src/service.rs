@@ -364,25 +364,31 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Logs one `claim_decision` event (fields: see README, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
         let started = std::time::Instant::now();
+        let now = self.clock.now();
         let user_scope = AttemptScope::User(request.user.clone());
         // A limited user's code is not even looked up: guessing gets no answer at all.
-        let resolved = match self.check_attempts(&user_scope).await {
+        let resolved = match self.check_attempts(&user_scope, now).await {
             Ok(()) => self.resolve(&request.code).await,
             Err(err) => Err(err),
         };
         let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
         let result = match &resolved {
-            Ok((thing, how)) => match self.check_attempts(&device_scope(thing)).await {
+            Ok((thing, how)) => match self.check_attempts(&device_scope(thing), now).await {
                 Ok(()) => self.decide_and_claim(request, thing, *how).await,
                 Err(err) => Err(err),
             },
             Err(err) => Err(err.clone()),
         };
-        if matches!(result, Err(ClaimError::DeviceNotFound | ClaimError::AlreadyClaimed)) {
-            self.count_failed_attempt(&user_scope).await;
-            if let Ok((thing, _)) = &resolved {
-                self.count_failed_attempt(&device_scope(thing)).await;
+        // A code that found nothing counts against the user: that is what guessing looks like. A
+        // device somebody else holds counts against the user on that device only: the code was
+        // right, and a buyer whose seller has not released yet must keep their other claims. Only
+        // a device that exists is ever a key (a mistyped label code must not be stored).
+        match (&result, &resolved) {
+            (Err(ClaimError::DeviceNotFound), _) => self.count_failed_attempt(&user_scope, now).await,
+            (Err(ClaimError::AlreadyClaimed), Ok((thing, _))) => {
+                self.count_failed_attempt(&device_scope(thing), now).await;
             }
+            _ => {}
         }
         let (outcome, claim_id) = match &result {
             Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
@@ -419,8 +425,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.
-    async fn check_attempts(&self, scope: &AttemptScope) -> Result<(), ClaimError> {
-        let now = self.clock.now();
+    async fn check_attempts(&self, scope: &AttemptScope, now: OffsetDateTime) -> Result<(), ClaimError> {
         let limits = &self.settings.attempt_limits;
         let failed = self.store.failed_attempts(scope, limits.window_at(now).start).await?;
         match limits.exceeded(scope, failed, now) {
@@ -431,14 +436,15 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// Best effort: a count that cannot be written is logged and the answer stands (the limit is
     /// then briefly more lenient; the claim's answer is already decided).
-    async fn count_failed_attempt(&self, scope: &AttemptScope) {
+    async fn count_failed_attempt(&self, scope: &AttemptScope, now: OffsetDateTime) {
         let limits = &self.settings.attempt_limits;
-        let window = limits.window_at(self.clock.now());
+        let window = limits.window_at(now);
         if let Err(err) = self
             .store
             .count_failed_attempt(scope, window.start, window.end + limits.window)
             .await
         {
+            metrics::count("AttemptCountFailures", ("outcome", "store_unavailable"));
             tracing::warn!(event = "attempt_count_failed", outcome = "store_unavailable", error = %err);
         }
     }

@@ -231,17 +231,13 @@ async fn a_user_who_keeps_guessing_codes_is_rate_limited_and_inspect_names_it() 
     let thing = stack.new_device(DEMO_VENDOR).await;
     // Inspected for the user in the support ticket.
     let for_guesser = format!("{thing}?user={guesser}");
-    // The stack counts in fixed one-hour windows: don't start right before one ends.
-    let into_hour = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 3600;
-    if into_hour > 3570 {
-        tokio::time::sleep(Duration::from_secs(3601 - into_hour)).await;
+    // Failed claims are counted in fixed windows: start with at least two minutes of one left.
+    let mut before = inspect(&stack, operator, &for_guesser).await;
+    let left = window_left(&before);
+    if left < Duration::from_secs(120) {
+        tokio::time::sleep(left + Duration::from_secs(1)).await;
+        before = inspect(&stack, operator, &for_guesser).await;
     }
-
-    let before = inspect(&stack, operator, &for_guesser).await;
     assert_eq!(reason(&before), (&json!(true), &json!("claimable")));
     let limit = before.body["rate_limit"]["limit_per_user"].as_u64().unwrap();
     assert_eq!(before.body["rate_limit"]["failed_attempts_by_user"], 0);
@@ -268,6 +264,10 @@ async fn a_user_who_keeps_guessing_codes_is_rate_limited_and_inspect_names_it() 
 
     // …inspect tells the operator why, and when it ends; for everybody else the device is claimable.
     let after = inspect(&stack, operator, &for_guesser).await;
+    assert_eq!(
+        after.body["rate_limit"]["window_ends_at"], before.body["rate_limit"]["window_ends_at"],
+        "all in one window"
+    );
     assert_eq!(reason(&after), (&json!(false), &json!("rate_limited")));
     assert_eq!(after.body["rate_limit"]["failed_attempts_by_user"], limit);
     let wait = after.body["rate_limit"]["retry_after_seconds"].as_u64().unwrap();
@@ -280,4 +280,12 @@ async fn a_user_who_keeps_guessing_codes_is_rate_limited_and_inspect_names_it() 
 
     let other = stack.claim(&unique("buyer"), &thing).await;
     assert_eq!(other.status, 202, "{:?}", other.body);
+}
+
+/// How long the counting window of an inspection with `?user=` has left.
+fn window_left(inspection: &Answer) -> Duration {
+    let ends = inspection.body["rate_limit"]["window_ends_at"].as_str().unwrap();
+    let ends = time::OffsetDateTime::parse(ends, &time::format_description::well_known::Rfc3339).unwrap();
+    let left = ends - time::OffsetDateTime::now_utc();
+    Duration::from_millis(u64::try_from(left.whole_milliseconds().max(0)).unwrap())
 }

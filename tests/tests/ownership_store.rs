@@ -1010,8 +1010,17 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     let owner = fx.service.claim(&request("owner", "limit-1", None)).await;
     assert!(matches!(owner, Ok(ClaimOutcome::Existing(_))), "{owner:?}");
 
-    // Guessing codes: every unknown code counts against the user, whatever the code.
-    for i in limits.per_user_device..limits.per_user {
+    // Guessing codes: every unknown code counts against the user, whatever the code; the held
+    // device's 409s did not (the code was right).
+    let attempts = fx
+        .service
+        .inspect_for(&thing("limit-3"), Some(&user("impatient")))
+        .await
+        .expect("inspect")
+        .attempts
+        .expect("attempts");
+    assert_eq!(attempts.failed_by_user, 0);
+    for i in 0..limits.per_user {
         let guess = format!("guess-{i}");
         let answer = fx.service.claim(&request("impatient", &guess, None)).await;
         assert_eq!(answer, Err(ClaimError::DeviceNotFound), "{guess}");
@@ -1035,6 +1044,19 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     assert_eq!(fx.service.inspect(&free).await.expect("inspect").reason, "claimable");
     // A refusal writes nothing: the free device's history is still only its import.
     assert_eq!(fx.events("limit-3").await, vec![(HistoryEvent::Imported, None)]);
+    // Counts are kept for the user and for the held device only: the guesses (shaped like
+    // ThingNames, so possibly mistyped label codes) are stored nowhere.
+    let mut keys: Vec<String> = fx
+        .items("attempts")
+        .await
+        .iter()
+        .map(|item| item["pk"].as_s().unwrap().clone())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["ATTEMPTS#DEVICE#limit-1#USER#impatient", "ATTEMPTS#USER#impatient"]
+    );
 
     // The next window starts from zero.
     fx.clock.advance(limits.window);

@@ -5,6 +5,7 @@
 
 use claim_shared::{
     domain::{
+        attempts::retry_after_seconds,
         claim::Claim,
         device::Holder,
         history::{Actor, HistoryEntry},
@@ -341,7 +342,7 @@ pub fn inspection_view(inspection: &Inspection) -> Value {
             "limit_per_user": a.limits.per_user,
             "limit_per_user_device": a.limits.per_user_device,
             "window_ends_at": timestamp(a.window_ends_at),
-            "retry_after_seconds": a.retry_after.map(|wait| wait.whole_seconds().max(1)),
+            "retry_after_seconds": a.retry_after.map(retry_after_seconds),
         })),
     })
 }

@@ -123,9 +123,8 @@ impl ApiError {
 
     /// `429 rate_limited` with `Retry-After` in whole seconds, rounded up (at least 1).
     fn rate_limited(retry_after: time::Duration) -> Self {
-        let seconds = retry_after.whole_seconds() + i64::from(retry_after.subsec_nanoseconds() > 0);
         Self {
-            retry_after: Some(u64::try_from(seconds.max(1)).unwrap_or(1)),
+            retry_after: Some(claim_shared::domain::attempts::retry_after_seconds(retry_after)),
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -1,13 +1,14 @@
 //! Rate limits on failed claim attempts (`429 rate_limited` with `Retry-After`).
 //!
-//! A failed attempt is a claim answered `device_not_found` (unknown or wrong code: how label codes
-//! would be guessed) or `already_claimed` (someone else holds the device). They are counted in fixed
-//! windows (default one hour) under two scopes:
+//! Failed claims are counted in fixed windows (default one hour) under two scopes:
 //!
-//! - the user: all their failed attempts, whatever the code; this caps guessing at a few codes an
-//!   hour per account;
-//! - the user and one device: an app that keeps retrying a device someone else holds is slowed
-//!   down on that device only, and the user can still claim their other devices.
+//! - the user: their claims answered `device_not_found` (an unknown or wrong code: what guessing
+//!   label codes looks like), whatever the code;
+//! - the user and one device: their claims of that device answered `already_claimed` (the code was
+//!   right, someone else holds it). An app that keeps retrying is slowed down on that device only;
+//!   a buyer whose seller has not released the device yet can still claim everything else.
+//!
+//! Only a device that exists is ever part of a key, so a mistyped label code is never stored.
 //!
 //! There is deliberately no count per device across users: anybody who knows a ThingName could then
 //! lock the buyer out of their own product by failing on it on purpose.
@@ -86,6 +87,12 @@ impl AttemptLimits {
     }
 }
 
+/// A wait as `Retry-After` states it: whole seconds, rounded up, at least 1.
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    let seconds = wait.whole_seconds() + i64::from(wait.subsec_nanoseconds() > 0);
+    u64::try_from(seconds.max(1)).unwrap_or(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +125,14 @@ mod tests {
         assert_eq!(limits.exceeded(&user, 3, now), Some(Duration::minutes(6)));
         assert_eq!(limits.exceeded(&device, 1, now), None);
         assert_eq!(limits.exceeded(&device, 2, now), Some(Duration::minutes(6)));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_seconds(Duration::milliseconds(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::milliseconds(59_001)), 60);
+        assert_eq!(retry_after_seconds(Duration::seconds(60)), 60);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
     }
 
     #[test]

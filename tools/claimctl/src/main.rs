@@ -29,8 +29,9 @@ use clap::{Parser, Subcommand};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 an import finished, but some rows failed (see the report); \
-2 bad arguments, input or configuration (environment, secret); 3 the table is unavailable or the device \
-kept changing (nothing half-done: run it again; an import resumes); 4 no such device.";
+2 bad arguments, input or configuration (environment, secret); 3 the table is unavailable, or (release, \
+disable, enable) the device kept changing (nothing half-done: run it again; an import resumes; for an \
+import such a device is a failed row); 4 no such device.";
 
 #[derive(Parser)]
 #[command(
@@ -369,10 +370,13 @@ async fn import(
     eprintln!("importing {} into {table}", file.display());
     // A bar only for a person watching; logs and CI get a line per chunk.
     let progress = if std::io::stderr().is_terminal() {
-        // The file is read a second time for its total; without one the bar shows rows and rate.
-        let total = File::open(&file)
-            .and_then(|counted| count_rows(BufReader::new(counted), Format::of(&file)))
-            .ok();
+        // A regular file is read a second time for its total (a pipe could not be read again);
+        // without one the bar shows rows and rate.
+        let total = std::fs::metadata(&file)
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|_| File::open(&file).ok())
+            .and_then(|counted| count_rows(BufReader::new(counted), Format::of(&file)).ok());
         Progress::bar(total)
     } else {
         Progress::lines()
