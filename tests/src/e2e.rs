@@ -241,3 +241,27 @@ impl Drop for Module {
         self.task.abort();
     }
 }
+
+/// Whether a claim's `history` (from the API) reads as a delivery can legitimately read. The publisher
+/// records its publish only after the broker took the message, so the device's arrival can be
+/// recorded first; a publish reported for a claim its device no longer holds is then dropped
+/// (`record_publish`), and `provisioned` is final. So `endpoint_published` comes before
+/// `provisioned`, or not at all.
+pub fn delivered_history(claim: &serde_json::Value) -> Result<(), Vec<String>> {
+    let states: Vec<String> = claim["history"]
+        .as_array()
+        .map(|changes| {
+            changes
+                .iter()
+                .map(|change| change["state"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let states_ref: Vec<&str> = states.iter().map(String::as_str).collect();
+    match states_ref.as_slice() {
+        ["pending", "endpoint_published"]
+        | ["pending", "endpoint_published", "provisioned"]
+        | ["pending", "provisioned"] => Ok(()),
+        _ => Err(states),
+    }
+}

@@ -7,7 +7,10 @@
 
 use std::time::Duration;
 
-use claim_tests::{e2e::Stack, mqtt::PrivateBroker};
+use claim_tests::{
+    e2e::{delivered_history, Stack},
+    mqtt::PrivateBroker,
+};
 use expresslink_sim::ModuleEvent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -58,13 +61,7 @@ async fn a_claim_made_while_the_staging_endpoint_is_down_is_delivered_when_it_re
             a.body["state"] == "endpoint_published" || a.body["state"] == "provisioned"
         })
         .await;
-    let states: Vec<&str> = delivered.body["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states[..2], ["pending", "endpoint_published"], "{:?}", delivered.body);
+    delivered_history(&delivered.body).unwrap();
     assert_eq!(delivered.body["failure"], serde_json::Value::Null);
 
     module
