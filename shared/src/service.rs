@@ -366,18 +366,26 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let user_scope = AttemptScope::User(request.user.clone());
-        // A limited user's code is not even looked up: guessing gets no answer at all.
-        let resolved = match self.check_attempts(&user_scope, now).await {
-            Ok(()) => self.resolve(&request.code).await,
-            Err(err) => Err(err),
-        };
         let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
-        let result = match &resolved {
-            Ok((thing, how)) => match self.check_attempts(&device_scope(thing), now).await {
-                Ok(()) => self.decide_and_claim(request, thing, *how).await,
-                Err(err) => Err(err),
+        let (resolved, result) = match self.check_attempts(&user_scope, now).await {
+            Ok(()) => {
+                let resolved = self.resolve(&request.code).await;
+                let result = match &resolved {
+                    Ok((thing, how)) => match self.check_attempts(&device_scope(thing), now).await {
+                        Ok(()) => self.decide_and_claim(request, thing, *how).await,
+                        Err(err) => Err(err),
+                    },
+                    Err(err) => Err(err.clone()),
+                };
+                (resolved, result)
+            }
+            // A limited user gets no answer about their code, except the first answer again for a
+            // repeat of a request that succeeded (same Idempotency-Key, same device).
+            Err(limited) => match self.replay_while_limited(request).await {
+                Ok(Some((thing, how, claim))) => (Ok((thing, how)), Ok(ClaimOutcome::Created(claim))),
+                Ok(None) => (Err(limited.clone()), Err(limited)),
+                Err(err) => (Err(err.clone()), Err(err)),
             },
-            Err(err) => Err(err.clone()),
         };
         // A code that found nothing counts against the user: that is what guessing looks like. A
         // device somebody else holds counts against the user on that device only: the code was
@@ -422,6 +430,28 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             error,
         );
         result
+    }
+
+    /// The claim an idempotent repeat of this request created, if it is one. Anything else is
+    /// `None` and answered `429`, never `400` or `404`: those would answer guesses.
+    async fn replay_while_limited(
+        &self,
+        request: &ClaimRequest,
+    ) -> Result<Option<(ThingName, Resolved, Claim)>, ClaimError> {
+        if request.idempotency_key.is_none() {
+            return Ok(None);
+        }
+        let Ok((thing, how)) = self.resolve(&request.code).await else {
+            return Ok(None);
+        };
+        match self
+            .replay_idempotent(request, &ClaimRequest::fingerprint(&thing))
+            .await
+        {
+            Ok(Some(claim)) => Ok(Some((thing, how, claim))),
+            Ok(None) | Err(ClaimError::IdempotencyKeyReused) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.

@@ -1005,8 +1005,10 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     assert_eq!(attempts.retry_after, Some(limits.window - Duration::minutes(1)));
 
     // …but not on their other devices, and the device's owner is not affected at all.
-    let other = fx.service.claim(&request("impatient", "limit-2", None)).await;
-    assert!(matches!(other, Ok(ClaimOutcome::Created(_))), "{other:?}");
+    let other = fx.service.claim(&request("impatient", "limit-2", Some("k-2"))).await;
+    let Ok(ClaimOutcome::Created(other)) = other else {
+        panic!("expected a new claim, got {other:?}")
+    };
     let owner = fx.service.claim(&request("owner", "limit-1", None)).await;
     assert!(matches!(owner, Ok(ClaimOutcome::Existing(_))), "{owner:?}");
 
@@ -1035,6 +1037,12 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
         .expect("inspect");
     assert_eq!((inspected.claimable_now, inspected.reason), (false, "rate_limited"));
     assert_eq!(inspected.attempts.expect("attempts").failed_by_user, limits.per_user);
+    // A repeat of the request that succeeded still gets its first answer; the same key with another
+    // code gets 429, not the 400 that would tell a guess apart.
+    let repeat = fx.service.claim(&request("impatient", "limit-2", Some("k-2"))).await;
+    assert_eq!(repeat, Ok(ClaimOutcome::Created(other.clone())));
+    let reused = fx.service.claim(&request("impatient", "limit-3", Some("k-2"))).await;
+    assert!(matches!(reused, Err(ClaimError::RateLimited { .. })), "{reused:?}");
     let for_others = fx
         .service
         .inspect_for(&free, Some(&user("someone")))
