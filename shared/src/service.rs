@@ -130,8 +130,8 @@ pub enum ClaimError {
     AlreadyClaimed,
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
-    /// Too many failed attempts by this user (on this device) recently; nothing was looked up or
-    /// written (`429` with `Retry-After`).
+    /// Too many failed attempts by this user (in all, or on this device) recently; nothing was
+    /// written, and a user over their own limit had nothing looked up (`429` with `Retry-After`).
     #[error("too many failed claim attempts; try again in {} s", retry_after.whole_seconds())]
     RateLimited { retry_after: Duration },
     /// Lost the race too many times; nothing was written (`503`).
@@ -456,12 +456,22 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.
     async fn check_attempts(&self, scope: &AttemptScope, now: OffsetDateTime) -> Result<(), ClaimError> {
+        match self.attempts_at(scope, now).await? {
+            (_, Some(retry_after)) => Err(ClaimError::RateLimited { retry_after }),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// `scope`'s failed attempts in the window around `now`, and how long it is refused (`Some`:
+    /// it reached its limit).
+    async fn attempts_at(
+        &self,
+        scope: &AttemptScope,
+        now: OffsetDateTime,
+    ) -> Result<(u32, Option<Duration>), StoreError> {
         let limits = &self.settings.attempt_limits;
         let failed = self.store.failed_attempts(scope, limits.window_at(now).start).await?;
-        match limits.exceeded(scope, failed, now) {
-            Some(retry_after) => Err(ClaimError::RateLimited { retry_after }),
-            None => Ok(()),
-        }
+        Ok((failed, limits.exceeded(scope, failed, now)))
     }
 
     /// Best effort: a count that cannot be written is logged and the answer stands (the limit is

@@ -18,8 +18,8 @@ use claim_shared::{
     },
     ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
     service::{
-        ArrivalOutcome, ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ImportOutcome, NewDevice,
-        Progress, PublishAttempt, ReleaseError,
+        admin::Inspection, ArrivalOutcome, ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings,
+        ImportOutcome, NewDevice, Progress, PublishAttempt, ReleaseError,
     },
 };
 use claim_tests::{dynamodb_at, fresh_table, local_dynamodb, ManualClock};
@@ -87,6 +87,14 @@ impl Fixture {
             .await
             .expect("import");
         assert_eq!(outcome, ImportOutcome::Created);
+    }
+
+    /// The inspection of `device` for the user `who` (as support asks it).
+    async fn inspect_for(&self, device: &str, who: &str) -> Inspection {
+        self.service
+            .inspect_for(&thing(device), Some(&user(who)))
+            .await
+            .expect("inspect")
     }
 
     async fn history(&self, device: &str) -> Vec<HistoryEntry> {
@@ -994,11 +1002,7 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
         }),
         "until the window ends"
     );
-    let on_device = fx
-        .service
-        .inspect_for(&thing("limit-1"), Some(&user("impatient")))
-        .await
-        .expect("inspect");
+    let on_device = fx.inspect_for("limit-1", "impatient").await;
     assert_eq!(on_device.reason, "reserved", "the device's own reason comes first");
     let attempts = on_device.attempts.expect("attempts of the user");
     assert_eq!(attempts.failed_on_device, limits.per_user_device);
@@ -1014,13 +1018,7 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
 
     // Guessing codes: every unknown code counts against the user, whatever the code; the held
     // device's 409s did not (the code was right).
-    let attempts = fx
-        .service
-        .inspect_for(&thing("limit-3"), Some(&user("impatient")))
-        .await
-        .expect("inspect")
-        .attempts
-        .expect("attempts");
+    let attempts = fx.inspect_for("limit-3", "impatient").await.attempts.expect("attempts");
     assert_eq!(attempts.failed_by_user, 0);
     for i in 0..limits.per_user {
         let guess = format!("guess-{i}");
@@ -1030,11 +1028,7 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     let free = thing("limit-3");
     let refused = fx.service.claim(&request("impatient", "limit-3", None)).await;
     assert!(matches!(refused, Err(ClaimError::RateLimited { .. })), "{refused:?}");
-    let inspected = fx
-        .service
-        .inspect_for(&free, Some(&user("impatient")))
-        .await
-        .expect("inspect");
+    let inspected = fx.inspect_for("limit-3", "impatient").await;
     assert_eq!((inspected.claimable_now, inspected.reason), (false, "rate_limited"));
     assert_eq!(inspected.attempts.expect("attempts").failed_by_user, limits.per_user);
     // A repeat of the request that succeeded still gets its first answer; the same key with another
@@ -1043,11 +1037,7 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     assert_eq!(repeat, Ok(ClaimOutcome::Created(other.clone())));
     let reused = fx.service.claim(&request("impatient", "limit-3", Some("k-2"))).await;
     assert!(matches!(reused, Err(ClaimError::RateLimited { .. })), "{reused:?}");
-    let for_others = fx
-        .service
-        .inspect_for(&free, Some(&user("someone")))
-        .await
-        .expect("inspect");
+    let for_others = fx.inspect_for("limit-3", "someone").await;
     assert_eq!((for_others.claimable_now, for_others.reason), (true, "claimable"));
     assert_eq!(fx.service.inspect(&free).await.expect("inspect").reason, "claimable");
     // A refusal writes nothing: the free device's history is still only its import.

@@ -10,10 +10,11 @@ pub mod identity;
 use std::sync::Arc;
 
 use claim_shared::{
+    config::{env_or, required},
     domain::{
         claim::Claim,
         device::Device,
-        endpoints::{is_host_name, EndpointPlan},
+        endpoints::{is_host_name, EndpointPlan, StackLocation},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
     },
     outbox::Outbox,
@@ -69,15 +70,28 @@ impl ApiConfig {
             .map_err(|err| ConfigError(format!("OEM_ENDPOINTS: {err}")))
     }
 
-    /// `OEM_ENDPOINTS` when it is set and not empty, otherwise `OEM_ENDPOINT`.
+    /// `OEM_ENDPOINTS` when it is set and not empty, otherwise `OEM_ENDPOINT`; either way checked
+    /// against where the stack runs (`AWS_REGION`, always set in Lambda; `STACK_ACCOUNT_ID`, from
+    /// template.yaml): a device sent to an endpoint whose IoT events never reach this stack's topic
+    /// rules would never complete its claim.
     pub fn from_env() -> Result<Self, ConfigError> {
-        match std::env::var("OEM_ENDPOINTS")
+        let (config, setting) = match std::env::var("OEM_ENDPOINTS")
             .ok()
             .filter(|rules| !rules.trim().is_empty())
         {
-            Some(rules) => Self::from_rules(&rules),
-            None => Self::new(&claim_shared::config::required("OEM_ENDPOINT")?),
-        }
+            Some(rules) => (Self::from_rules(&rules)?, "OEM_ENDPOINTS"),
+            None => (Self::new(&required("OEM_ENDPOINT")?)?, "OEM_ENDPOINT"),
+        };
+        let (region, account) = (env_or("AWS_REGION", ""), env_or("STACK_ACCOUNT_ID", ""));
+        let stack = StackLocation {
+            account: Some(account.as_str()).filter(|a| !a.is_empty()),
+            region: Some(region.as_str()).filter(|r| !r.is_empty()),
+        };
+        config
+            .endpoints
+            .check_events_reach(stack)
+            .map_err(|err| ConfigError(format!("{setting}: {err}")))?;
+        Ok(config)
     }
 
     fn with_plan(plan: EndpointPlan) -> Self {

@@ -2,11 +2,10 @@
 //! request goes to `Api::handle`.
 
 use aws_config::BehaviorVersion;
-use claim_api::{Api, ApiConfig, ConfigError};
+use claim_api::{Api, ApiConfig};
 use claim_shared::{
     adapters::{dynamodb::DynamoOwnershipStore, secrets::load_label_code_key},
     config::{claim_settings, env_or, required},
-    domain::endpoints::StackLocation,
     outbox,
     service::{ClaimService, SystemClock},
 };
@@ -16,18 +15,6 @@ use lambda_http::{service_fn, Error};
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = ApiConfig::from_env()?.with_operators(&env_or("OPERATOR_PRINCIPALS", ""))?;
-    // A device sent to an endpoint whose IoT events never reach this stack's topic rules would never
-    // complete its claim: refuse such a plan now. AWS_REGION is always set in Lambda;
-    // STACK_ACCOUNT_ID comes from template.yaml.
-    let (region, account) = (env_or("AWS_REGION", ""), env_or("STACK_ACCOUNT_ID", ""));
-    let stack = StackLocation {
-        account: Some(account.as_str()).filter(|a| !a.is_empty()),
-        region: Some(region.as_str()).filter(|r| !r.is_empty()),
-    };
-    config
-        .endpoints
-        .check_events_reach(stack)
-        .map_err(|err| ConfigError(format!("{}: {err}", config.endpoints.setting())))?;
     let table = required("CLAIMS_TABLE")?;
     let settings = claim_settings()?;
     let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;

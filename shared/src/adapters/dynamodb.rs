@@ -580,7 +580,6 @@ fn idempotency_sk(key: &IdempotencyKey) -> String {
     format!("KEY#{}", key.as_str())
 }
 
-/// Milliseconds since the epoch, zero-padded so that string order is time order (until year 2286).
 fn attempts_pk(scope: &AttemptScope) -> String {
     format!("ATTEMPTS#{}", scope.key())
 }
@@ -589,6 +588,7 @@ fn attempts_sk(window_start: OffsetDateTime) -> String {
     format!("WINDOW#{}", padded_millis(window_start))
 }
 
+/// Milliseconds since the epoch, zero-padded so that string order is time order (until year 2286).
 fn padded_millis(at: OffsetDateTime) -> String {
     format!("{:013}", millis(at))
 }

@@ -224,15 +224,6 @@ impl EndpointPlan {
         })
     }
 
-    /// The setting the plan came from, to prefix its errors with.
-    pub fn setting(&self) -> &'static str {
-        if self.single {
-            "OEM_ENDPOINT"
-        } else {
-            "OEM_ENDPOINTS"
-        }
-    }
-
     /// Refuses an endpoint whose AWS IoT events would not reach the stack's topic rules: one in
     /// another account or region than `stack`, or one naming an account or region the stack's own
     /// cannot be compared with; unless the entry says `"events": "forwarded"`. The error names the
@@ -404,22 +395,14 @@ mod tests {
 
     #[test]
     fn the_region_comes_from_the_entry_or_an_aws_iot_host() {
-        assert_eq!(
-            host_region("abc-ats.iot.eu-west-1.amazonaws.com").as_deref(),
-            Some("eu-west-1")
-        );
-        assert_eq!(
-            host_region("ABC-ats.IOT.us-gov-west-1.amazonaws.com").as_deref(),
-            Some("us-gov-west-1")
-        );
-        assert_eq!(
-            host_region("abc-ats.iot.cn-north-1.amazonaws.com.cn").as_deref(),
-            Some("cn-north-1")
-        );
-        assert_eq!(
-            host_region("data.iot-fips.us-east-1.amazonaws.com").as_deref(),
-            Some("us-east-1")
-        );
+        for (host, region) in [
+            ("abc-ats.iot.eu-west-1.amazonaws.com", "eu-west-1"),
+            ("ABC-ats.IOT.us-gov-west-1.amazonaws.com", "us-gov-west-1"),
+            ("abc-ats.iot.cn-north-1.amazonaws.com.cn", "cn-north-1"),
+            ("data.iot-fips.us-east-1.amazonaws.com", "us-east-1"),
+        ] {
+            assert_eq!(host_region(host).as_deref(), Some(region), "{host}");
+        }
         for other in [
             "iot.example.com",
             "iot.eu-west-1.amazonaws.com",
@@ -482,7 +465,6 @@ mod tests {
     #[test]
     fn a_single_endpoint_in_another_region_is_refused_too() {
         let plan = EndpointPlan::single("one-ats.iot.eu-west-1.amazonaws.com");
-        assert_eq!(plan.setting(), "OEM_ENDPOINT");
         let err = plan.check_events_reach(STACK).unwrap_err();
         assert_eq!(
             err,

@@ -155,21 +155,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         now: OffsetDateTime,
     ) -> Result<AttemptStatus, StoreError> {
         let limits = self.settings.attempt_limits;
-        let window = limits.window_at(now);
-        let by_user = AttemptScope::User(user.clone());
-        let on_device = AttemptScope::UserDevice(user.clone(), thing.clone());
-        let failed_by_user = self.store.failed_attempts(&by_user, window.start).await?;
-        let failed_on_device = self.store.failed_attempts(&on_device, window.start).await?;
-        let retry_after = limits
-            .exceeded(&by_user, failed_by_user, now)
-            .or_else(|| limits.exceeded(&on_device, failed_on_device, now));
+        let (failed_by_user, user_wait) = self.attempts_at(&AttemptScope::User(user.clone()), now).await?;
+        let (failed_on_device, device_wait) = self
+            .attempts_at(&AttemptScope::UserDevice(user.clone(), thing.clone()), now)
+            .await?;
         Ok(AttemptStatus {
             user: user.clone(),
             failed_by_user,
             failed_on_device,
             limits,
-            window_ends_at: window.end,
-            retry_after,
+            window_ends_at: limits.window_at(now).end,
+            retry_after: user_wait.or(device_wait),
         })
     }
 
