@@ -114,6 +114,17 @@ impl DeviceChange {
         }
     }
 
+    /// `before` becomes `after` (the fields an import sets), numbered and versioned from `before`.
+    pub fn replacing(before: &Device, after: Device) -> Self {
+        let mut change = Self::on(before);
+        change.device = Device {
+            version: change.device.version,
+            history_len: change.device.history_len,
+            ..after
+        };
+        change
+    }
+
     pub fn create(mut device: Device) -> Self {
         device.version = 1;
         device.history_len = 0;

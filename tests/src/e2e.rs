@@ -4,8 +4,8 @@ use std::{collections::HashMap, time::Duration};
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
-    domain::{history::Actor, ids::ThingName},
-    service::{ClaimService, ClaimSettings, NewDevice, SystemClock},
+    domain::{history::Actor, ids::ThingName, registry::NewDevice},
+    service::{ClaimService, ClaimSettings, SystemClock},
 };
 use expresslink_sim::{ModuleConfig, ModuleEvent};
 use tokio::sync::mpsc;
@@ -145,6 +145,20 @@ impl Stack {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+
+    /// Polls the claim until it reads `state`; fails the test with the last answer if it does not
+    /// within `within`.
+    pub async fn claim_until(&self, user: &str, claim_id: &str, state: &str, within: Duration) -> Answer {
+        let answer = self
+            .wait_for_claim(user, claim_id, within, |a| a.body["state"] == state)
+            .await;
+        assert_eq!(
+            answer.body["state"], state,
+            "claim {claim_id} did not reach {state} within {within:?}: {:?}",
+            answer.body
+        );
+        answer
     }
 
     /// Starts a simulated module for `thing` on `staging_port` and waits until it listens.

@@ -2,6 +2,7 @@
 //! created from `template.yaml`, and a clock the tests can move.
 
 pub mod e2e;
+pub mod fixture;
 pub mod iotdata;
 pub mod mqtt;
 pub mod pki;

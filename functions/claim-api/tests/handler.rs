@@ -1,7 +1,7 @@
 //! The claim API handler, driven by API Gateway events built from captured REST API (Cognito user
 //! pool authorizer) and HTTP API (JWT authorizer) fixtures, against DynamoDB Local. The publish
-//! side is an in-memory recorder here; `tests/tests/claim_end_to_end.rs` covers it with the real
-//! broker, Secrets Manager (moto) and the served functions.
+//! side is an in-memory recorder here; the end-to-end tests (`tests/tests/end_to_end/`) cover it
+//! with the real broker, Secrets Manager (moto) and the served functions.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,20 +12,22 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use claim_api::{Api, ApiConfig};
 use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
     domain::{
         history::Actor,
         ids::{ConfigTopic, ThingName},
+        label_code::LabelCodeKey,
         publish::{ClaimThingCredentials, PublishError},
+        registry::NewDevice,
     },
-    outbox::{Outbox, OutboxSettings},
     ports::{CredentialSource, EndpointPublisher, OwnershipStore},
-    service::{ClaimService, ClaimSettings, NewDevice},
+    service::{ClaimSettings, Delivery, DeliverySettings},
 };
-use claim_tests::{fresh_table, local_dynamodb, ManualClock};
+use claim_tests::{
+    fixture::{DynamoOwnershipStore, Fixture as StoreFixture},
+    ManualClock,
+};
 use lambda_http::{http::StatusCode, Body, Response};
 use serde_json::{json, Value};
-use time::macros::datetime;
 
 const ENDPOINT: &str = "oem123-ats.iot.eu-west-1.amazonaws.com";
 const ALICE: &str = "7f4c2a9e-1b3d-4e5f-8a6b-0c1d2e3f4a5b";
@@ -193,6 +195,7 @@ struct Fixture {
     api: Arc<Api<DynamoOwnershipStore, ManualClock>>,
     clock: ManualClock,
     published: Arc<RecordingPublisher>,
+    store: DynamoOwnershipStore,
 }
 
 struct Answer {
@@ -206,20 +209,28 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with(config: ApiConfig) -> Fixture {
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
-    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
-    let service = ClaimService::new(
-        DynamoOwnershipStore::new(client, table),
-        clock.clone(),
-        ClaimSettings::default(),
-    );
+    fixture_on(config, None).await
+}
+
+/// The handler on a fresh table and a manual clock, publishing into a recorder; with `key`, label
+/// codes are enabled (as `claim-api` runs with `LABEL_CODE_KEY_SECRET`).
+async fn fixture_on(config: ApiConfig, key: Option<LabelCodeKey>) -> Fixture {
+    let stores = StoreFixture::<DynamoOwnershipStore>::new().await;
     let published = Arc::new(RecordingPublisher::default());
-    let outbox = Outbox::new(Arc::new(FixedCredentials), published.clone(), OutboxSettings::default());
+    let delivery = Delivery::new(
+        Arc::new(FixedCredentials),
+        published.clone(),
+        DeliverySettings::default(),
+    );
+    let service = stores
+        .service_with(ClaimSettings::default())
+        .with_label_code_key(key)
+        .with_delivery(delivery);
     Fixture {
-        api: Arc::new(Api::new(service, outbox, config)),
-        clock,
+        api: Arc::new(Api::new(service, config)),
+        clock: stores.clock.clone(),
         published,
+        store: stores.store,
     }
 }
 
@@ -256,8 +267,11 @@ impl Fixture {
     }
 
     async fn history_len(&self, thing: &str) -> usize {
-        let store = self.api.service.store();
-        store.history(&ThingName::parse(thing).unwrap()).await.unwrap().len()
+        self.store
+            .history(&ThingName::parse(thing).unwrap())
+            .await
+            .unwrap()
+            .len()
     }
 }
 
@@ -596,24 +610,9 @@ async fn retry_republishes_a_live_claim_and_renews_an_expired_one_while_the_devi
 }
 
 /// The handler with label codes enabled (a key), as `claim-api` runs with `LABEL_CODE_KEY_SECRET`.
-async fn fixture_with_label_codes() -> (Fixture, claim_shared::domain::label_code::LabelCodeKey) {
-    let key = claim_shared::domain::label_code::LabelCodeKey::new(b"handler-test-label-code-key-0123456789").unwrap();
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
-    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
-    let service = ClaimService::new(
-        DynamoOwnershipStore::new(client, table),
-        clock.clone(),
-        ClaimSettings::default(),
-    )
-    .with_label_code_key(Some(key.clone()));
-    let published = Arc::new(RecordingPublisher::default());
-    let outbox = Outbox::new(Arc::new(FixedCredentials), published.clone(), OutboxSettings::default());
-    let fx = Fixture {
-        api: Arc::new(Api::new(service, outbox, ApiConfig::new(ENDPOINT).unwrap())),
-        clock,
-        published,
-    };
+async fn fixture_with_label_codes() -> (Fixture, LabelCodeKey) {
+    let key = LabelCodeKey::new(b"handler-test-label-code-key-0123456789").unwrap();
+    let fx = fixture_on(ApiConfig::new(ENDPOINT).unwrap(), Some(key.clone())).await;
     (fx, key)
 }
 

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use claim_api::{
-    admin::{inspection_view, ADMIN_ROUTES},
-    claim_view, ROUTES,
-};
-use claim_shared::domain::{
-    claim::Claim,
-    ids::{ClaimId, ThingName, UserId},
+use claim_api::{ADMIN_ROUTES, ROUTES};
+use claim_shared::{
+    domain::{
+        claim::Claim,
+        ids::{ClaimId, ThingName, UserId},
+    },
+    views::{claim_view, inspection_view},
 };
 use serde_yaml::Value;
 
@@ -57,7 +57,7 @@ fn the_inspection_schema_names_exactly_the_fields_inspect_returns() {
         .keys()
         .map(|k| k.as_str().unwrap().to_owned())
         .collect();
-    let inspection = claim_shared::service::admin::Inspection {
+    let inspection = claim_shared::service::Inspection {
         thing_name: ThingName::parse("dev-1").unwrap(),
         device: None,
         holding_claim: None,

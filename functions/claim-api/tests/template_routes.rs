@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use claim_api::{admin::ADMIN_ROUTES, ROUTES};
+use claim_api::{ADMIN_ROUTES, ROUTES};
 use serde_yaml::Value;
 
 fn template() -> Value {

@@ -6,18 +6,12 @@
 
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
-    config::{claim_settings, required},
-    outbox,
-    service::{ClaimService, SystemClock},
-};
+use claim_shared::wiring::Wiring;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::{json, Value};
 
-/// Leaves headroom below a 60 s function timeout (the deployment issue sets it in the template);
-/// each publish is also cut off at the budget.
+/// Leaves headroom below the function's 60 s timeout (template.yaml); each publish is also cut
+/// off at the budget.
 const DRAIN_BUDGET: Duration = Duration::from_secs(45);
 
 /// Overdue claims recorded per run; more wait for the next run (reads are right meanwhile).
@@ -26,22 +20,15 @@ const SWEEP_BATCH: u32 = 500;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let table = required("CLAIMS_TABLE")?;
-    let settings = claim_settings()?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let claims = ClaimService::new(
-        DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
-        SystemClock,
-        settings,
-    );
-    let outbox = outbox::from_aws(&aws)?;
+    let wiring = Wiring::from_env().await;
+    let claims = wiring.service()?.with_delivery(wiring.delivery()?);
     lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| {
-        let (claims, outbox) = (&claims, &outbox);
+        let claims = &claims;
         async move {
             // The two jobs are independent: a failing sweep must not stop deliveries. A storage
             // error fails the invocation (after both ran); the next scheduled run starts over.
             let expired = claims.sweep_overdue(SWEEP_BATCH).await;
-            let report = outbox.drain(claims, DRAIN_BUDGET).await?;
+            let report = claims.drain(DRAIN_BUDGET).await?;
             let expired = expired?;
             Ok::<Value, Error>(json!({
                 "expired": expired,

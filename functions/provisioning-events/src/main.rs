@@ -1,26 +1,16 @@
-//! Wiring only: the table client is built once per execution environment; each topic-rule
+//! Wiring only: the claim service is built once per execution environment; each topic-rule
 //! invocation goes to `provisioning_events::handle`.
 
-use aws_config::BehaviorVersion;
-use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
-    config::{claim_settings, required},
-    service::{ClaimService, SystemClock},
-};
+use claim_shared::wiring::Wiring;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let table = required("CLAIMS_TABLE")?;
-    let aws = aws_config::load_defaults(BehaviorVersion::latest()).await;
-    let region = aws.region().map(ToString::to_string);
-    let claims = ClaimService::new(
-        DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&aws), table),
-        SystemClock,
-        claim_settings()?,
-    );
+    let wiring = Wiring::from_env().await;
+    let region = wiring.aws().region().map(ToString::to_string);
+    let claims = wiring.service()?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
         let (claims, region) = (&claims, region.as_deref());
         async move {

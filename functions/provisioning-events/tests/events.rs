@@ -4,23 +4,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
     domain::{
         claim::ClaimState,
         device::Holder,
         history::{Actor, HistoryEvent},
         ids::{ThingName, UserId},
+        registry::NewDevice,
     },
     ports::OwnershipStore,
-    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, NewDevice, ReleaseError},
+    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ReleaseError},
 };
-use claim_tests::{fresh_table, local_dynamodb, ManualClock};
+use claim_tests::{
+    fixture::{DynamoOwnershipStore, Fixture as StoreFixture},
+    ManualClock,
+};
 use provisioning_events::{
     events::{IotEvent, Meaning},
     handle,
 };
 use serde_json::{json, Value};
-use time::{macros::datetime, Duration};
+use time::Duration;
 
 const THING: &str = "a1b2c3d4-e5f6-7890-abcd-ef0123456789";
 const CERT: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -138,19 +141,22 @@ fn garbage_is_refused_with_a_reason() {
 
 struct Fixture {
     claims: ClaimService<DynamoOwnershipStore, ManualClock>,
+    store: DynamoOwnershipStore,
     clock: ManualClock,
 }
 
 async fn fixture_service() -> Fixture {
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
-    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
-    let claims = ClaimService::new(
-        DynamoOwnershipStore::new(client, table),
-        clock.clone(),
-        ClaimSettings::default(),
-    );
-    Fixture { claims, clock }
+    fixture_with(ClaimSettings::default()).await
+}
+
+/// The handler's use cases on a fresh table and a manual clock.
+async fn fixture_with(settings: ClaimSettings) -> Fixture {
+    let stores = StoreFixture::<DynamoOwnershipStore>::new().await;
+    Fixture {
+        claims: stores.service_with(settings),
+        store: stores.store,
+        clock: stores.clock,
+    }
 }
 
 impl Fixture {
@@ -190,19 +196,13 @@ impl Fixture {
     }
 
     async fn events(&self, thing: &str) -> Vec<HistoryEvent> {
-        let history = self
-            .claims
-            .store()
-            .history(&ThingName::parse(thing).unwrap())
-            .await
-            .unwrap();
+        let history = self.store.history(&ThingName::parse(thing).unwrap()).await.unwrap();
         history.into_iter().map(|e| e.event).collect()
     }
 
     async fn holder(&self, thing: &str) -> Holder {
         let device = self
-            .claims
-            .store()
+            .store
             .device(&ThingName::parse(thing).unwrap())
             .await
             .unwrap()
@@ -239,7 +239,7 @@ async fn an_arrival_completes_the_claim_and_duplicates_out_of_order_change_nothi
         .iter()
         .all(|o| ["details_added", "already_owned", "ignored"].contains(&o.as_str())));
 
-    let read = fx.claims.store().claim(&claim.claim_id).await.unwrap().unwrap();
+    let read = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert_eq!(read.state, ClaimState::Provisioned);
     assert_eq!(
         fx.events(THING).await,
@@ -252,8 +252,7 @@ async fn an_arrival_completes_the_claim_and_duplicates_out_of_order_change_nothi
         "one history entry for the arrival"
     );
     let device = fx
-        .claims
-        .store()
+        .store
         .device(&ThingName::parse(THING).unwrap())
         .await
         .unwrap()
@@ -301,7 +300,7 @@ async fn a_late_arrival_completes_its_expired_claim_within_the_grace_period_only
         fx.deliver(&for_thing("presence_connected", "late-1")).await,
         "completed"
     );
-    let first = fx.claims.store().claim(&first.claim_id).await.unwrap().unwrap();
+    let first = fx.store.claim(&first.claim_id).await.unwrap().unwrap();
     assert_eq!(first.state, ClaimState::Provisioned);
 
     // Past the grace period, it does not.
@@ -310,7 +309,7 @@ async fn a_late_arrival_completes_its_expired_claim_within_the_grace_period_only
         fx.deliver(&for_thing("presence_connected", "late-2")).await,
         "unclaimed"
     );
-    let second = fx.claims.store().claim(&second.claim_id).await.unwrap().unwrap();
+    let second = fx.store.claim(&second.claim_id).await.unwrap().unwrap();
     assert_eq!(second.state, ClaimState::Expired);
 }
 
@@ -324,29 +323,23 @@ async fn an_arrival_while_another_user_holds_the_device_completes_that_users_cla
 
     assert_eq!(fx.deliver(&for_thing("thing_created", "contested")).await, "completed");
     assert!(matches!(fx.holder("contested").await, Holder::Owned { ref claim_id, .. } if *claim_id == bobs.claim_id));
-    let alices = fx.claims.store().claim(&alices.claim_id).await.unwrap().unwrap();
+    let alices = fx.store.claim(&alices.claim_id).await.unwrap().unwrap();
     assert_eq!(alices.state, ClaimState::Expired, "the superseded claim stays expired");
 }
 
 #[tokio::test]
 async fn the_sweep_alone_expires_a_claim_whose_device_never_arrives() {
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
-    let clock = ManualClock::at(datetime!(2026-03-01 12:00 UTC));
-    let settings = ClaimSettings {
+    let fx = fixture_with(ClaimSettings {
         deadline: Duration::seconds(30),
         ..ClaimSettings::default()
-    };
-    let fx = Fixture {
-        claims: ClaimService::new(DynamoOwnershipStore::new(client, table), clock.clone(), settings),
-        clock,
-    };
+    })
+    .await;
     fx.import("never-moves").await;
     let claim = fx.claim("alice", "never-moves").await.unwrap().claim().clone();
     fx.clock.advance(Duration::seconds(31));
 
     assert_eq!(fx.claims.sweep_overdue(100).await.unwrap(), 1);
-    let stored = fx.claims.store().claim(&claim.claim_id).await.unwrap().unwrap();
+    let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ClaimState::Expired, "recorded, not just computed on read");
     assert_eq!(fx.holder("never-moves").await, Holder::Free);
     assert!(matches!(
@@ -398,7 +391,7 @@ async fn resale_needs_a_release_then_the_buyer_claims_the_factory_reset_device()
             HistoryEvent::Provisioned
         ]
     );
-    let history = fx.claims.store().history(&thing).await.unwrap();
+    let history = fx.store.history(&thing).await.unwrap();
     assert_eq!(history[2].claim_id.as_ref(), Some(&first.claim_id));
     assert_eq!(history[5].claim_id.as_ref(), Some(&second.claim_id));
 }

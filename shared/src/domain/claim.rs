@@ -1,4 +1,4 @@
-//! The claim state machine of `spec/api.md`.
+//! The claim state machine of `docs/api.md`.
 //!
 //! ```text
 //! pending ──▶ endpoint_published ──▶ provisioned ──▶ released
@@ -17,9 +17,20 @@
 //! whether or not any sweep has written it down yet.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
-use super::ids::{ClaimId, ThingName, UserId};
+use super::{
+    ids::{ClaimId, ThingName, UserId},
+    publish::{PublishBackoff, PublishError},
+};
+
+/// How long a claim reserves its device while waiting for it to arrive, unless configured otherwise
+/// (`CLAIM_DEADLINE_SECONDS`).
+pub const DEFAULT_DEADLINE: Duration = Duration::minutes(15);
+
+/// How long after its deadline a claim is still completed by its device arriving, if nobody else
+/// claimed the device meanwhile.
+pub const DEFAULT_ARRIVAL_GRACE: Duration = Duration::minutes(15);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,7 +147,7 @@ impl Claim {
         vendor: String,
         target_endpoint: String,
         now: OffsetDateTime,
-        deadline: time::Duration,
+        deadline: Duration,
     ) -> Self {
         Self {
             claim_id,
@@ -239,9 +250,41 @@ impl Claim {
         Ok(())
     }
 
+    /// Does its device arriving at `now` still complete this claim, which no longer holds the
+    /// device's reservation? Only if it expired at most `grace` before (the endpoint message was
+    /// slow to act on); a released or completed claim never.
+    pub fn completed_by_late_arrival(&self, now: OffsetDateTime, grace: Duration) -> bool {
+        self.state == ClaimState::Expired && now - self.expires_at <= grace
+    }
+
+    /// The staging endpoint confirmed a publish of the endpoint message: a pending claim becomes
+    /// `endpoint_published`; a re-publish the user asked for keeps its state and leaves the outbox.
+    pub fn record_published(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
+        self.publish_attempts += 1;
+        self.failure = None;
+        if self.state == ClaimState::Pending {
+            self.transition(ClaimState::EndpointPublished, now)
+        } else {
+            self.next_publish_at = None;
+            self.updated_at = now;
+            Ok(())
+        }
+    }
+
+    /// A publish attempt failed: the claim keeps waiting, shows the failure in words its user
+    /// understands (the technical detail goes to the logs only), and is due again after `backoff`.
+    pub fn record_publish_failure(&mut self, error: &PublishError, now: OffsetDateTime, backoff: &PublishBackoff) {
+        self.publish_attempts += 1;
+        self.failure = Some(Failure {
+            code: error.code.to_owned(),
+            message: error.user_message().to_owned(),
+        });
+        self.next_publish_at = Some(now + backoff.after(self.publish_attempts));
+    }
+
     /// A retry of an expired claim while its device is free: the same claim waits again, with a new
     /// deadline and a publish due now. Only an (effectively) expired claim can be renewed.
-    pub fn renew(&mut self, now: OffsetDateTime, deadline: time::Duration) -> Result<(), TransitionError> {
+    pub fn renew(&mut self, now: OffsetDateTime, deadline: Duration) -> Result<(), TransitionError> {
         if self.effective_state(now) != ClaimState::Expired {
             return Err(TransitionError {
                 from: self.effective_state(now),
@@ -370,6 +413,50 @@ mod tests {
         assert_eq!(states, [ClaimState::Pending, ClaimState::Expired, ClaimState::Pending]);
         claim.transition(ClaimState::EndpointPublished, later).expect("publish");
         assert_eq!(claim.next_publish_at, None, "a confirmed publish leaves the outbox");
+    }
+
+    #[test]
+    fn a_late_arrival_completes_only_a_claim_that_expired_within_the_grace() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let grace = DEFAULT_ARRIVAL_GRACE;
+        let mut claim = claim_at(t0);
+        let deadline = claim.expires_at;
+        assert!(!claim.completed_by_late_arrival(deadline, grace), "not expired yet");
+        claim.transition(ClaimState::Expired, deadline).expect("expire");
+        assert!(claim.completed_by_late_arrival(deadline + grace, grace));
+        assert!(!claim.completed_by_late_arrival(deadline + grace + Duration::milliseconds(1), grace));
+        let mut released = claim_at(t0);
+        released.transition(ClaimState::Released, t0).expect("release");
+        assert!(!released.completed_by_late_arrival(t0, grace));
+    }
+
+    #[test]
+    fn publish_results_are_recorded_with_backoff_and_user_wording() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let backoff = PublishBackoff::default();
+        let mut claim = claim_at(t0);
+        let refused = PublishError::new("staging_refused", "TLS alert: certificate unknown (detail)");
+        claim.record_publish_failure(&refused, t0, &backoff);
+        claim.record_publish_failure(&refused, t0, &backoff);
+        assert_eq!(claim.state, ClaimState::Pending);
+        assert_eq!(claim.publish_attempts, 2);
+        assert_eq!(claim.next_publish_at, Some(t0 + backoff.after(2)));
+        let failure = claim.failure.clone().expect("failure shown");
+        assert_eq!(failure.code, "staging_refused");
+        assert!(!failure.message.contains("TLS"), "technical detail stays in the logs");
+        claim.record_published(t0).expect("published");
+        assert_eq!(
+            (claim.state, claim.failure.clone(), claim.next_publish_at),
+            (ClaimState::EndpointPublished, None, None)
+        );
+        // A re-publish the user asked for keeps the state and leaves the outbox.
+        claim.next_publish_at = Some(t0);
+        claim.record_published(t0 + Duration::seconds(5)).expect("re-published");
+        assert_eq!(
+            (claim.state, claim.next_publish_at),
+            (ClaimState::EndpointPublished, None)
+        );
+        assert_eq!(claim.publish_attempts, 4);
     }
 
     #[test]

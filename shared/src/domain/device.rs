@@ -93,6 +93,25 @@ pub enum ArrivalDecision {
     Unclaimed,
 }
 
+/// How a claim request named its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedBy {
+    /// By the label code printed on it (found through the code's keyed hash).
+    LabelCode(CodeHash),
+    /// By its ThingName.
+    ThingName,
+}
+
+impl NamedBy {
+    /// As logs show it (`by` of `claim_decision`); never the code itself.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NamedBy::LabelCode(_) => "label_code",
+            NamedBy::ThingName => "thing_name",
+        }
+    }
+}
+
 /// What a claim request for this device leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimDecision {
@@ -103,7 +122,8 @@ pub enum ClaimDecision {
     AlreadyYours(ClaimId),
     /// Another user holds it.
     AlreadyClaimed,
-    /// Disabled by an operator: to users this is indistinguishable from an unknown device.
+    /// Disabled by an operator, or not claimable by what the request named it by: to users this is
+    /// indistinguishable from an unknown device.
     NotClaimable,
 }
 
@@ -181,7 +201,28 @@ impl Device {
         }
     }
 
-    pub fn decide_claim(&self, user: &UserId, now: OffsetDateTime) -> ClaimDecision {
+    /// Whether a claim request that named the device this way reaches it. Its own label code always
+    /// does (a code that resolved to the device but does not match it is a stale lookup); its
+    /// ThingName only if [`Device::claimable_by_thing_name`]. A device that does not answer looks
+    /// like an unknown one.
+    pub fn answers_to(&self, named_by: &NamedBy) -> bool {
+        match named_by {
+            NamedBy::LabelCode(hash) => self.code_hash.as_ref() == Some(hash),
+            NamedBy::ThingName => self.claimable_by_thing_name(),
+        }
+    }
+
+    /// A user's claim request that named the device as `named_by`.
+    pub fn decide_claim(&self, user: &UserId, named_by: &NamedBy, now: OffsetDateTime) -> ClaimDecision {
+        if !self.answers_to(named_by) {
+            return ClaimDecision::NotClaimable;
+        }
+        self.decide_renewal(user, now)
+    }
+
+    /// A user renewing their own expired claim (a retry): the same rules as a claim, without asking
+    /// for the code again.
+    pub fn decide_renewal(&self, user: &UserId, now: OffsetDateTime) -> ClaimDecision {
         if self.disabled {
             return ClaimDecision::NotClaimable;
         }
@@ -287,7 +328,7 @@ mod tests {
     #[test]
     fn a_free_device_is_reserved_for_the_first_caller() {
         assert_eq!(
-            device(Holder::Free).decide_claim(&user("a"), T0),
+            device(Holder::Free).decide_claim(&user("a"), &NamedBy::ThingName, T0),
             ClaimDecision::Reserve { superseded: None }
         );
     }
@@ -295,8 +336,14 @@ mod tests {
     #[test]
     fn a_live_reservation_is_yours_or_already_claimed() {
         let (claim_id, dev) = reserved_by("a", T0 + time::Duration::minutes(15));
-        assert_eq!(dev.decide_claim(&user("a"), T0), ClaimDecision::AlreadyYours(claim_id));
-        assert_eq!(dev.decide_claim(&user("b"), T0), ClaimDecision::AlreadyClaimed);
+        assert_eq!(
+            dev.decide_claim(&user("a"), &NamedBy::ThingName, T0),
+            ClaimDecision::AlreadyYours(claim_id)
+        );
+        assert_eq!(
+            dev.decide_claim(&user("b"), &NamedBy::ThingName, T0),
+            ClaimDecision::AlreadyClaimed
+        );
     }
 
     #[test]
@@ -305,7 +352,7 @@ mod tests {
         let (claim_id, dev) = reserved_by("a", deadline);
         for who in ["a", "b"] {
             assert_eq!(
-                dev.decide_claim(&user(who), deadline),
+                dev.decide_claim(&user(who), &NamedBy::ThingName, deadline),
                 ClaimDecision::Reserve {
                     superseded: Some(claim_id.clone())
                 }
@@ -323,9 +370,12 @@ mod tests {
             since: T0,
         });
         let much_later = T0 + time::Duration::days(400);
-        assert_eq!(dev.decide_claim(&user("b"), much_later), ClaimDecision::AlreadyClaimed);
         assert_eq!(
-            dev.decide_claim(&user("a"), much_later),
+            dev.decide_claim(&user("b"), &NamedBy::ThingName, much_later),
+            ClaimDecision::AlreadyClaimed
+        );
+        assert_eq!(
+            dev.decide_claim(&user("a"), &NamedBy::ThingName, much_later),
             ClaimDecision::AlreadyYours(claim_id.clone())
         );
         assert_eq!(
@@ -347,23 +397,54 @@ mod tests {
     #[test]
     fn a_device_with_a_label_code_is_claimed_by_thing_name_only_if_allowed() {
         let mut device = device(Holder::Free);
+        let alice = user("alice");
+        let reserve = ClaimDecision::Reserve { superseded: None };
         assert!(
             device.claimable_by_thing_name(),
             "no code: the label shows the ThingName"
         );
-        let hash = "ab".repeat(32);
-        device.code_hash = super::super::label_code::CodeHash::parse(&hash);
+        let hash = CodeHash::parse(&"ab".repeat(32)).expect("hash");
+        let other = CodeHash::parse(&"cd".repeat(32)).expect("hash");
+        assert_eq!(
+            device.decide_claim(&alice, &NamedBy::LabelCode(hash.clone()), T0),
+            ClaimDecision::NotClaimable,
+            "a code the device does not have"
+        );
+        device.code_hash = Some(hash.clone());
         device.thing_name_claims = false;
         assert!(!device.claimable_by_thing_name());
+        assert_eq!(
+            device.decide_claim(&alice, &NamedBy::ThingName, T0),
+            ClaimDecision::NotClaimable
+        );
+        assert_eq!(
+            device.decide_claim(&alice, &NamedBy::LabelCode(hash.clone()), T0),
+            reserve
+        );
+        assert_eq!(
+            device.decide_claim(&alice, &NamedBy::LabelCode(other), T0),
+            ClaimDecision::NotClaimable,
+            "a stale lookup of another code"
+        );
+        assert_eq!(
+            device.decide_renewal(&alice, T0),
+            reserve,
+            "a renewal is not asked for the code"
+        );
         device.thing_name_claims = true;
         assert!(device.claimable_by_thing_name());
+        assert_eq!(device.decide_claim(&alice, &NamedBy::ThingName, T0), reserve);
     }
 
     #[test]
     fn disabled_devices_cannot_be_claimed_by_anyone() {
         let mut dev = device(Holder::Free);
         dev.disabled = true;
-        assert_eq!(dev.decide_claim(&user("a"), T0), ClaimDecision::NotClaimable);
+        assert_eq!(
+            dev.decide_claim(&user("a"), &NamedBy::ThingName, T0),
+            ClaimDecision::NotClaimable
+        );
+        assert_eq!(dev.decide_renewal(&user("a"), T0), ClaimDecision::NotClaimable);
     }
 
     #[test]
@@ -387,7 +468,10 @@ mod tests {
         for (dev, at, expected) in cases {
             assert_eq!(dev.claimability(at), expected);
             // A stranger can reserve exactly when the device reads claimable.
-            let stranger_may = matches!(dev.decide_claim(&user("stranger"), at), ClaimDecision::Reserve { .. });
+            let stranger_may = matches!(
+                dev.decide_claim(&user("stranger"), &NamedBy::ThingName, at),
+                ClaimDecision::Reserve { .. }
+            );
             assert_eq!(stranger_may, expected.now(), "{expected:?}");
         }
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::Deserialize;
+use time::Duration;
 
 /// The payload a module in the staging state acts on (protocol §1.3): exactly
 /// `{"Endpoint":"<host>"}`. Built by serde, so the endpoint is always correctly escaped.
@@ -159,6 +160,44 @@ impl PublishError {
     }
 }
 
+impl PublishError {
+    /// What the claim's user sees while the publish waits for its next attempt: whether it is ours
+    /// to fix or the network's. Never the technical detail, which goes to the logs.
+    pub fn user_message(&self) -> &'static str {
+        match self.code {
+            "vendor_not_configured" | "credentials_invalid" | "tls_config" => {
+                "This product cannot be onboarded yet because of a configuration problem on our side. We keep trying and have been alerted."
+            }
+            _ => "We could not reach the product's network service yet. We keep trying automatically until the claim expires.",
+        }
+    }
+}
+
+/// The pause before publishing again after a failed attempt: `base` after the first, doubling with
+/// each further failure, never more than `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishBackoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for PublishBackoff {
+    fn default() -> Self {
+        Self {
+            base: Duration::seconds(2),
+            max: Duration::minutes(5),
+        }
+    }
+}
+
+impl PublishBackoff {
+    /// 2 s, 4 s, 8 s … up to `max`, after the `attempts`-th failed attempt.
+    pub fn after(&self, attempts: u32) -> Duration {
+        let factor = 1i32 << attempts.saturating_sub(1).min(20);
+        (self.base * factor).min(self.max)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +208,25 @@ mod tests {
             endpoint_message("abc-ats.iot.eu-west-1.amazonaws.com"),
             br#"{"Endpoint":"abc-ats.iot.eu-west-1.amazonaws.com"}"#.to_vec()
         );
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_maximum() {
+        let backoff = PublishBackoff::default();
+        let waits: Vec<i64> = (1..=10).map(|n| backoff.after(n).whole_seconds()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff.after(u32::MAX), backoff.max);
+    }
+
+    #[test]
+    fn users_are_told_whose_problem_a_failure_is_never_its_detail() {
+        let ours = PublishError::new("credentials_invalid", "PEM line 3: bad base64 in -----BEGIN");
+        assert!(ours.user_message().contains("configuration problem on our side"));
+        let network = PublishError::new("staging_timeout", "no PUBACK within 5 s from 10.0.0.1");
+        assert!(network.user_message().contains("could not reach"));
+        for err in [ours, network] {
+            assert!(!err.user_message().contains(err.message.as_str()));
+        }
     }
 
     #[test]

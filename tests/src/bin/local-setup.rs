@@ -9,8 +9,9 @@
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
+    domain::registry::NewDevice,
     domain::{history::Actor, ids::ThingName},
-    service::{ClaimService, ClaimSettings, NewDevice, SystemClock},
+    service::{ClaimService, ClaimSettings, SystemClock},
 };
 use claim_tests::{
     local_claim_thing_secret, local_dynamodb, local_secrets, pki, put_claim_thing_secret, schema::TableSchema,

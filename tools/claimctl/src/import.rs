@@ -21,9 +21,9 @@ use std::{
 };
 
 use claim_shared::{
-    domain::{history::Actor, label_code::LabelCodeKey},
+    domain::{history::Actor, label_code::LabelCodeKey, registry::NewDevice},
     ports::OwnershipStore,
-    service::{ClaimService, Clock, DeviceOpError, ImportOutcome, NewDevice},
+    service::{ClaimService, Clock, DeviceOpError, ImportOutcome},
 };
 use futures::{stream, StreamExt};
 use serde::Deserialize;

@@ -12,13 +12,15 @@ use std::{
 };
 
 use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
     domain::{
         claim::ClaimState,
+        funnel::Funnel,
         ids::{ThingName, UserId},
     },
     ports::StoreError,
-    service::{admin::Funnel, ClaimService, DeviceOpError, SystemClock},
+    service::DeviceOpError,
+    views::{admin_claim_view, funnel_view, inspection_view, timestamp},
+    wiring::{Service, Wiring},
 };
 use claimctl::{
     import::{count_rows, read_rows, Format, ImportError, Importer, Report},
@@ -26,7 +28,7 @@ use claimctl::{
     progress::Progress,
 };
 use clap::{Parser, Subcommand};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::OffsetDateTime;
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 an import finished, but some rows failed (see the report); \
 2 bad arguments, input or configuration (environment, secret); 3 the table is unavailable, or (release, \
@@ -139,8 +141,6 @@ fn parse_state(raw: &str) -> Result<ClaimState, String> {
     })
 }
 
-type Service = ClaimService<DynamoOwnershipStore, SystemClock>;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -150,19 +150,14 @@ async fn main() -> ExitCode {
     };
     // The functions' settings (CLAIM_DEADLINE_SECONDS, FAILED_CLAIMS_*), so claimctl judges claims
     // and attempts as the stack does.
-    let settings = match claim_shared::config::claim_settings() {
-        Ok(settings) => settings,
+    let wiring = Wiring::from_env().await;
+    let service = match wiring.service_on(&table) {
+        Ok(service) => service,
         Err(err) => {
             eprintln!("error: {err} (claimctl reads the functions' settings from the environment)");
             return ExitCode::from(2);
         }
     };
-    let aws = aws_config::load_from_env().await;
-    let service = ClaimService::new(
-        DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&aws), table.clone()),
-        SystemClock,
-        settings,
-    );
     let operator = cli.operator;
     match cli.command {
         Command::Import {
@@ -171,17 +166,11 @@ async fn main() -> ExitCode {
             concurrency,
             code_key_secret,
         } => {
-            let key = match code_key_secret.filter(|name| !name.trim().is_empty()) {
-                None => None,
-                Some(name) => {
-                    let client = aws_sdk_secretsmanager::Client::new(&aws);
-                    match claim_shared::adapters::secrets::load_label_code_key(&client, &name).await {
-                        Ok(key) => Some(key),
-                        Err(err) => {
-                            eprintln!("error: {err}");
-                            return ExitCode::from(2);
-                        }
-                    }
+            let key = match wiring.label_code_key_named(code_key_secret.as_deref()).await {
+                Ok(key) => key,
+                Err(err) => {
+                    eprintln!("error: {}", err.0);
+                    return ExitCode::from(2);
                 }
             };
             let service = service.with_label_code_key(key);
@@ -225,7 +214,7 @@ async fn main() -> ExitCode {
             Ok(claims) => {
                 let now = service.now();
                 for claim in &claims {
-                    println!("{}", claim_api::admin::admin_claim_view(claim, now));
+                    println!("{}", admin_claim_view(claim, now));
                 }
                 eprintln!("{} claims", claims.len());
                 ExitCode::SUCCESS
@@ -271,7 +260,7 @@ async fn inspect(service: &Service, thing: &ThingName) -> ExitCode {
 async fn inspect_for(service: &Service, thing: &ThingName, user: Option<&UserId>) -> ExitCode {
     match service.inspect_for(thing, user).await {
         Ok(inspection) => {
-            let view = claim_api::admin::inspection_view(&inspection);
+            let view = inspection_view(&inspection);
             println!(
                 "{}",
                 serde_json::to_string_pretty(&view).unwrap_or_else(|_| view.to_string())
@@ -306,19 +295,8 @@ fn store_failed(err: &StoreError) -> ExitCode {
 }
 
 fn print_funnel(funnel: &Funnel, from: OffsetDateTime, to: OffsetDateTime, json: bool) {
-    let (from, to) = (
-        from.format(&Rfc3339).unwrap_or_default(),
-        to.format(&Rfc3339).unwrap_or_default(),
-    );
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "from": from, "to": to, "started": funnel.started, "published": funnel.published,
-                "provisioned": funnel.provisioned, "expired": funnel.expired, "released": funnel.released,
-                "failed": funnel.failed, "open": funnel.open,
-            })
-        );
+        println!("{}", funnel_view(funnel, from, to));
         return;
     }
     let percent = |n: u64| {
@@ -328,7 +306,7 @@ fn print_funnel(funnel: &Funnel, from: OffsetDateTime, to: OffsetDateTime, json:
             format!("{:.1}%", n as f64 * 100.0 / funnel.started as f64)
         }
     };
-    println!("claims started {from} .. {to}");
+    println!("claims started {} .. {}", timestamp(from), timestamp(to));
     for (label, n) in [
         ("started", funnel.started),
         ("published", funnel.published),

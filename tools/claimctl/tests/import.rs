@@ -12,34 +12,40 @@ use std::{
 
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
-    domain::ids::{ThingName, UserId},
+    domain::{
+        funnel::Funnel,
+        ids::{ThingName, UserId},
+        registry::NewDevice,
+    },
     ports::OwnershipStore,
-    service::{admin::Funnel, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, Clock, NewDevice, SystemClock},
+    service::{ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, Clock, SystemClock},
 };
-use claim_tests::{fresh_table, local_dynamodb, ManualClock};
+use claim_tests::{
+    fixture::{DynamoOwnershipStore, LocalTable},
+    ManualClock,
+};
 use serde_json::Value;
 
+/// A table of the test's own, the use cases on it with the real clock (claimctl runs with it), and
+/// a working directory for import files and reports.
 struct Fixture {
     table: String,
     client: aws_sdk_dynamodb::Client,
+    store: DynamoOwnershipStore,
     service: ClaimService<DynamoOwnershipStore, SystemClock>,
     dir: PathBuf,
 }
 
 async fn fixture() -> Fixture {
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
-    let service = ClaimService::new(
-        DynamoOwnershipStore::new(client.clone(), table.clone()),
-        SystemClock,
-        ClaimSettings::default(),
-    );
+    let LocalTable { client, name: table } = LocalTable::fresh().await;
+    let store = DynamoOwnershipStore::new(client.clone(), table.clone());
+    let service = ClaimService::new(store.clone(), SystemClock, ClaimSettings::default());
     let dir = std::env::temp_dir().join(format!("claimctl-{table}"));
     std::fs::create_dir_all(&dir).unwrap();
     Fixture {
         table,
         client,
+        store,
         service,
         dir,
     }
@@ -270,14 +276,7 @@ async fn operators_inspect_disable_release_and_list_claims() {
     let funnel: Value = serde_json::from_slice(&fx.run(&["funnel", "--since", "1h", "--json"]).stdout).unwrap();
     assert_eq!(funnel["released"].as_u64(), Some(1));
     assert_eq!(
-        fx.service
-            .store()
-            .claim(&claim.claim_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state
-            .as_str(),
+        fx.store.claim(&claim.claim_id).await.unwrap().unwrap().state.as_str(),
         "released"
     );
 
@@ -290,12 +289,10 @@ async fn operators_inspect_disable_release_and_list_claims() {
 
 #[tokio::test]
 async fn the_funnel_finds_claims_of_a_past_window_renewed_days_later() {
-    let client = local_dynamodb().await;
-    let table = fresh_table(&client).await;
     let started = time::OffsetDateTime::now_utc();
     let clock = ManualClock::at(started);
     let service = ClaimService::new(
-        DynamoOwnershipStore::new(client, table),
+        LocalTable::fresh().await.store(),
         clock.clone(),
         ClaimSettings::default(),
     );
@@ -407,7 +404,7 @@ async fn label_codes_are_imported_as_keyed_hashes_and_never_written_back() {
     assert_eq!(dup.status.code(), Some(1), "{out}{err}");
     assert!(out.contains("4 rows: 3 created"), "{out}");
 
-    let store = fx.service.store();
+    let store = &fx.store;
     let hash = |n: u32| key.hash(&claim_shared::domain::label_code::LabelCode::parse(&code(n)).unwrap());
     let device = |name: &str| {
         let thing = ThingName::parse(name).unwrap();

@@ -21,15 +21,15 @@ use claim_shared::{
         mqtt::MqttPublisher,
         secrets::SecretsManagerCredentials,
     },
+    domain::registry::NewDevice,
     domain::{
         claim::ClaimState,
         history::Actor,
         ids::{ConfigTopic, ThingName, UserId},
         publish::ClaimThingCredentials,
     },
-    outbox::{Outbox, OutboxSettings},
-    ports::{EndpointPublisher, OwnershipStore},
-    service::{ClaimRequest, ClaimService, ClaimSettings, NewDevice, SystemClock},
+    ports::EndpointPublisher,
+    service::{ClaimRequest, ClaimService, ClaimSettings, Delivery, DeliverySettings, SystemClock},
 };
 use claim_tests::{
     e2e::{delivered_history, Answer, Stack},
@@ -62,12 +62,9 @@ async fn a_claim_with_the_https_transport_is_published_over_mutual_tls() {
     let created = stack.claim(&user, &thing).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
-    let published = stack
-        .wait_for_claim(&user, &claim_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "endpoint_published"
-        })
+    stack
+        .claim_until(&user, &claim_id, "endpoint_published", Duration::from_secs(20))
         .await;
-    assert_eq!(published.body["state"], "endpoint_published", "{:?}", published.body);
 
     let topic = format!("{thing}/expresslink_config");
     let received = moto_publishes(&stack.local.moto_url, &topic).await.unwrap();
@@ -97,12 +94,9 @@ async fn a_claim_with_the_iam_transport_is_published_with_signed_requests() {
     let created = stack.claim(&user, &thing).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
-    let published = stack
-        .wait_for_claim(&user, &claim_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "endpoint_published"
-        })
+    stack
+        .claim_until(&user, &claim_id, "endpoint_published", Duration::from_secs(20))
         .await;
-    assert_eq!(published.body["state"], "endpoint_published", "{:?}", published.body);
 
     let received = moto_publishes(&stack.local.moto_url, &format!("{thing}/expresslink_config"))
         .await
@@ -215,9 +209,7 @@ async fn claim_end_to_end(stack: &Stack, transport: &str) -> Vec<(u16, serde_jso
         .await;
     assert_eq!(module.messages(), [(topic.clone(), message)], "{transport}");
     let provisioned = stack
-        .wait_for_claim(&user, &claim_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "provisioned"
-        })
+        .claim_until(&user, &claim_id, "provisioned", Duration::from_secs(20))
         .await;
     assert_eq!(
         provisioned.body["state"], "provisioned",
@@ -291,33 +283,26 @@ async fn the_same_claim_with_each_transport_gives_the_same_answers_and_history()
 /// A claim on a table of the test's own, delivered by an outbox the test drives.
 struct OwnOutbox {
     claims: ClaimService<DynamoOwnershipStore, SystemClock>,
-    outbox: Outbox,
     secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl OwnOutbox {
     async fn new() -> Self {
-        let dynamo = claim_tests::local_dynamodb().await;
-        let table = claim_tests::fresh_table(&dynamo).await;
-        let claims = ClaimService::new(
-            DynamoOwnershipStore::new(dynamo, &table),
-            SystemClock,
-            ClaimSettings::default(),
-        );
+        let table = claim_tests::fixture::LocalTable::fresh().await;
         let aws = claim_tests::moto_sdk_config().await;
         let secrets = aws_sdk_secretsmanager::Client::new(&aws);
         // A 1 ms cache: every delivery reads the secret as it is now.
         let source = SecretsManagerCredentials::new(secrets.clone(), SECRET_PREFIX, Duration::from_millis(1)).unwrap();
-        let outbox = Outbox::new(
+        let delivery = Delivery::new(
             Arc::new(source),
             Arc::new(TransportRouter::from_aws(&aws)),
-            OutboxSettings::default(),
+            DeliverySettings {
+                inline_budget: Duration::from_secs(5),
+                ..DeliverySettings::default()
+            },
         );
-        Self {
-            claims,
-            outbox,
-            secrets,
-        }
+        let claims = ClaimService::new(table.store(), SystemClock, ClaimSettings::default()).with_delivery(delivery);
+        Self { claims, secrets }
     }
 
     async fn put_profile(&self, vendor: &str, profile: &serde_json::Value) {
@@ -383,13 +368,10 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
     ];
     for (attempt, (case, profile, code)) in cases.into_iter().enumerate() {
         own.put_profile(&vendor, &profile).await;
-        let report = own
-            .outbox
-            .publish_now(&own.claims, &claim.claim_id, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let done = own.claims.publish_now(&claim).await.unwrap();
+        let report = done.report;
         assert_eq!((report.published, report.failed), (0, 1), "{case}: {report:?}");
-        let after = own.claims.store().claim(&claim.claim_id).await.unwrap().unwrap();
+        let after = done.claim.expect("the claim as the attempt left it");
         assert_eq!(after.state, ClaimState::Pending, "{case}");
         assert_eq!(after.failure.as_ref().map(|f| f.code.as_str()), Some(code), "{case}");
         assert_eq!(after.publish_attempts, u32::try_from(attempt + 1).unwrap(), "{case}");
@@ -401,13 +383,10 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
     }
 
     own.put_profile(&vendor, &right).await;
-    let report = own
-        .outbox
-        .publish_now(&own.claims, &claim.claim_id, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let done = own.claims.publish_now(&claim).await.unwrap();
+    let report = done.report;
     assert_eq!((report.published, report.failed), (1, 0), "{report:?}");
-    let delivered = own.claims.store().claim(&claim.claim_id).await.unwrap().unwrap();
+    let delivered = done.claim.expect("the claim as the delivery left it");
     assert_eq!(delivered.state, ClaimState::EndpointPublished);
     assert_eq!(delivered.failure, None);
     assert_eq!(delivered.next_publish_at, None);

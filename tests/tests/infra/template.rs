@@ -284,14 +284,31 @@ fn no_other_role_or_policy_in_the_template_has_a_wildcard_action_or_resource() {
 }
 
 /// The environment variables a function's `main.rs` requires at cold start (`required("NAME")`).
+/// The settings a function stops its cold start without: every `required("…")` in its own source,
+/// and in the shared wiring root when its `main.rs` builds the claim service there.
 fn required_env(binary: &str) -> BTreeSet<String> {
-    let path = template_path().with_file_name(format!("functions/{binary}/src/main.rs"));
-    let source = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
-    source
-        .split("required(\"")
-        .skip(1)
-        .filter_map(|rest| rest.split('"').next())
-        .map(str::to_owned)
+    let root = template_path().with_file_name("");
+    let crate_src = root.join(format!("functions/{binary}/src"));
+    let mut sources: Vec<std::path::PathBuf> = std::fs::read_dir(&crate_src)
+        .unwrap_or_else(|err| panic!("{}: {err}", crate_src.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "rs"))
+        .collect();
+    let main = std::fs::read_to_string(crate_src.join("main.rs")).unwrap();
+    if main.contains("wiring.service()") {
+        sources.push(root.join("shared/src/wiring.rs"));
+    }
+    sources
+        .iter()
+        .flat_map(|path| {
+            let source = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+            source
+                .split("required(\"")
+                .skip(1)
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -63,9 +63,7 @@ async fn a_claim_over_http_moves_the_module_to_the_oem_endpoint() {
 
     // The module's arrival in the OEM account completes the claim.
     let read = stack
-        .wait_for_claim(&alice, &claim_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "provisioned"
-        })
+        .claim_until(&alice, &claim_id, "provisioned", Duration::from_secs(20))
         .await;
     assert_eq!(read.status, 200);
     assert_eq!(read.body["state"], "provisioned", "{:?}", read.body);
@@ -259,12 +257,9 @@ async fn resale_release_then_the_buyer_claims_the_factory_reset_product() {
     let sold = stack.claim(&seller, &thing).await;
     let sold_id = sold.body["claim_id"].as_str().unwrap().to_owned();
     first_life.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
-    let owned = stack
-        .wait_for_claim(&seller, &sold_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "provisioned"
-        })
+    stack
+        .claim_until(&seller, &sold_id, "provisioned", Duration::from_secs(20))
         .await;
-    assert_eq!(owned.body["state"], "provisioned");
     drop(first_life);
 
     // The buyer factory-resets the product: back in staging, same ThingName and certificate.
@@ -281,12 +276,9 @@ async fn resale_release_then_the_buyer_claims_the_factory_reset_product() {
     assert_eq!(bought.status, 202, "{:?}", bought.body);
     let bought_id = bought.body["claim_id"].as_str().unwrap().to_owned();
     second_life.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
-    let buyers = stack
-        .wait_for_claim(&buyer, &bought_id, Duration::from_secs(20), |a| {
-            a.body["state"] == "provisioned"
-        })
+    stack
+        .claim_until(&buyer, &bought_id, "provisioned", Duration::from_secs(20))
         .await;
-    assert_eq!(buyers.body["state"], "provisioned", "{:?}", buyers.body);
     let sellers = stack.call("GET", "/v1/devices", &seller, None).await;
     assert_eq!(sellers.body["devices"], json!([]), "the seller has no device any more");
     let old = stack.call("GET", &format!("/v1/claims/{sold_id}"), &seller, None).await;

@@ -31,12 +31,9 @@ async fn claim_until_owned(stack: &Stack, user: &str, thing: &str) -> String {
     let created = stack.claim(user, thing).await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
-    let done = stack
-        .wait_for_claim(user, &claim_id, Duration::from_secs(30), |a| {
-            a.body["state"] == "provisioned"
-        })
+    stack
+        .claim_until(user, &claim_id, "provisioned", Duration::from_secs(30))
         .await;
-    assert_eq!(done.body["state"], "provisioned", "{:?}", done.body);
     claim_id
 }
 

@@ -1,0 +1,338 @@
+//! `POST /v1/claims`: a user claims a device by the code on its label. The code is resolved to a
+//! device, the failed-attempt limits are checked, the ownership rules decide, and a new claim
+//! reserves the device; [`ClaimService::claim_and_publish`] then sends the device its endpoint
+//! message within the request (see [`super::outbox`]).
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+
+use super::{elapsed_ms, ClaimService, Clock};
+use crate::{
+    domain::{
+        attempts::AttemptScope,
+        claim::Claim,
+        device::{ClaimDecision, Holder, NamedBy},
+        endpoints::EndpointPlan,
+        history::{Actor, HistoryEvent, NewHistoryEntry},
+        ids::{ClaimId, IdempotencyKey, ThingName, UserId},
+        label_code::LabelCode,
+    },
+    metrics,
+    ports::{DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub user: UserId,
+    /// What the label says: an OEM label code, or the ThingName (`ThingName::into()`). The service
+    /// resolves it to the device (see [`ClaimService::claim`]).
+    pub code: LabelCode,
+    /// Where devices go; decided against the device's SKU and the app's region hint.
+    pub endpoints: Arc<EndpointPlan>,
+    pub region_hint: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl ClaimRequest {
+    /// What an idempotency key is bound to: the same key must come with a request for the same
+    /// device (the resolved ThingName; never the code itself, which the table must not hold).
+    fn fingerprint(thing: &ThingName) -> String {
+        format!("claim:{thing}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// A new claim reserved the device (`202`).
+    Created(Claim),
+    /// The caller already holds the device, or repeated an idempotent request (`200`).
+    Existing(Claim),
+}
+
+impl ClaimOutcome {
+    pub fn claim(&self) -> &Claim {
+        match self {
+            ClaimOutcome::Created(claim) | ClaimOutcome::Existing(claim) => claim,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Unknown, disabled, or wrong code: deliberately one answer (`404 device_not_found`).
+    #[error("no claimable device for that code")]
+    DeviceNotFound,
+    #[error("the device is held by another user")]
+    AlreadyClaimed,
+    #[error("the Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// Too many failed attempts by this user (in all, or on this device) recently; nothing was
+    /// written, and a user over their own limit had nothing looked up (`429` with `Retry-After`).
+    #[error("too many failed claim attempts; try again in {} s", retry_after.whole_seconds())]
+    RateLimited { retry_after: Duration },
+    /// Lost the race too many times; nothing was written (`503`).
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ClaimError {
+    /// As logs and metrics name it.
+    fn outcome(&self) -> &'static str {
+        match self {
+            ClaimError::DeviceNotFound => "device_not_found",
+            ClaimError::AlreadyClaimed => "already_claimed",
+            ClaimError::IdempotencyKeyReused => "idempotency_key_reused",
+            ClaimError::RateLimited { .. } => "rate_limited",
+            ClaimError::Busy => "busy",
+            ClaimError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// `POST /v1/claims` as the API runs it: [`Self::claim`], then a new claim's endpoint message is
+    /// published at once if its vendor's claim-thing is free (within the inline budget). The answer
+    /// is the claim as far as it got; what is not published now is published by the schedule.
+    pub async fn claim_and_publish(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+        Ok(match self.claim(request).await? {
+            ClaimOutcome::Created(claim) => ClaimOutcome::Created(self.publish_accepted(claim).await),
+            existing @ ClaimOutcome::Existing(_) => existing,
+        })
+    }
+
+    /// Reserves a device for the caller, or returns the claim they already hold. Logs one
+    /// `claim_decision` event (fields: see docs/operations.md, "Log fields").
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let user_scope = AttemptScope::User(request.user.clone());
+        let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
+        let (resolved, result) = match self.check_attempts(&user_scope, now).await {
+            Ok(()) => {
+                let resolved = self.resolve(&request.code).await;
+                let result = match &resolved {
+                    Ok((thing, named_by)) => match self.check_attempts(&device_scope(thing), now).await {
+                        Ok(()) => self.decide_and_claim(request, thing, named_by).await,
+                        Err(err) => Err(err),
+                    },
+                    Err(err) => Err(err.clone()),
+                };
+                (resolved, result)
+            }
+            // A limited user gets no answer about their code, except the first answer again for a
+            // repeat of a request that succeeded (same Idempotency-Key, same device).
+            Err(limited) => match self.replay_while_limited(request).await {
+                Ok(Some((thing, named_by, claim))) => (Ok((thing, named_by)), Ok(ClaimOutcome::Created(claim))),
+                Ok(None) => (Err(limited.clone()), Err(limited)),
+                Err(err) => (Err(err.clone()), Err(err)),
+            },
+        };
+        // A code that found nothing counts against the user: that is what guessing looks like. A
+        // device somebody else holds counts against the user on that device only: the code was
+        // right, and a buyer whose seller has not released yet must keep their other claims. Only
+        // a device that exists is ever a key (a mistyped label code must not be stored).
+        match (&result, &resolved) {
+            (Err(ClaimError::DeviceNotFound), _) => self.count_failed_attempt(&user_scope, now).await,
+            (Err(ClaimError::AlreadyClaimed), Ok((thing, _))) => {
+                self.count_failed_attempt(&device_scope(thing), now).await;
+            }
+            _ => {}
+        }
+        let (outcome, claim_id) = match &result {
+            Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
+            Ok(ClaimOutcome::Existing(claim)) => ("existing", Some(claim.claim_id.as_str())),
+            Err(err) => (err.outcome(), None),
+        };
+        let error = result.as_ref().err().map(ToString::to_string);
+        metrics::count("ClaimRequests", ("outcome", outcome));
+        // Only a device the code resolved to is named (redacted); the code itself and its hash
+        // are never logged: a code that resolved to nothing may be someone's label code.
+        // With label codes on, a code shaped like a ThingName may be a mistyped label code: a
+        // code that found no claimable device is not named at all.
+        let (thing_name, by) = match &resolved {
+            _ if matches!(result, Err(ClaimError::DeviceNotFound)) => (None, None),
+            Ok((thing, named_by)) => (Some(thing.redacted()), Some(named_by.as_str())),
+            Err(_) => (None, None),
+        };
+        tracing::info!(
+            event = "claim_decision",
+            outcome,
+            claim_id,
+            thing_name,
+            by,
+            latency_ms = elapsed_ms(started),
+            error,
+        );
+        result
+    }
+
+    /// The device a claim's code names: its label code's lookup entry if label codes are enabled
+    /// and it has one, else the device whose ThingName it is.
+    async fn resolve(&self, code: &LabelCode) -> Result<(ThingName, NamedBy), ClaimError> {
+        if let Some(key) = &self.code_key {
+            let hash = key.hash(code);
+            if let Some(thing) = self.store.thing_by_code(&hash).await? {
+                return Ok((thing, NamedBy::LabelCode(hash)));
+            }
+        }
+        match code.as_thing_name() {
+            Some(thing) => Ok((thing, NamedBy::ThingName)),
+            None => Err(ClaimError::DeviceNotFound),
+        }
+    }
+
+    /// The claim an idempotent repeat of this request created, if it is one. Anything else is
+    /// `None` and answered `429`, never `400` or `404`: those would answer guesses.
+    async fn replay_while_limited(
+        &self,
+        request: &ClaimRequest,
+    ) -> Result<Option<(ThingName, NamedBy, Claim)>, ClaimError> {
+        if request.idempotency_key.is_none() {
+            return Ok(None);
+        }
+        let Ok((thing, named_by)) = self.resolve(&request.code).await else {
+            return Ok(None);
+        };
+        match self
+            .replay_idempotent(request, &ClaimRequest::fingerprint(&thing))
+            .await
+        {
+            Ok(Some(claim)) => Ok(Some((thing, named_by, claim))),
+            Ok(None) | Err(ClaimError::IdempotencyKeyReused) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.
+    async fn check_attempts(&self, scope: &AttemptScope, now: OffsetDateTime) -> Result<(), ClaimError> {
+        match self.attempts_at(scope, now).await? {
+            (_, Some(retry_after)) => Err(ClaimError::RateLimited { retry_after }),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// `scope`'s failed attempts in the window around `now`, and how long it is refused (`Some`:
+    /// it reached its limit).
+    pub(super) async fn attempts_at(
+        &self,
+        scope: &AttemptScope,
+        now: OffsetDateTime,
+    ) -> Result<(u32, Option<Duration>), StoreError> {
+        let limits = &self.settings.attempt_limits;
+        let failed = self.store.failed_attempts(scope, limits.window_at(now).start).await?;
+        Ok((failed, limits.exceeded(scope, failed, now)))
+    }
+
+    /// Best effort: a count that cannot be written is logged and the answer stands (the limit is
+    /// then briefly more lenient; the claim's answer is already decided).
+    async fn count_failed_attempt(&self, scope: &AttemptScope, now: OffsetDateTime) {
+        let limits = &self.settings.attempt_limits;
+        let window = limits.window_at(now);
+        if let Err(err) = self
+            .store
+            .count_failed_attempt(scope, window.start, window.end + limits.window)
+            .await
+        {
+            metrics::count("AttemptCountFailures", ("outcome", "store_unavailable"));
+            tracing::warn!(event = "attempt_count_failed", outcome = "store_unavailable", error = %err);
+        }
+    }
+
+    async fn decide_and_claim(
+        &self,
+        request: &ClaimRequest,
+        thing: &ThingName,
+        named_by: &NamedBy,
+    ) -> Result<ClaimOutcome, ClaimError> {
+        let fingerprint = ClaimRequest::fingerprint(thing);
+        for attempt in 0..self.settings.max_attempts {
+            // Records are written only with a new claim, so a replay repeats that answer (`202`).
+            if let Some(first) = self.replay_idempotent(request, &fingerprint).await? {
+                return Ok(ClaimOutcome::Created(first));
+            }
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(ClaimError::DeviceNotFound);
+            };
+            let superseded = match device.decide_claim(&request.user, named_by, now) {
+                ClaimDecision::NotClaimable => return Err(ClaimError::DeviceNotFound),
+                ClaimDecision::AlreadyClaimed => return Err(ClaimError::AlreadyClaimed),
+                ClaimDecision::AlreadyYours(claim_id) => {
+                    return Ok(ClaimOutcome::Existing(self.claim_pointed_at(&claim_id).await?));
+                }
+                ClaimDecision::Reserve { superseded } => superseded,
+            };
+
+            let target = request
+                .endpoints
+                .select(device.sku.as_deref(), request.region_hint.as_deref());
+            let mut claim = Claim::new(
+                ClaimId::new_random(),
+                thing.clone(),
+                request.user.clone(),
+                device.vendor.clone(),
+                target.host,
+                now,
+                self.settings.deadline,
+            );
+            claim.target_rule = target.rule;
+            let mut change = DeviceChange::on(&device);
+            if let Some(old_id) = superseded {
+                self.expire_into(&mut change, &old_id, now).await?;
+            }
+            change.device.holder = Holder::Reserved {
+                claim_id: claim.claim_id.clone(),
+                user: request.user.clone(),
+                expires_at: claim.expires_at,
+            };
+            change.device.last_claim = Some(claim.claim_id.clone());
+            change.record(NewHistoryEntry::new(
+                now,
+                HistoryEvent::Claimed,
+                Actor::User(request.user.clone()),
+                Some(claim.claim_id.clone()),
+            ));
+            change.idempotency = request.idempotency_key.as_ref().map(|key| IdempotencyRecord {
+                user: request.user.clone(),
+                key: key.clone(),
+                claim_id: claim.claim_id.clone(),
+                fingerprint: fingerprint.clone(),
+                created_at: now,
+                expires_at: now + self.settings.idempotency_window,
+            });
+            change.create_claim(claim.clone());
+
+            if self.try_commit(change, attempt).await? {
+                return Ok(ClaimOutcome::Created(claim));
+            }
+        }
+        Err(ClaimError::Busy)
+    }
+
+    async fn replay_idempotent(&self, request: &ClaimRequest, fingerprint: &str) -> Result<Option<Claim>, ClaimError> {
+        let Some(key) = &request.idempotency_key else {
+            return Ok(None);
+        };
+        let Some(record) = self
+            .store
+            .idempotency_record(&request.user, key, self.clock.now())
+            .await?
+        else {
+            return Ok(None);
+        };
+        if record.fingerprint != fingerprint {
+            return Err(ClaimError::IdempotencyKeyReused);
+        }
+        match self.store.claim(&record.claim_id).await? {
+            Some(claim) => Ok(Some(claim)),
+            None => Err(StoreError::Corrupt(format!(
+                "idempotency record points at missing claim {}",
+                record.claim_id
+            ))
+            .into()),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The device registry: importing device records (admin API, `claimctl import`) and the operator
+//! switch that disables or enables claiming a device. Neither touches ownership.
+
+use super::{ClaimService, Clock, DeviceOpError};
+use crate::{
+    domain::{
+        device::Device,
+        history::{Actor, HistoryEvent, NewHistoryEntry},
+        ids::ThingName,
+        registry::{ImportDecision, NewDevice},
+    },
+    ports::{CommitError, DeviceChange, OwnershipStore},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Created,
+    Unchanged,
+    Updated,
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// Adds a manufactured device to the registry, or updates its vendor, SKU, label code or
+    /// ThingName-claim setting (see [`NewDevice::decide`]). A label code that belongs to another
+    /// device is refused (`CodeInUse`), without saying which.
+    pub async fn import(&self, new: &NewDevice, actor: Actor) -> Result<ImportOutcome, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let existing = self.store.device(&new.thing_name).await?;
+            let (mut change, outcome) = match new.decide(existing.as_ref(), now) {
+                ImportDecision::Unchanged => return Ok(ImportOutcome::Unchanged),
+                ImportDecision::Create(device) => (DeviceChange::create(device), ImportOutcome::Created),
+                ImportDecision::Update { before, after } => {
+                    (DeviceChange::replacing(before, after), ImportOutcome::Updated)
+                }
+            };
+            change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
+            match self.store.commit(change).await {
+                Ok(()) => return Ok(outcome),
+                Err(CommitError::CodeTaken) => return Err(DeviceOpError::CodeInUse),
+                Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => super::backoff(attempt).await,
+                Err(CommitError::Store(err)) => return Err(err.into()),
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+
+    /// Operator switch: a disabled device cannot be claimed. Ownership and live claims stay as
+    /// they are; setting the current value again changes nothing.
+    pub async fn set_disabled(
+        &self,
+        thing: &ThingName,
+        disabled: bool,
+        operator: &str,
+        reason: Option<String>,
+    ) -> Result<Device, DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(device) = self.store.device(thing).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            if device.disabled == disabled {
+                return Ok(device);
+            }
+            let mut change = DeviceChange::on(&device);
+            change.device.disabled = disabled;
+            let event = if disabled {
+                HistoryEvent::Disabled
+            } else {
+                HistoryEvent::Enabled
+            };
+            let mut entry = NewHistoryEntry::new(now, event, Actor::Operator(operator.to_owned()), None);
+            entry.reason = reason.clone();
+            change.record(entry);
+            let updated = change.device.clone();
+            if self.try_commit(change, attempt).await? {
+                return Ok(updated);
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+}

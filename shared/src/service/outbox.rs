@@ -1,0 +1,288 @@
+//! Delivers the endpoint messages that claims owe, one claim-thing connection at a time.
+//!
+//! A claim owes a publish while `next_publish_at` is set (see `domain::claim::Claim`); such claims
+//! form the outbox (a sparse index of the table). Each vendor's claim-thing has one MQTT client id,
+//! and AWS IoT disconnects a client when another connects with the same id, so a vendor's publishes
+//! must never overlap: every delivery runs under a per-vendor lease in the table, with a holder
+//! token of its own (so even two drains in one process exclude each other). The `https` and `iam`
+//! transports (one HTTP request, no client id) would not need the lease, but keep it, so retries,
+//! backoff and ordering are the same whichever transport a vendor uses. Who delivers:
+//!
+//! - the API, right after accepting (or retrying) a claim: [`ClaimService::publish_now`] delivers
+//!   that claim if its vendor's lease is free, within the inline budget;
+//! - the scheduled `claim-publisher`: [`ClaimService::drain`] delivers every due claim, vendor by
+//!   vendor, skipping vendors whose lease another delivery holds.
+//!
+//! Every decision uses a fresh, strongly consistent read of the claim (the index may lag), and a
+//! failed publish is recorded on the claim ([`super::publish`]) and retried with backoff until it
+//! succeeds or the claim expires, without anyone asking again.
+
+use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
+
+use time::Duration;
+use tokio::time::Instant;
+
+use super::{ClaimService, Clock, PublishAttempt};
+use crate::{
+    domain::{
+        claim::Claim,
+        ids::{ClaimId, ConfigTopic},
+        publish::{endpoint_message, ClaimThingCredentials, PublishError},
+    },
+    ports::{CredentialSource, EndpointPublisher, OwnershipStore, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// How long a vendor lease lasts without renewal; renewed before every publish.
+    pub lease_for: Duration,
+    /// Claims read from the outbox per round.
+    pub batch: u32,
+    /// How long a request may spend publishing the claim it accepted before it answers; what is
+    /// left is published by the schedule.
+    pub inline_budget: StdDuration,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        Self {
+            lease_for: Duration::seconds(30),
+            batch: 1000,
+            inline_budget: StdDuration::from_secs(3),
+        }
+    }
+}
+
+/// How endpoint messages go out: where vendor profiles come from, the transport, and the
+/// outbox's settings.
+pub struct Delivery {
+    credentials: Arc<dyn CredentialSource>,
+    transport: Arc<dyn EndpointPublisher>,
+    settings: DeliverySettings,
+}
+
+impl Delivery {
+    pub fn new(
+        credentials: Arc<dyn CredentialSource>,
+        transport: Arc<dyn EndpointPublisher>,
+        settings: DeliverySettings,
+    ) -> Self {
+        Self {
+            credentials,
+            transport,
+            settings,
+        }
+    }
+}
+
+/// What one delivery run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    pub published: u32,
+    pub failed: u32,
+    /// Vendors whose lease another delivery held.
+    pub busy_vendors: u32,
+    /// Stopped because the time budget ran out with claims still due.
+    pub out_of_time: bool,
+}
+
+/// What publishing one claim now did, and the claim as it stands after (`None`: not read, because
+/// the vendor's lease was busy or the claim is gone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlinePublish {
+    pub report: DrainReport,
+    pub claim: Option<Claim>,
+}
+
+/// A vendor's lease as one delivery run holds it.
+struct Lease {
+    name: String,
+    holder: String,
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// A claim this request just accepted or made due, published now if possible: the claim as far
+    /// as it got. A failure here is not the caller's: the claim is accepted, and the lease holder
+    /// or the schedule delivers it.
+    pub(super) async fn publish_accepted(&self, claim: Claim) -> Claim {
+        match self.publish_now(&claim).await {
+            Ok(InlinePublish {
+                claim: Some(latest), ..
+            }) => latest,
+            Ok(_) => claim,
+            Err(err) => {
+                tracing::warn!(event = "outbox_drain_failed", error = %err);
+                claim
+            }
+        }
+    }
+
+    /// Delivers one claim now if it still owes a publish and its vendor's lease is free (otherwise
+    /// the lease holder or the schedule delivers it). Never takes much longer than the inline
+    /// budget. Without a delivery configured it does nothing.
+    pub async fn publish_now(&self, claim: &Claim) -> Result<InlinePublish, StoreError> {
+        let mut done = InlinePublish {
+            report: DrainReport::default(),
+            claim: None,
+        };
+        let Some(delivery) = &self.delivery else {
+            return Ok(done);
+        };
+        let deadline = Instant::now() + delivery.settings.inline_budget;
+        let Some(lease) = self.take_lease(delivery, &claim.vendor, None).await? else {
+            done.report.busy_vendors = 1;
+            return Ok(done);
+        };
+        let credentials = delivery.credentials.claim_thing(&claim.vendor).await;
+        let delivered = self
+            .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut done.report)
+            .await;
+        self.store.release_lease(&lease.name, &lease.holder).await?;
+        done.claim = delivered?;
+        Ok(done)
+    }
+
+    /// Delivers every due claim until none is due, every remaining vendor is busy elsewhere, or
+    /// `budget` is spent. Failures of single publishes are recorded on their claims, not returned.
+    /// Without a delivery configured it does nothing.
+    pub async fn drain(&self, budget: StdDuration) -> Result<DrainReport, StoreError> {
+        let started = Instant::now();
+        let deadline = started + budget;
+        let mut report = DrainReport::default();
+        let Some(delivery) = &self.delivery else {
+            return Ok(report);
+        };
+        let mut busy: HashSet<String> = HashSet::new();
+        // Each claim is tried at most once per drain: if recording a result fails, the claim stays
+        // due, and without this a drain would publish it again and again until its budget ran out.
+        let mut tried: HashSet<ClaimId> = HashSet::new();
+        loop {
+            let mut due = self
+                .store
+                .due_publishes(self.clock.now(), delivery.settings.batch)
+                .await?;
+            due.retain(|claim| !tried.contains(&claim.claim_id) && !busy.contains(&claim.vendor));
+            let Some(vendor) = due.first().map(|claim| claim.vendor.clone()) else {
+                break;
+            };
+            let Some(lease) = self.take_lease(delivery, &vendor, None).await? else {
+                busy.insert(vendor);
+                report.busy_vendors += 1;
+                continue;
+            };
+            let credentials = delivery.credentials.claim_thing(&vendor).await;
+            let mut outcome = Ok(None);
+            for claim in due.iter().filter(|claim| claim.vendor == vendor) {
+                tried.insert(claim.claim_id.clone());
+                if Instant::now() >= deadline {
+                    report.out_of_time = true;
+                    break;
+                }
+                // Renew before each publish, so a long batch never outlives its lease.
+                if self.take_lease(delivery, &vendor, Some(&lease)).await?.is_none() {
+                    break;
+                }
+                outcome = self
+                    .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut report)
+                    .await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            self.store.release_lease(&lease.name, &lease.holder).await?;
+            outcome?;
+            if report.out_of_time {
+                break;
+            }
+        }
+        if report != DrainReport::default() {
+            tracing::info!(
+                event = "outbox_drain",
+                published = report.published,
+                failed = report.failed,
+                busy_vendors = report.busy_vendors,
+                out_of_time = report.out_of_time,
+                latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+        }
+        Ok(report)
+    }
+
+    /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
+    /// result. A claim that owes a publish but is no longer live leaves the outbox unsent. Returns
+    /// the claim as it stands after (`None`: no such claim).
+    async fn deliver(
+        &self,
+        delivery: &Delivery,
+        claim_id: &ClaimId,
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Result<Option<Claim>, StoreError> {
+        let Some(claim) = self.store.claim(claim_id).await? else {
+            return Ok(None);
+        };
+        if claim.next_publish_at.is_none() {
+            return Ok(Some(claim)); // delivered meanwhile by someone else
+        }
+        let attempt = if !claim.is_live(self.clock.now()) {
+            PublishAttempt::NotSent
+        } else {
+            let sent = match credentials {
+                Ok(credentials) => {
+                    let topic = ConfigTopic::for_device(&claim.thing_name);
+                    let payload = endpoint_message(&claim.target_endpoint);
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let publish = delivery.transport.publish(credentials, &topic, &payload);
+                    match tokio::time::timeout(remaining, publish).await {
+                        Ok(result) => result,
+                        Err(_) => Err(PublishError::new(
+                            "staging_timeout",
+                            "no PUBACK within the delivery budget",
+                        )),
+                    }
+                }
+                Err(err) => Err(err.clone()),
+            };
+            match sent {
+                Ok(()) => {
+                    report.published += 1;
+                    PublishAttempt::Sent
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    PublishAttempt::Failed(err)
+                }
+            }
+        };
+        match self.record_publish_result(claim_id, &attempt).await {
+            Ok((_, recorded)) => Ok(Some(recorded)),
+            Err(err) => {
+                // The message may have gone out but its record did not land: the claim stays due
+                // and is published again later, which the module treats the same (it only moves
+                // once).
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+                Ok(Some(claim))
+            }
+        }
+    }
+
+    /// Takes (or, with `held`, renews) the vendor's lease. `None`: another delivery holds it.
+    async fn take_lease(
+        &self,
+        delivery: &Delivery,
+        vendor: &str,
+        held: Option<&Lease>,
+    ) -> Result<Option<Lease>, StoreError> {
+        let lease = Lease {
+            name: format!("publisher#{vendor}"),
+            holder: held.map_or_else(|| uuid::Uuid::new_v4().to_string(), |l| l.holder.clone()),
+        };
+        let now = self.clock.now();
+        let taken = self
+            .store
+            .acquire_lease(&lease.name, &lease.holder, now, now + delivery.settings.lease_for)
+            .await?;
+        Ok(taken.then_some(lease))
+    }
+}

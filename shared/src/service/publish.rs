@@ -1,0 +1,150 @@
+//! Recording what a publish of a claim's endpoint message did: confirmed by the staging endpoint
+//! (the claim becomes `endpoint_published`, or a requested re-publish is done), failed (the claim
+//! keeps waiting, shows the failure, and is due again after a growing backoff), or not sent (the
+//! claim was no longer live). The outbox ([`super::outbox`]) reports here after every attempt.
+
+use super::{elapsed_ms, ClaimService, Clock, DeviceOpError};
+use crate::{
+    domain::{
+        claim::{Claim, ClaimState},
+        device::Holder,
+        history::{Actor, HistoryEvent, NewHistoryEntry},
+        ids::ClaimId,
+        publish::PublishError,
+    },
+    metrics,
+    ports::{DeviceChange, OwnershipStore, StoreError},
+};
+
+/// What a delivery run did with one claim that owed a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishAttempt {
+    /// The staging endpoint confirmed the message.
+    Sent,
+    /// The message could not be delivered.
+    Failed(PublishError),
+    /// Not sent: the claim was no longer live when read afresh.
+    NotSent,
+}
+
+/// What recording a publish attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    Applied(Box<Claim>),
+    /// The report was already applied or no longer applies (duplicate, late, superseded).
+    Ignored(ClaimState),
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// The staging endpoint confirmed the publish of a claim's endpoint message.
+    pub async fn mark_published(&self, claim_id: &ClaimId) -> Result<Progress, DeviceOpError> {
+        self.record_publish(claim_id, &PublishAttempt::Sent).await
+    }
+
+    /// Records the result of one publish attempt. A claim that no longer owes a publish (expired,
+    /// superseded, finished) just leaves the outbox. Logs one `claim_publish` event.
+    pub async fn record_publish(
+        &self,
+        claim_id: &ClaimId,
+        attempt: &PublishAttempt,
+    ) -> Result<Progress, DeviceOpError> {
+        self.record_publish_result(claim_id, attempt)
+            .await
+            .map(|(progress, _)| progress)
+    }
+
+    /// [`Self::record_publish`], and the claim as the record left it.
+    pub(super) async fn record_publish_result(
+        &self,
+        claim_id: &ClaimId,
+        attempt: &PublishAttempt,
+    ) -> Result<(Progress, Claim), DeviceOpError> {
+        let started = std::time::Instant::now();
+        let outcome = self.try_record_publish(claim_id, attempt).await;
+        let recorded = match &outcome {
+            Ok((Progress::Applied(claim), _)) => format!("recorded_{}", claim.state),
+            Ok((Progress::Ignored(state), _)) => format!("ignored_{state}"),
+            Err(err) => err.to_string(),
+        };
+        let (name, error) = match attempt {
+            PublishAttempt::Sent => ("published", None),
+            PublishAttempt::Failed(err) => ("publish_failed", Some(err)),
+            PublishAttempt::NotSent => ("not_sent", None),
+        };
+        match attempt {
+            PublishAttempt::Sent => metrics::count("EndpointPublished", ("error_code", "none")),
+            PublishAttempt::Failed(err) => metrics::count("PublishFailed", ("error_code", err.code)),
+            PublishAttempt::NotSent => {}
+        }
+        tracing::info!(
+            event = "claim_publish",
+            outcome = name,
+            recorded,
+            claim_id = claim_id.as_str(),
+            error_code = error.map(|err| err.code),
+            error = error.map(|err| err.message.as_str()),
+            latency_ms = elapsed_ms(started),
+        );
+        outcome
+    }
+
+    async fn try_record_publish(
+        &self,
+        claim_id: &ClaimId,
+        delivery: &PublishAttempt,
+    ) -> Result<(Progress, Claim), DeviceOpError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(mut claim) = self.store.claim(claim_id).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let Some(device) = self.store.device(&claim.thing_name).await? else {
+                return Err(DeviceOpError::DeviceNotFound);
+            };
+            let holds = matches!(&device.holder, Holder::Reserved { claim_id: held, .. } if held == claim_id);
+            let before = claim.version;
+            let mut change = DeviceChange::on(&device);
+            let progress = if !holds || !claim.is_live(now) {
+                if claim.next_publish_at.is_none() {
+                    return Ok((Progress::Ignored(claim.effective_state(now)), claim));
+                }
+                if holds && claim.is_overdue(now) {
+                    self.expire_into(&mut change, claim_id, now).await?;
+                    change.device.holder = Holder::Free;
+                } else {
+                    claim.next_publish_at = None;
+                    change.update_claim(before, claim.clone());
+                }
+                Progress::Ignored(claim.effective_state(now))
+            } else if claim.next_publish_at.is_none() || *delivery == PublishAttempt::NotSent {
+                // No publish was owed (a duplicate report), or the claim became live again
+                // (renewed) after the deliverer decided not to send: it stays due.
+                return Ok((Progress::Ignored(claim.effective_state(now)), claim));
+            } else {
+                match delivery {
+                    PublishAttempt::NotSent => {}
+                    PublishAttempt::Sent => {
+                        claim
+                            .record_published(now)
+                            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                        change.record(NewHistoryEntry::new(
+                            now,
+                            HistoryEvent::EndpointPublished,
+                            Actor::System,
+                            Some(claim_id.clone()),
+                        ));
+                    }
+                    PublishAttempt::Failed(err) => {
+                        claim.record_publish_failure(err, now, &self.settings.publish_backoff);
+                    }
+                }
+                change.update_claim(before, claim.clone());
+                Progress::Applied(Box::new(claim.clone()))
+            };
+            if self.try_commit(change, attempt).await? {
+                return Ok((progress, claim));
+            }
+        }
+        Err(DeviceOpError::Busy)
+    }
+}

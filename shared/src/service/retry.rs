@@ -1,0 +1,98 @@
+//! `POST /v1/claims/{claim_id}/retry`: the owner of a claim asks for its endpoint message again. A
+//! live claim is due for publishing now; an expired one is renewed (new deadline, publish due now)
+//! if its device is still free and it was the device's most recent claim.
+
+use super::{ClaimService, Clock};
+use crate::{
+    domain::{
+        claim::{Claim, ClaimState},
+        device::{ClaimDecision, Holder},
+        history::{Actor, HistoryEvent, NewHistoryEntry},
+        ids::{ClaimId, UserId},
+    },
+    ports::{DeviceChange, OwnershipStore, StoreError},
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RetryError {
+    /// Unknown id or another user's claim: one answer for both (`404`).
+    #[error("no such claim")]
+    ClaimNotFound,
+    /// Provisioned, released or failed, or expired while the device went to someone else (`409`).
+    #[error("the claim cannot be retried")]
+    NotRetryable,
+    #[error("too much contention on this device, try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// The retry as the API runs it: [`Self::retry`], then the publish it made due at once, as far
+    /// as the inline budget allows (see [`Self::claim_and_publish`]).
+    pub async fn retry_and_publish(&self, user: &UserId, claim_id: &ClaimId) -> Result<Claim, RetryError> {
+        let claim = self.retry(user, claim_id).await?;
+        Ok(self.publish_accepted(claim).await)
+    }
+
+    /// Makes the claim's endpoint message due now: for a live claim, or by renewing an expired one.
+    pub async fn retry(&self, user: &UserId, claim_id: &ClaimId) -> Result<Claim, RetryError> {
+        for attempt in 0..self.settings.max_attempts {
+            let now = self.clock.now();
+            let Some(mut claim) = self.claim_of(user, claim_id).await? else {
+                return Err(RetryError::ClaimNotFound);
+            };
+            let Some(device) = self.store.device(&claim.thing_name).await? else {
+                return Err(StoreError::Corrupt(format!("claim {claim_id} names a missing device")).into());
+            };
+            let before = claim.version;
+            let mut change = DeviceChange::on(&device);
+            if claim.is_live(now) {
+                claim.next_publish_at = Some(now);
+            } else if claim.effective_state(now) == ClaimState::Expired {
+                // Only the device's most recent claim comes back: after anyone else's claim (even
+                // one released since), a new claim is the honest record.
+                if device.last_claim.as_ref() != Some(claim_id) {
+                    return Err(RetryError::NotRetryable);
+                }
+                let superseded = match device.decide_renewal(user, now) {
+                    ClaimDecision::Reserve { superseded } => superseded,
+                    _ => return Err(RetryError::NotRetryable),
+                };
+                match &superseded {
+                    // The device still points at this claim: its expiry is recorded by the renewal.
+                    Some(id) if id == claim_id => change.record(NewHistoryEntry::new(
+                        claim.expires_at,
+                        HistoryEvent::Expired,
+                        Actor::System,
+                        Some(claim_id.clone()),
+                    )),
+                    Some(other) => self.expire_into(&mut change, other, now).await?,
+                    None => {}
+                }
+                claim
+                    .renew(now, self.settings.deadline)
+                    .map_err(|_| RetryError::NotRetryable)?;
+                change.device.holder = Holder::Reserved {
+                    claim_id: claim_id.clone(),
+                    user: user.clone(),
+                    expires_at: claim.expires_at,
+                };
+                change.device.last_claim = Some(claim_id.clone());
+                change.record(NewHistoryEntry::new(
+                    now,
+                    HistoryEvent::Claimed,
+                    Actor::User(user.clone()),
+                    Some(claim_id.clone()),
+                ));
+            } else {
+                return Err(RetryError::NotRetryable);
+            }
+            change.update_claim(before, claim.clone());
+            if self.try_commit(change, attempt).await? {
+                return Ok(claim);
+            }
+        }
+        Err(RetryError::Busy)
+    }
+}

@@ -1,0 +1,11 @@
+//! End to end on the running local stack (`scripts/dev.sh` starts it): the served functions over
+//! HTTP as apps and operators call them, simulated modules over MQTT with mutual TLS, the staging
+//! and OEM brokers, Secrets Manager and the IoT data plane in moto, and the IoT events bridge.
+//! Every test works with devices, users and vendors of its own, so they run in parallel.
+
+mod admin_api;
+mod broker_outage;
+mod claim;
+mod endpoint_selection;
+mod label_codes;
+mod transports;

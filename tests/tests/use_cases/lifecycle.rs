@@ -1,0 +1,217 @@
+//! After the claim: the expiry sweep, releasing, re-importing, publish reports that no longer
+//! apply, and the device history staying append-only through all of it.
+
+use claim_shared::{
+    domain::{
+        claim::ClaimState,
+        device::Holder,
+        history::{Actor, HistoryEvent},
+        registry::NewDevice,
+    },
+    ports::{CommitError, DeviceChange, StoreError},
+    service::{ClaimError, ClaimOutcome, ImportOutcome, Progress, PublishAttempt, ReleaseError},
+};
+use claim_tests::{
+    fixture::{Fixture, TestStore},
+    on_both_stores,
+};
+use time::Duration;
+
+use super::{assert_contiguous, request, thing, user, Steps};
+
+on_both_stores!(
+    the_expiry_sweep_records_overdue_claims_nobody_asked_about,
+    only_the_owner_releases_and_the_device_becomes_claimable,
+    history_is_append_only_across_every_operation,
+    reimporting_never_touches_ownership,
+    a_claim_that_was_not_sent_is_never_recorded_as_published,
+);
+
+async fn the_expiry_sweep_records_overdue_claims_nobody_asked_about<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-sweep").await;
+    fx.import("dev-fresh").await;
+    let overdue = fx.service.claim(&request("alice", "dev-sweep", None)).await.unwrap();
+    fx.clock.advance(Duration::minutes(10));
+    fx.service.claim(&request("bob", "dev-fresh", None)).await.unwrap();
+    fx.clock.advance(Duration::minutes(6));
+
+    let due = fx.store.overdue_claims(fx.service.now(), 100).await.unwrap();
+    let due_ids: Vec<_> = due.iter().map(|c| c.claim_id.clone()).collect();
+    assert_eq!(due_ids, [overdue.claim().claim_id.clone()]);
+
+    let expired = fx.service.expire_if_overdue(&thing("dev-sweep")).await.unwrap();
+    assert_eq!(expired, Some(overdue.claim().claim_id.clone()));
+    // Running it again (a retried sweep) changes nothing.
+    assert_eq!(fx.service.expire_if_overdue(&thing("dev-sweep")).await.unwrap(), None);
+    let device = fx.store.device(&thing("dev-sweep")).await.unwrap().unwrap();
+    assert_eq!(device.holder, Holder::Free);
+    assert!(fx.store.overdue_claims(fx.service.now(), 100).await.unwrap().is_empty());
+    let events = fx.events("dev-sweep").await;
+    assert_eq!(events.len(), 3);
+    assert_eq!(
+        events[2],
+        (HistoryEvent::Expired, Some(overdue.claim().claim_id.clone()))
+    );
+    let claim = fx.store.claim(&overdue.claim().claim_id).await.unwrap().unwrap();
+    assert_eq!(claim.state, ClaimState::Expired);
+    assert_eq!(claim.next_publish_at, None, "an expired claim owes no publish");
+}
+
+async fn only_the_owner_releases_and_the_device_becomes_claimable<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-rel").await;
+
+    // A live reservation cannot be released (the endpoint may already be on its way).
+    let pending = fx.service.claim(&request("alice", "dev-rel", None)).await.unwrap();
+    assert_eq!(
+        fx.service.release(&user("alice"), &thing("dev-rel")).await,
+        Err(ReleaseError::MidClaim)
+    );
+    fx.service.mark_published(&pending.claim().claim_id).await.unwrap();
+    // A duplicate report of the same publish changes nothing.
+    assert_eq!(
+        fx.service.mark_published(&pending.claim().claim_id).await,
+        Ok(Progress::Ignored(ClaimState::EndpointPublished))
+    );
+    fx.service.mark_provisioned(&pending.claim().claim_id).await.unwrap();
+    let owned = pending.claim().claim_id.clone();
+
+    // Anyone else, and unknown devices, get the same answer.
+    assert_eq!(
+        fx.service.release(&user("mallory"), &thing("dev-rel")).await,
+        Err(ReleaseError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.release(&user("mallory"), &thing("no-such-device")).await,
+        Err(ReleaseError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.claim(&request("bob", "dev-rel", None)).await,
+        Err(ClaimError::AlreadyClaimed)
+    );
+
+    let released = fx.service.release(&user("alice"), &thing("dev-rel")).await.unwrap();
+    assert_eq!(released.state, ClaimState::Released);
+    assert_eq!(
+        fx.service.release(&user("alice"), &thing("dev-rel")).await,
+        Err(ReleaseError::DeviceNotFound),
+        "a second release finds nothing to release"
+    );
+
+    let bobs = fx.service.claim(&request("bob", "dev-rel", None)).await.unwrap();
+    assert!(matches!(bobs, ClaimOutcome::Created(_)));
+    assert_eq!(
+        fx.events("dev-rel").await,
+        [
+            (HistoryEvent::Imported, None),
+            (HistoryEvent::Claimed, Some(owned.clone())),
+            (HistoryEvent::EndpointPublished, Some(owned.clone())),
+            (HistoryEvent::Provisioned, Some(owned.clone())),
+            (HistoryEvent::Released, Some(owned.clone())),
+            (HistoryEvent::Claimed, Some(bobs.claim().claim_id.clone())),
+        ]
+    );
+    let release_entry = &fx.history("dev-rel").await[4];
+    assert_eq!(release_entry.actor, Actor::User(user("alice")));
+}
+
+async fn history_is_append_only_across_every_operation<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-hist").await;
+    let mut snapshots = vec![fx.history("dev-hist").await];
+
+    fx.service.claim(&request("alice", "dev-hist", None)).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.clock.advance(Duration::minutes(16));
+    fx.service.claim(&request("bob", "dev-hist", None)).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    let bobs = fx.service.claim(&request("bob", "dev-hist", None)).await.unwrap();
+    fx.service.mark_published(&bobs.claim().claim_id).await.unwrap();
+    fx.service.mark_provisioned(&bobs.claim().claim_id).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.service.release(&user("bob"), &thing("dev-hist")).await.unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+    fx.service
+        .set_disabled(&thing("dev-hist"), true, "ops", None)
+        .await
+        .unwrap();
+    snapshots.push(fx.history("dev-hist").await);
+
+    for pair in snapshots.windows(2) {
+        assert!(pair[1].len() > pair[0].len(), "every operation appended");
+        assert_eq!(&pair[1][..pair[0].len()], &pair[0][..], "earlier entries never change");
+    }
+    let last = snapshots.last().unwrap();
+    assert_contiguous(last);
+
+    // A writer that tries to rewrite an existing entry is refused, and nothing of its change lands:
+    // numbered as a rewrite, the store refuses it before writing…
+    let device = fx.store.device(&thing("dev-hist")).await.unwrap().unwrap();
+    let mut rewrite = DeviceChange::on(&device);
+    let mut rewritten = last[0].clone();
+    rewritten.event = HistoryEvent::Released;
+    rewrite.history.push(rewritten.clone());
+    rewrite.device.history_len += 1;
+    assert!(matches!(
+        fx.store.commit(rewrite).await,
+        Err(CommitError::Store(StoreError::Corrupt(_)))
+    ));
+    // …and numbered as if the history were shorter than it is, DynamoDB's condition refuses it.
+    let mut lying = DeviceChange::on(&device);
+    lying.expected_history_len = 0;
+    lying.device.history_len = 1;
+    lying.history.push(rewritten);
+    assert_eq!(fx.store.commit(lying).await, Err(CommitError::Conflict));
+    assert_eq!(&fx.history("dev-hist").await, last);
+    let after = fx.store.device(&thing("dev-hist")).await.unwrap().unwrap();
+    assert_eq!(after, device, "the device did not change either");
+}
+
+async fn reimporting_never_touches_ownership<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-imp").await;
+    let claim = fx.claim_and_own("alice", "dev-imp").await;
+    let same = NewDevice {
+        thing_name: thing("dev-imp"),
+        vendor: "espressif".into(),
+        sku: Some("KETTLE-2".into()),
+        code_hash: None,
+        allow_thing_name: None,
+    };
+    let actor = Actor::Operator("factory-import".into());
+    assert_eq!(
+        fx.service.import(&same, actor.clone()).await,
+        Ok(ImportOutcome::Unchanged)
+    );
+    let changed = NewDevice {
+        sku: Some("KETTLE-3".into()),
+        ..same
+    };
+    assert_eq!(fx.service.import(&changed, actor).await, Ok(ImportOutcome::Updated));
+    let device = fx.store.device(&thing("dev-imp")).await.unwrap().unwrap();
+    assert_eq!(device.sku.as_deref(), Some("KETTLE-3"));
+    assert!(matches!(device.holder, Holder::Owned { claim_id, .. } if claim_id == claim));
+}
+
+async fn a_claim_that_was_not_sent_is_never_recorded_as_published<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-unsent").await;
+    let claim = fx.service.claim(&request("alice", "dev-unsent", None)).await.unwrap();
+    let claim_id = claim.claim().claim_id.clone();
+    // Expired, then renewed by a retry: live again and owing a publish.
+    fx.clock.advance(Duration::minutes(16));
+    fx.service.retry(&user("alice"), &claim_id).await.unwrap();
+
+    // A deliverer that decided on an older copy (expired) sends nothing and says so.
+    let recorded = fx.service.record_publish(&claim_id, &PublishAttempt::NotSent).await;
+    assert_eq!(recorded, Ok(Progress::Ignored(ClaimState::Pending)));
+    let stored = fx.store.claim(&claim_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::Pending, "not published");
+    assert!(stored.next_publish_at.is_some(), "still owes its publish");
+
+    // Once it is really dead, the same report takes it out of the outbox.
+    fx.clock.advance(Duration::minutes(16));
+    fx.service
+        .record_publish(&claim_id, &PublishAttempt::NotSent)
+        .await
+        .unwrap();
+    let stored = fx.store.claim(&claim_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::Expired);
+    assert_eq!(stored.next_publish_at, None);
+}
