@@ -1,5 +1,5 @@
 //! [`OwnershipStore`] in memory: the same contract as the DynamoDB store (the suite in
-//! `tests/tests/store_contract.rs` runs against both), so use-case tests run in milliseconds without
+//! `tests/tests/store_contract/` runs against both), so use-case tests run in milliseconds without
 //! DynamoDB Local. Clones share one store. Times are kept to the millisecond, as the table keeps
 //! them. Not for production: nothing survives the process.
 

@@ -51,7 +51,7 @@ impl ThingName {
     }
 
     /// A shortened form for logs: label codes are the only secret-like input of a claim, so logs
-    /// never carry them whole (see README, "Log fields").
+    /// never carry them whole (see docs/operations.md, "Log fields").
     pub fn redacted(&self) -> String {
         let visible: String = self.0.chars().take(4).collect();
         format!("{visible}…({} chars)", self.0.chars().count())

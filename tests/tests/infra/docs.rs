@@ -168,3 +168,67 @@ fn link_targets_are_read_as_written() {
     assert_eq!(local_path("#anchor"), None);
     assert_eq!(local_path("https://e.com/b"), None);
 }
+
+/// Repository paths named in text: a top-level directory of the repository, then path characters,
+/// ending in a file extension. Patterns (`{…}`, `<…>`, `*`) are not paths.
+fn named_paths(text: &str) -> Vec<String> {
+    const TOP: [&str; 9] = [
+        "shared/",
+        "functions/",
+        "tools/",
+        "tests/",
+        "infra/",
+        "docs/",
+        "scripts/",
+        "simulator/",
+        ".ci/",
+    ];
+    const EXTENSIONS: [&str; 8] = [".rs", ".md", ".yaml", ".yml", ".toml", ".sh", ".json", ".txt"];
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-');
+    let mut found = Vec::new();
+    for (start, _) in text.char_indices() {
+        let rest = &text[start..];
+        let preceded_by_path = text[..start].chars().next_back().is_some_and(is_path_char);
+        if preceded_by_path || !TOP.iter().any(|top| rest.starts_with(top)) {
+            continue;
+        }
+        let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+        let candidate = rest[..end].trim_end_matches('.');
+        let pattern = rest[end..].starts_with(['{', '<', '*']);
+        if !pattern && EXTENSIONS.iter().any(|ext| candidate.ends_with(ext)) {
+            found.push(candidate.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_repository_file_named_in_the_text_exists() {
+    let root = repo_root();
+    let mut missing = Vec::new();
+    // This file's own examples are not citations.
+    let this_file = Path::new("tests/tests/infra/docs.rs");
+    for file in repo_files(&["*.md", "*.rs", "*.yaml", "*.yml", "*.toml", "*.sh"]) {
+        if file == this_file {
+            continue;
+        }
+        for (number, line) in read(&file).lines().enumerate() {
+            for named in named_paths(line) {
+                if !root.join(&named).exists() {
+                    missing.push(format!("{}:{}: {named}", file.display(), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "these lines name files the repository does not contain:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn named_paths_are_read_as_written() {
+    let line = "see `shared/src/wiring.rs`, docs/api.md. and functions/{binary}/src/main.rs or xtests/a.rs";
+    assert_eq!(named_paths(line), ["shared/src/wiring.rs", "docs/api.md"]);
+}
