@@ -7,7 +7,7 @@
 //! Each use case reads the device, lets the domain rules decide, and commits the outcome as one
 //! [`DeviceChange`] guarded by the version it read. When another writer got there first the commit
 //! reports a conflict and the use case decides again on fresh data, a bounded number of times
-//! ([`ClaimService::try_commit`]).
+//! (`try_commit` below).
 
 mod admin;
 mod arrival;
@@ -143,10 +143,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     pub fn label_code_key(&self) -> Option<&LabelCodeKey> {
         self.code_key.as_ref()
-    }
-
-    pub fn settings(&self) -> &ClaimSettings {
-        &self.settings
     }
 
     pub fn now(&self) -> OffsetDateTime {
