@@ -11,13 +11,24 @@
 #   scripts/dev.sh status   show what runs
 #   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint, sam validate, all tests
 #                           against the real local engines (starts what is not running, stops what it
-#                           started), and the release build of the functions for Lambda (arm64)
+#                           started), and the arm64 cross build of the functions for Lambda
+#   scripts/dev.sh build-lambdas [PROFILE]
+#                           the functions for AWS Lambda arm64 as `sam build` ships them (release, the
+#                           default) in target/lambda/, with their sizes
 #   scripts/dev.sh bench [--claims N] [--concurrency C]
 #                           load benchmark of the claim path on the local stack (leaves it running)
 #
+# The arm64 build in `test` uses the CI profile lambda-check (Cargo.toml: release without LTO and
+# without optimisation): it checks what can break there — the aarch64 target, the C code of aws-lc-sys,
+# the zig link — in about a third of the time of the fat-LTO release build, which dominated a CI run from
+# a clean cache. Its sizes are labelled with the profile; they are not the shipped sizes. The release
+# profile is unchanged and is what `sam build` and `build-lambdas` use; LAMBDA_PROFILE=release
+# scripts/dev.sh test checks (and sizes) exactly that.
+#
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
-# (cargo target dir), DDB_PORT (8000), MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883),
-# MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
+# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), DDB_PORT (8000),
+# MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT
+# (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -415,7 +426,7 @@ cmd_test() {
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
   # The infra/ scripts' tests run the AWS CLI of the SAM venv against moto.
   INFRA_AWS_CLI_DIR="$SAM_VENV/bin" cargo test --workspace --no-fail-fast
-  build_lambdas
+  build_lambdas "${LAMBDA_PROFILE:-lambda-check}"
   say "all checks passed"
 }
 
@@ -424,25 +435,50 @@ SAM_VENV="$CACHE/sam-venv"
 
 ensure_sam_venv() { python_venv "$SAM_VENV" "$ROOT/scripts/requirements-sam.txt" "the SAM CLI"; }
 
-# The deployable artefacts, as `sam build` makes them: release builds for Lambda on arm64 (Graviton),
-# cross-compiled by cargo-lambda with zig (both from the venv).
+# The functions for AWS Lambda on arm64 (Graviton), cross-compiled by cargo-lambda with zig (both from
+# the venv), with the cargo profile given:
+# - release: the deployable artefacts, as `sam build` makes them (template.yaml: BuildMethod
+#   rust-cargolambda = cargo lambda build --release; fat LTO, one codegen unit), in target/lambda/.
+#   The sizes printed are the shipped ones. `scripts/dev.sh build-lambdas` builds this.
+# - another profile (`test` uses lambda-check, see Cargo.toml): the same crates, target, features and
+#   zig link, compiled without LTO or optimisation, so CI checks that the cross build works in a third
+#   of the time.
+#   Its output goes to target/lambda-<profile>/ (never mistaken for the release artefacts) and its sizes
+#   are labelled with the profile: they are not the shipped sizes.
 LAMBDAS=(claim-api claim-publisher provisioning-events)
 
-build_lambdas() {
+build_lambdas() { # profile
+  local profile=${1:-release} packages=() bin args=(--arm64) lambda_dir
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
     say "adding the Rust target aarch64-unknown-linux-gnu"
     rustup target add aarch64-unknown-linux-gnu
   fi
-  say "release build of the functions for AWS Lambda arm64 (cargo lambda build --release --arm64)"
-  local packages=() bin
+  if [ "$profile" = release ]; then
+    say "release build of the functions for AWS Lambda arm64 (cargo lambda build --release --arm64), as sam build makes them"
+    args+=(--release)
+    lambda_dir="$(cargo_target_dir)/lambda"
+  else
+    say "arm64 build of the functions with the CI profile $profile (cargo lambda build --profile $profile --arm64):" \
+      "checks the cross build; the shipped release build is scripts/dev.sh build-lambdas"
+    lambda_dir="$(cargo_target_dir)/lambda-$profile"
+    args+=(--profile "$profile" --lambda-dir "$lambda_dir")
+  fi
   for bin in "${LAMBDAS[@]}"; do packages+=(-p "$bin"); done
   # cargo-lambda runs zig as `python3 -m ziglang`: the venv's python3 must come first on PATH.
-  (cd "$ROOT" && PATH="$VENV/bin:$PATH" cargo lambda build --release --arm64 "${packages[@]}")
+  (cd "$ROOT" && PATH="$VENV/bin:$PATH" cargo lambda build "${args[@]}" "${packages[@]}")
   for bin in "${LAMBDAS[@]}"; do
-    local bootstrap; bootstrap="$(cargo_target_dir)/lambda/$bin/bootstrap"
+    local bootstrap="$lambda_dir/$bin/bootstrap" label="release: the shipped size"
+    [ "$profile" = release ] || label="profile $profile, not the shipped size"
     [ -f "$bootstrap" ] || die "$bootstrap was not built"
-    printf '    %-20s bootstrap %s bytes (%s)\n' "$bin" "$(stat -c %s "$bootstrap")" "$(du -h "$bootstrap" | cut -f1)"
+    printf '    %-20s bootstrap %s bytes (%s; %s)\n' "$bin" "$(stat -c %s "$bootstrap")" \
+      "$(du -h "$bootstrap" | cut -f1)" "$label"
   done
+}
+
+cmd_build_lambdas() {
+  ensure_venv
+  cargo_env
+  build_lambdas "${1:-release}"
 }
 
 cmd_bench() {
@@ -454,6 +490,7 @@ cmd_bench() {
 case "${1:-}" in
   up) cmd_up ;;
   bench) shift; cmd_bench "$@" ;;
+  build-lambdas) shift; cmd_build_lambdas "$@" ;;
   down) stack_down ;;
   status) cmd_status ;;
   test) cmd_test ;;
