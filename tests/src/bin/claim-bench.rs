@@ -7,7 +7,7 @@
 //! stack (debug builds under `cargo lambda watch`, which runs one invocation at a time per function),
 //! not AWS Lambda.
 //!
-//! Usage: claim-bench [--claims N] [--concurrency C]
+//! Usage: claim-bench [--claims N] [--concurrency C] (`--help` describes the flags)
 
 use std::{
     sync::{
@@ -18,23 +18,26 @@ use std::{
 };
 
 use claim_tests::e2e::{Stack, DEMO_VENDOR};
+use clap::Parser;
+
+/// Load benchmark of the claim path on the running local stack: imports N fresh demo devices,
+/// claims each once over HTTP from C concurrent clients, reads each claim back, prints latencies.
+#[derive(Parser, Debug)]
+#[command(name = "claim-bench", version, long_about = None)]
+struct Cli {
+    /// Devices imported and claimed (one claim each).
+    #[arg(long, value_name = "N", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    claims: u32,
+    /// Concurrent clients.
+    #[arg(long, value_name = "C", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency: u32,
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut claims = 200usize;
-    let mut concurrency = 8usize;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().and_then(|v| v.parse::<usize>().ok()).filter(|v| *v > 0);
-        match (flag.as_str(), value) {
-            ("--claims", Some(v)) => claims = v,
-            ("--concurrency", Some(v)) => concurrency = v,
-            _ => {
-                eprintln!("usage: claim-bench [--claims N] [--concurrency C]");
-                return std::process::ExitCode::from(2);
-            }
-        }
-    }
+    let cli = Cli::parse();
+    // u32 always fits usize on the 32- and 64-bit targets this runs on.
+    let (claims, concurrency) = (cli.claims as usize, cli.concurrency as usize);
 
     let stack = Arc::new(Stack::connect().await);
     println!("importing {claims} devices of {DEMO_VENDOR}…");
@@ -165,4 +168,24 @@ fn summary(latencies: &[Duration], wall: Duration) -> String {
         ms.last().copied().unwrap_or(0.0),
         latencies.len() as f64 / wall.as_secs_f64().max(1e-9)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn counts_are_positive() {
+        assert!(Cli::try_parse_from(["claim-bench", "--claims", "0"]).is_err());
+        assert!(Cli::try_parse_from(["claim-bench", "--concurrency", "-1"]).is_err());
+        let cli = Cli::try_parse_from(["claim-bench"]).unwrap();
+        assert_eq!((cli.claims, cli.concurrency), (200, 8));
+    }
 }

@@ -5,6 +5,7 @@
 //! `presence/connected/<clientId>` event on every connection, shaped as the rules deliver them.
 //!
 //! Usage: local-iot-events --log <mosquitto.log> --oem-port <port> --pki <dir> --invoke <url> --things <file>
+//! (`--help` describes every flag)
 
 use std::{
     collections::{HashMap, HashSet},
@@ -13,34 +14,29 @@ use std::{
     time::Duration,
 };
 
+use clap::Parser;
 use serde_json::json;
 
+/// Play AWS IoT in the OEM account: follow the local broker's connection log and send
+/// provisioning-events the registry and presence events of devices connecting to the OEM listener.
+#[derive(Parser, Debug)]
+#[command(name = "local-iot-events", version, long_about = None)]
 struct Options {
+    /// The broker's log file (connection_messages on), followed from its end.
+    #[arg(long, value_name = "FILE")]
     log: PathBuf,
+    /// The OEM listener's port: only connections to it make events.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     oem_port: u16,
+    /// The local PKI directory (certificate ids come from clients/<thing>.pem).
+    #[arg(long, value_name = "DIR")]
     pki: PathBuf,
+    /// Invoke URL of provisioning-events (the Lambda Invoke API of cargo lambda watch).
+    #[arg(long, value_name = "URL")]
     invoke: String,
+    /// Where the things the OEM account has are kept (one name a line, kept across restarts).
+    #[arg(long, value_name = "FILE")]
     things: PathBuf,
-}
-
-fn options() -> Result<Options, String> {
-    let mut map = HashMap::new();
-    let mut args = std::env::args().skip(1);
-    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
-        map.insert(flag, value);
-    }
-    let get = |name: &str| {
-        map.get(name).cloned().ok_or_else(|| {
-            format!("missing {name}; usage: local-iot-events --log F --oem-port P --pki D --invoke URL --things F")
-        })
-    };
-    Ok(Options {
-        log: get("--log")?.into(),
-        oem_port: get("--oem-port")?.parse().map_err(|_| "--oem-port is not a port")?,
-        pki: get("--pki")?.into(),
-        invoke: get("--invoke")?,
-        things: get("--things")?.into(),
-    })
 }
 
 #[tokio::main]
@@ -55,7 +51,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> Result<(), String> {
-    let options = options()?;
+    let options = Options::parse();
     let http = reqwest::Client::new();
     // Things the OEM account "has" (JITP made them): kept across restarts, like the registry.
     let mut things: HashSet<String> = std::fs::read_to_string(&options.things)
@@ -164,5 +160,17 @@ async fn deliver(http: &reqwest::Client, url: &str, event: &serde_json::Value, t
             println!("{topic} -> provisioning-events: {body}");
         }
         Err(err) => println!("{topic} -> provisioning-events failed: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Options::command().debug_assert();
     }
 }

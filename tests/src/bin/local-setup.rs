@@ -4,8 +4,10 @@
 //! Used by `scripts/dev.sh`; reads `.local/endpoints.env` variables (`CLAIMS_TABLE`, `PKI_DIR`,
 //! `MQTT_STAGING_PORT`, `AWS_ENDPOINT_URL*`).
 //!
-//! Usage: local-setup [--demo-device <thing-name>]...
+//! Usage: local-setup [--demo-device <thing-name>]... (`--help` for all flags)
 //! With `LABEL_CODE_KEY_SECRET` set it also creates the label code key secret in moto.
+
+use clap::Parser;
 
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
@@ -21,9 +23,35 @@ use claim_tests::{
 /// The vendor of the demo devices; its secret is `<prefix>demo-vendor`.
 const DEMO_VENDOR: &str = "demo-vendor";
 
+/// Prepare the local stack's data: the ownership table, the local PKI, the demo vendor's
+/// claim-thing secret in moto and demo devices (idempotent). Endpoints, table and PKI directory come
+/// from the environment (source .local/endpoints.env).
+#[derive(Parser, Debug)]
+#[command(name = "local-setup", version, long_about = None)]
+struct Cli {
+    /// Import a demo device of the demo vendor and issue its birth certificate (repeatable).
+    #[arg(long = "demo-device", value_name = "THING_NAME", value_parser = thing_name)]
+    demo_devices: Vec<ThingName>,
+    /// Prefix of the claim-thing secrets' names; the demo vendor's is <PREFIX>demo-vendor.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "CLAIM_THING_SECRET_PREFIX",
+        default_value = "expresslink/claim-thing/"
+    )]
+    claim_thing_secret_prefix: String,
+    /// Also create the label code key secret of this name in moto (kept if it exists; blank: none).
+    #[arg(long, value_name = "NAME", env = "LABEL_CODE_KEY_SECRET")]
+    label_code_key_secret: Option<String>,
+}
+
+fn thing_name(raw: &str) -> Result<ThingName, String> {
+    ThingName::parse(raw).map_err(|err| err.to_string())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -32,22 +60,13 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), String> {
     let stack = LocalStack::from_env();
-    let mut demo_devices = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--demo-device", Some(name)) => {
-                demo_devices.push(ThingName::parse(&name).map_err(|err| format!("--demo-device {name:?}: {err}"))?)
-            }
-            _ => {
-                return Err(format!(
-                    "unexpected argument {arg:?}; usage: local-setup [--demo-device <thing-name>]..."
-                ))
-            }
-        }
-    }
+    let Cli {
+        demo_devices,
+        claim_thing_secret_prefix: prefix,
+        label_code_key_secret,
+    } = cli;
 
     let client = local_dynamodb().await;
     let schema = TableSchema::from_template_file().map_err(|err| err.to_string())?;
@@ -59,7 +78,6 @@ async fn run() -> Result<(), String> {
 
     let pki = pki::LocalPki::ensure(&stack.pki_dir).map_err(|err| err.to_string())?;
     pki.client(pki::OBSERVER).map_err(|err| err.to_string())?;
-    let prefix = std::env::var("CLAIM_THING_SECRET_PREFIX").unwrap_or_else(|_| "expresslink/claim-thing/".to_owned());
     let secret = local_claim_thing_secret(&pki, stack.staging_port).map_err(|err| err.to_string())?;
     put_claim_thing_secret(&local_secrets().await, &format!("{prefix}{DEMO_VENDOR}"), &secret).await?;
     println!(
@@ -67,7 +85,7 @@ async fn run() -> Result<(), String> {
         stack.staging_port
     );
 
-    if let Ok(name) = std::env::var("LABEL_CODE_KEY_SECRET") {
+    if let Some(name) = label_code_key_secret {
         if !name.trim().is_empty() {
             let created = ensure_label_code_key(&local_secrets().await, &name).await?;
             println!(
@@ -123,4 +141,16 @@ async fn ensure_label_code_key(client: &aws_sdk_secretsmanager::Client, name: &s
                 aws_sdk_secretsmanager::error::DisplayErrorContext(&err)
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
 }
