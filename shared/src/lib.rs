@@ -5,6 +5,7 @@
 pub mod adapters;
 pub mod config;
 pub mod domain;
+pub mod json;
 pub mod metrics;
 pub mod ports;
 pub mod service;

@@ -63,7 +63,8 @@ pub fn parse_json_object<T: serde::de::DeserializeOwned>(
         let detail = detail.split(" at line").next().unwrap_or("invalid JSON").to_owned();
         ApiError::invalid_request(format!("The request body is not {what}: {detail}."))
     };
-    let value: Value = serde_json::from_str(text).map_err(explain)?;
+    // A duplicate key anywhere is refused: read one way here, another way by whoever else reads it.
+    let value = claim_shared::json::from_slice_strict(text.as_bytes()).map_err(explain)?;
     // Derived structs also accept a JSON array in field order; only an object is a request.
     if !value.is_object() {
         return Err(ApiError::invalid_request("The request body must be a JSON object."));

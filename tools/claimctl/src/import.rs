@@ -170,8 +170,9 @@ pub fn count_rows(input: impl BufRead, format: Format) -> std::io::Result<u64> {
 /// errors quote the refused value, which must never reach the report.
 fn json_row(text: &str) -> Result<RawRow, String> {
     const NOT_A_ROW: &str = "not a JSON object with thing_name, vendor, sku";
-    // Syntax errors name a position, never a value.
-    let mut fields = match serde_json::from_str::<serde_json::Value>(text) {
+    // Syntax errors name a position, never a value; a duplicate key is refused (read one way here,
+    // another way by whatever else reads the file).
+    let mut fields = match claim_shared::json::from_slice_strict(text.as_bytes()) {
         Ok(serde_json::Value::Object(fields)) => fields,
         Ok(_) => return Err(NOT_A_ROW.to_owned()),
         Err(err) => return Err(format!("{NOT_A_ROW}: {err}")),
@@ -381,6 +382,20 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert!(matches!(&rows[0], Ok((1, row)) if row.thing_name == "a"));
         assert!(matches!(&rows[1], Err(failure) if failure.line == 3));
+    }
+
+    #[test]
+    fn a_json_line_with_a_duplicate_key_is_refused_without_its_values() {
+        let text =
+            "{\"thing_name\":\"dev-1\",\"vendor\":\"acme\",\"code\":\"LBL-SECRET-1\",\"code\":\"LBL-SECRET-2\"}\n";
+        let rows: Vec<_> = read_rows(Box::new(std::io::Cursor::new(text)), Format::JsonLines).collect();
+        match rows.as_slice() {
+            [Err(failure)] => {
+                assert!(failure.reason.contains("duplicate key"), "{}", failure.reason);
+                assert!(!failure.reason.contains("SECRET"), "{}", failure.reason);
+            }
+            other => panic!("expected one refused row, got {other:?}"),
+        }
     }
 
     #[test]

@@ -1,0 +1,51 @@
+//! Hostile input through the handler, as API Gateway delivers it: every case is answered in the
+//! error shape, with nothing written and nothing published.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use lambda_http::http::StatusCode;
+use serde_json::json;
+use support::{assert_error, fixture, Call, Shape, ALICE};
+
+const OPERATOR: &str = "arn:aws:iam::111122223333:user/ops";
+
+#[tokio::test]
+async fn a_body_with_a_duplicate_key_is_refused_on_every_route() {
+    let fx = fixture().await;
+    fx.import("dup-1").await;
+    let dup_code = br##"{"code":"#","code":"dup-1"}"##.to_vec();
+    let dup_reason = br#"{"reason":"a","reason":"b"}"#.to_vec();
+    let dup_import = br#"{"devices":[{"thing_name":"dup-2","vendor":"espressif","vendor":"other"}]}"#.to_vec();
+    let calls = [
+        Call::new("POST", "/v1/claims", ALICE).body(dup_code.clone()),
+        // Swapped: the first value would be the real one for a reader that keeps the first.
+        Call::new("POST", "/v1/claims", ALICE).body(br##"{"code":"dup-1","code":"#"}"##.to_vec()),
+        Call::admin("PUT", "/v1/admin/devices", OPERATOR).body(dup_import),
+        Call::admin("POST", "/v1/admin/devices/dup-1/release", OPERATOR).body(dup_reason.clone()),
+        Call::admin("POST", "/v1/admin/devices/dup-1/disable", OPERATOR).body(dup_reason),
+    ];
+    for shape in [Shape::Rest, Shape::Http] {
+        // Operators sign admin calls with IAM, which the REST API shape carries.
+        for call in calls
+            .iter()
+            .filter(|call| call.operator.is_none() || matches!(shape, Shape::Rest))
+        {
+            let answer = fx.send(call, shape).await;
+            assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_request");
+            let message = answer.body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("duplicate key"), "{message}");
+        }
+    }
+    assert_eq!(
+        fx.history_len("dup-1").await,
+        1,
+        "only its import: nothing claimed, released or disabled"
+    );
+    assert!(fx.published.0.lock().unwrap().is_empty(), "nothing published");
+    let inspected = fx
+        .send(&Call::admin("GET", "/v1/admin/devices/dup-2", OPERATOR), Shape::Rest)
+        .await;
+    assert_eq!(inspected.body["imported"], json!(false), "nothing imported");
+}
