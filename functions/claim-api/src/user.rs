@@ -5,7 +5,7 @@
 use claim_shared::{
     domain::ids::{ClaimId, ThingName, UserId},
     ports::OwnershipStore,
-    service::{ClaimOutcome, ClaimRequest, ClaimService, Clock},
+    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, Clock},
     views::{claim_view, device_detail_view, device_view},
 };
 use lambda_http::{
@@ -32,15 +32,16 @@ pub async fn create_claim<S: OwnershipStore, C: Clock>(
     user: &UserId,
     request: &Request,
 ) -> Result<Answer, ApiError> {
-    let body = claim_body(request)?;
-    // A label code or a ThingName; the service resolves it. The message never echoes the code.
-    let code = service.parse_code(&body.code).map_err(ApiError::invalid_code)?;
-    let claim_request = ClaimRequest {
-        user: user.clone(),
-        code,
-        endpoints: config.endpoints.clone(),
-        region_hint: body.region,
-        idempotency_key: idempotency_key(request)?,
+    let claim_request = match claim_request(service, config, user, request) {
+        Ok(claim_request) => claim_request,
+        Err(invalid) => {
+            // A user over their limit gets 429 whatever they send. (Only this error path pays
+            // for the look-up; a readable request is checked by the use case.)
+            if let Err(limited @ ClaimError::RateLimited { .. }) = service.refuse_if_limited(user).await {
+                return Err(limited.into());
+            }
+            return Err(invalid);
+        }
     };
     let outcome = service.claim_and_publish(&claim_request).await?;
     let now = service.now();
@@ -51,6 +52,25 @@ pub async fn create_claim<S: OwnershipStore, C: Clock>(
             Some(claim_view(&claim, now)),
         ),
         ClaimOutcome::Existing(claim) => ok(claim_view(&claim, now)),
+    })
+}
+
+/// What a `POST /v1/claims` asks for, or why it cannot be read. Messages never echo the code.
+fn claim_request<S: OwnershipStore, C: Clock>(
+    service: &ClaimService<S, C>,
+    config: &ApiConfig,
+    user: &UserId,
+    request: &Request,
+) -> Result<ClaimRequest, ApiError> {
+    let body = claim_body(request)?;
+    // A label code or a ThingName; the service resolves it.
+    let code = service.parse_code(&body.code).map_err(ApiError::invalid_code)?;
+    Ok(ClaimRequest {
+        user: user.clone(),
+        code,
+        endpoints: config.endpoints.clone(),
+        region_hint: body.region,
+        idempotency_key: idempotency_key(request)?,
     })
 }
 

@@ -49,3 +49,29 @@ async fn a_body_with_a_duplicate_key_is_refused_on_every_route() {
         .await;
     assert_eq!(inspected.body["imported"], json!(false), "nothing imported");
 }
+
+#[tokio::test]
+async fn a_user_over_the_limit_gets_429_whatever_they_send() {
+    let fx = fixture().await;
+    let limit = claim_shared::domain::attempts::AttemptLimits::default().per_user;
+    for i in 0..limit {
+        let guess = format!("guess-{i}");
+        let answer = fx.send(&Call::claim(ALICE, &guess), Shape::Rest).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "device_not_found");
+    }
+    let unreadable = [
+        Call::claim(ALICE, "a b"),
+        Call::claim(ALICE, ""),
+        Call::new("POST", "/v1/claims", ALICE).body(b"{not json".to_vec()),
+        Call::new("POST", "/v1/claims", ALICE).body(br#"{"code": 5}"#.to_vec()),
+        Call::claim(ALICE, "dev-1").header("Idempotency-Key", ""),
+    ];
+    for call in &unreadable {
+        let answer = fx.send(call, Shape::Rest).await;
+        assert_error(&answer, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        assert!(answer.headers.contains_key("retry-after"));
+    }
+    // Someone else's unreadable request is still told what is wrong with it.
+    let other = fx.send(&Call::claim("someone-else", "a b"), Shape::Rest).await;
+    assert_error(&other, StatusCode::BAD_REQUEST, "invalid_code");
+}

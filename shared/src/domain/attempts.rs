@@ -3,10 +3,12 @@
 //! Failed claims are counted in fixed windows (default one hour) under two scopes:
 //!
 //! - the user: their claims answered `device_not_found` (an unknown or wrong code: what guessing
-//!   label codes looks like), whatever the code;
+//!   label codes looks like) or `already_claimed` (probing which devices are held), whatever the
+//!   code;
 //! - the user and one device: their claims of that device answered `already_claimed` (the code was
-//!   right, someone else holds it). An app that keeps retrying is slowed down on that device only;
-//!   a buyer whose seller has not released the device yet can still claim everything else.
+//!   right, someone else holds it). An app that keeps retrying is stopped on that device after 10,
+//!   so it uses at most that much of the user's budget: a buyer whose seller has not released the
+//!   device yet can still claim everything else.
 //!
 //! Only a device that exists is ever part of a key, so a mistyped label code is never stored.
 //!

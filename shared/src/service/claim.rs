@@ -131,13 +131,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             },
         };
         // A code that found nothing counts against the user: that is what guessing looks like. A
-        // device somebody else holds counts against the user on that device only: the code was
-        // right, and a buyer whose seller has not released yet must keep their other claims. Only
-        // a device that exists is ever a key (a mistyped label code must not be stored).
+        // device somebody else holds counts against the user too (probing which devices are held
+        // is bounded like guessing), and against the user on that device, whose smaller limit
+        // stops an app retrying one held device before it uses up the user's budget: a buyer whose
+        // seller has not released yet keeps their other claims. Only a device that exists is ever
+        // a key (a mistyped label code must not be stored).
         match (&result, &resolved) {
             (Err(ClaimError::DeviceNotFound), _) => self.count_failed_attempt(&user_scope, now).await,
             (Err(ClaimError::AlreadyClaimed), Ok((thing, _))) => {
                 self.count_failed_attempt(&device_scope(thing), now).await;
+                self.count_failed_attempt(&user_scope, now).await;
             }
             _ => {}
         }
@@ -204,6 +207,14 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Ok(None) | Err(ClaimError::IdempotencyKeyReused) => Ok(None),
             Err(err) => Err(err),
         }
+    }
+
+    /// `Err(RateLimited)` if the user used up their failed attempts in the current window. A request
+    /// the API cannot even read asks this before it answers `400`: a limited user gets `429`
+    /// whatever they send, so a `400` never answers a guess.
+    pub async fn refuse_if_limited(&self, user: &UserId) -> Result<(), ClaimError> {
+        self.check_attempts(&AttemptScope::User(user.clone()), self.clock.now())
+            .await
     }
 
     /// `Err(RateLimited)` if `scope` used up its failed attempts in the current window.

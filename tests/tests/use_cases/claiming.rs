@@ -28,6 +28,7 @@ on_both_stores!(
     disabled_devices_cannot_be_claimed_and_look_unknown,
     claim_decisions_are_logged_with_their_fields_but_never_the_full_code,
     failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_locking_out_others,
+    probing_which_devices_are_held_is_bounded_like_guessing,
 );
 
 async fn twenty_users_racing_for_one_device_leave_exactly_one_reservation<S: TestStore>(fx: Fixture<S>) {
@@ -283,11 +284,11 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     let owner = fx.service.claim(&request("owner", "limit-1", None)).await;
     assert!(matches!(owner, Ok(ClaimOutcome::Existing(_))), "{owner:?}");
 
-    // Guessing codes: every unknown code counts against the user, whatever the code; the held
-    // device's 409s did not (the code was right).
+    // Guessing codes: every unknown code counts against the user, whatever the code, and so did
+    // the held device's 409s, up to that device's own limit.
     let attempts = fx.inspect_for("limit-3", "impatient").await.attempts.expect("attempts");
-    assert_eq!(attempts.failed_by_user, 0);
-    for i in 0..limits.per_user {
+    assert_eq!(attempts.failed_by_user, limits.per_user_device);
+    for i in 0..limits.per_user - limits.per_user_device {
         let guess = format!("guess-{i}");
         let answer = fx.service.claim(&request("impatient", &guess, None)).await;
         assert_eq!(answer, Err(ClaimError::DeviceNotFound), "{guess}");
@@ -320,4 +321,41 @@ async fn failed_attempts_are_limited_per_user_and_per_user_on_a_device_without_l
     fx.clock.advance(limits.window);
     let later = fx.service.claim(&request("impatient", "limit-3", None)).await;
     assert!(matches!(later, Ok(ClaimOutcome::Created(_))), "{later:?}");
+}
+
+async fn probing_which_devices_are_held_is_bounded_like_guessing<S: TestStore>(fx: Fixture<S>) {
+    let limits = ClaimSettings::default().attempt_limits;
+    let held = limits.per_user + 5;
+    for i in 0..held {
+        let device = format!("held-{i}");
+        fx.import(&device).await;
+        fx.service
+            .claim(&request("owner", &device, None))
+            .await
+            .expect("the owner claims");
+    }
+    // A stranger walks the held devices: 409 ("ask the owner") until the user's budget is spent,
+    // then 429 for everything, held or not.
+    let mut answers = Vec::new();
+    for i in 0..held {
+        answers.push(fx.service.claim(&request("prober", &format!("held-{i}"), None)).await);
+    }
+    let conflicts = answers
+        .iter()
+        .filter(|a| **a == Err(ClaimError::AlreadyClaimed))
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| matches!(a, Err(ClaimError::RateLimited { .. })))
+        .count();
+    assert_eq!(
+        (conflicts, limited),
+        (limits.per_user as usize, held as usize - limits.per_user as usize)
+    );
+    fx.import("free-1").await;
+    let free = fx.service.claim(&request("prober", "free-1", None)).await;
+    assert!(matches!(free, Err(ClaimError::RateLimited { .. })), "{free:?}");
+    // The owner is not affected.
+    let owner = fx.service.claim(&request("owner", "held-0", None)).await;
+    assert!(matches!(owner, Ok(ClaimOutcome::Existing(_))), "{owner:?}");
 }
