@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds for a `Retry-After` header (`429`).
     pub retry_after: Option<u64>,
+    /// The methods of an `Allow` header (`405`).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -60,11 +63,23 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "No such route.")
     }
 
-    pub(crate) fn method_not_allowed() -> Self {
+    /// `405` with the methods the resource has (`allow`, e.g. `"GET, DELETE"`).
+    pub(crate) fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This method is not allowed on this resource.",
+            )
+        }
+    }
+
+    pub(crate) fn unsupported_media_type() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "This method is not allowed on this resource.",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Send the request body as application/json.",
         )
     }
 

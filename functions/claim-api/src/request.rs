@@ -7,7 +7,7 @@ use claim_shared::domain::{
     label_code::LabelCodeKey,
     registry::NewDevice,
 };
-use lambda_http::{Request, RequestExt};
+use lambda_http::{http::header, Request, RequestExt};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -72,9 +72,28 @@ pub fn parse_json_object<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(explain)
 }
 
+/// The request's body, which must be JSON: a body sent as anything but `application/json`
+/// (parameters such as `charset` allowed) is `415`; one sent without a content type is read as JSON.
+fn json_body(request: &Request) -> Result<&[u8], ApiError> {
+    let bytes = request.body().as_ref();
+    let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+        return Ok(bytes);
+    };
+    let essence = content_type
+        .to_str()
+        .ok()
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase());
+    if bytes.is_empty() || essence.as_deref() == Some("application/json") {
+        Ok(bytes)
+    } else {
+        Err(ApiError::unsupported_media_type())
+    }
+}
+
 /// `POST /v1/claims`: `{"code", "region"?}`; the region hint must look like an AWS region.
 pub fn claim_body(request: &Request) -> Result<ClaimBody, ApiError> {
-    parse_claim_body(request.body().as_ref())
+    parse_claim_body(json_body(request)?)
 }
 
 fn parse_claim_body(bytes: &[u8]) -> Result<ClaimBody, ApiError> {
@@ -130,7 +149,7 @@ pub fn admin_thing(raw: &str) -> Result<ThingName, ApiError> {
 /// The body of a force release: a reason is required.
 pub fn release_reason(request: &Request) -> Result<String, ApiError> {
     let body: ReasonBody = parse_json_object(
-        request.body().as_ref(),
+        json_body(request)?,
         MAX_ADMIN_BODY_BYTES,
         "a release request with a \"reason\"",
     )?;
@@ -144,7 +163,11 @@ pub fn optional_reason(request: &Request) -> Result<Option<String>, ApiError> {
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         ReasonBody::default()
     } else {
-        parse_json_object(bytes, MAX_ADMIN_BODY_BYTES, "a JSON object with an optional \"reason\"")?
+        parse_json_object(
+            json_body(request)?,
+            MAX_ADMIN_BODY_BYTES,
+            "a JSON object with an optional \"reason\"",
+        )?
     };
     checked_reason(body.reason)
 }
@@ -165,7 +188,7 @@ fn checked_reason(reason: Option<String>) -> Result<Option<String>, ApiError> {
 /// The body of an import: at most [`MAX_IMPORT_DEVICES`] items, each checked on its own.
 pub fn import_body(request: &Request) -> Result<ImportBody, ApiError> {
     let body: ImportBody = parse_json_object(
-        request.body().as_ref(),
+        json_body(request)?,
         MAX_ADMIN_BODY_BYTES,
         "an import request with \"devices\"",
     )?;

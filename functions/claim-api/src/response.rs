@@ -43,13 +43,14 @@ pub fn json_response(
 }
 
 pub fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
+    let retry_after = err
+        .retry_after
+        .map(|seconds| (header::RETRY_AFTER, seconds.to_string()));
+    let allow = err.allow.map(|methods| (header::ALLOW, methods.to_owned()));
     json_response(
         err.status,
         request_id,
-        err.retry_after
-            .map(|seconds| (header::RETRY_AFTER, seconds.to_string()))
-            .into_iter()
-            .collect(),
+        retry_after.into_iter().chain(allow).collect(),
         Some(json!({"error": {"code": err.code, "message": err.message, "request_id": request_id}})),
     )
 }

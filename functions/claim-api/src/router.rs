@@ -79,9 +79,9 @@ impl AdminRoute {
             (&Method::POST, ["devices", thing, "release"]) => AdminRoute::Release((*thing).to_owned()),
             (&Method::POST, ["devices", thing, "disable"]) => AdminRoute::Disable((*thing).to_owned()),
             (&Method::POST, ["devices", thing, "enable"]) => AdminRoute::Enable((*thing).to_owned()),
-            (_, ["devices"] | ["devices", _] | ["devices", _, "release" | "disable" | "enable"]) => {
-                return Err(ApiError::method_not_allowed())
-            }
+            (_, ["devices"]) => return Err(ApiError::method_not_allowed("PUT")),
+            (_, ["devices", _]) => return Err(ApiError::method_not_allowed("GET")),
+            (_, ["devices", _, "release" | "disable" | "enable"]) => return Err(ApiError::method_not_allowed("POST")),
             _ => return Err(ApiError::not_found()),
         };
         Ok(route)
@@ -104,9 +104,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         (&Method::GET, ["devices"]) => Route::ListDevices,
         (&Method::GET, ["devices", thing]) => Route::GetDevice((*thing).to_owned()),
         (&Method::DELETE, ["devices", thing]) => Route::ReleaseDevice((*thing).to_owned()),
-        (_, ["claims"] | ["claims", _] | ["claims", _, "retry"] | ["devices"] | ["devices", _]) => {
-            return Err(ApiError::method_not_allowed())
-        }
+        // The methods each resource has (`Allow`, RFC 9110 §15.5.6).
+        (_, ["claims"] | ["claims", _, "retry"]) => return Err(ApiError::method_not_allowed("POST")),
+        (_, ["claims", _] | ["devices"]) => return Err(ApiError::method_not_allowed("GET")),
+        (_, ["devices", _]) => return Err(ApiError::method_not_allowed("GET, DELETE")),
         _ => return Err(ApiError::not_found()),
     };
     Ok(route)
@@ -137,8 +138,12 @@ mod tests {
         assert_eq!(route(&Method::POST, "/prod/v1/claims/"), Ok(Route::CreateClaim));
         assert_eq!(route(&Method::GET, "/v1/devices/d1"), Ok(Route::GetDevice("d1".into())));
         assert_eq!(
-            route(&Method::PUT, "/v1/claims").map_err(|e| e.status),
-            Err(StatusCode::METHOD_NOT_ALLOWED)
+            route(&Method::PUT, "/v1/claims").map_err(|e| (e.status, e.allow)),
+            Err((StatusCode::METHOD_NOT_ALLOWED, Some("POST")))
+        );
+        assert_eq!(
+            route(&Method::TRACE, "/v1/devices/d1").map_err(|e| e.allow),
+            Err(Some("GET, DELETE"))
         );
         assert_eq!(
             route(&Method::GET, "/v2/claims").map_err(|e| e.status),

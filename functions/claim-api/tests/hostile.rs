@@ -75,3 +75,77 @@ async fn a_user_over_the_limit_gets_429_whatever_they_send() {
     let other = fx.send(&Call::claim("someone-else", "a b"), Shape::Rest).await;
     assert_error(&other, StatusCode::BAD_REQUEST, "invalid_code");
 }
+
+#[tokio::test]
+async fn a_method_a_resource_does_not_have_is_405_with_allow() {
+    let fx = fixture().await;
+    for (method, path, allow) in [
+        ("TRACE", "/v1/devices", "GET"),
+        ("PUT", "/v1/claims", "POST"),
+        ("PATCH", "/v1/devices/dev-1", "GET, DELETE"),
+        ("DELETE", "/v1/claims/c1", "GET"),
+        ("GET", "/v1/claims/c1/retry", "POST"),
+    ] {
+        let answer = fx.send(&Call::new(method, path, ALICE), Shape::Rest).await;
+        assert_error(&answer, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        assert_eq!(
+            answer.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+    for (method, path, allow) in [
+        ("GET", "/v1/admin/devices", "PUT"),
+        ("DELETE", "/v1/admin/devices/dev-1", "GET"),
+        ("GET", "/v1/admin/devices/dev-1/disable", "POST"),
+    ] {
+        let answer = fx.send(&Call::admin(method, path, OPERATOR), Shape::Rest).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(
+            answer.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_sent_as_json_is_415_and_changes_nothing() {
+    let fx = fixture().await;
+    fx.import("ct-1").await;
+    let json = json!({"code": "ct-1"}).to_string().into_bytes();
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonp",
+        "multipart/form-data",
+    ] {
+        let answer = fx
+            .send(
+                &Call::new("POST", "/v1/claims", ALICE)
+                    .body(json.clone())
+                    .header("content-type", content_type),
+                Shape::Rest,
+            )
+            .await;
+        assert_error(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+        let admin = Call::admin("POST", "/v1/admin/devices/ct-1/disable", OPERATOR)
+            .body(br#"{"reason":"x"}"#.to_vec())
+            .header("content-type", content_type);
+        assert_eq!(
+            fx.send(&admin, Shape::Rest).await.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+    assert_eq!(fx.history_len("ct-1").await, 1, "nothing claimed or disabled");
+    assert!(fx.published.0.lock().unwrap().is_empty());
+    // JSON with parameters, in any case, and no content type at all are read as JSON.
+    for content_type in [Some("application/json; charset=utf-8"), Some("Application/JSON"), None] {
+        let call = match content_type {
+            Some(content_type) => Call::claim(ALICE, "ct-1").header("content-type", content_type),
+            None => Call::claim(ALICE, "ct-1").without_header("content-type"),
+        };
+        let answer = fx.send(&call, Shape::Rest).await;
+        assert!(answer.status.is_success(), "{content_type:?}: {:?}", answer.body);
+    }
+}

@@ -44,6 +44,8 @@ pub struct Call<'a> {
     pub user: Option<&'a str>,
     pub body: Option<Vec<u8>>,
     pub headers: Vec<(&'a str, &'a str)>,
+    /// Headers of the captured fixture to leave out.
+    pub without: Vec<&'a str>,
     pub query: Option<(&'a str, &'a str)>,
     /// The IAM principal that signed the call (REST shape: `requestContext.identity.userArn`).
     pub operator: Option<&'a str>,
@@ -57,6 +59,7 @@ impl<'a> Call<'a> {
             user: Some(user),
             body: None,
             headers: Vec::new(),
+            without: Vec::new(),
             query: None,
             operator: None,
         }
@@ -85,6 +88,11 @@ impl<'a> Call<'a> {
         self
     }
 
+    pub fn without_header(mut self, name: &'a str) -> Self {
+        self.without.push(name);
+        self
+    }
+
     pub fn event(&self, shape: Shape) -> String {
         let fixture = match shape {
             Shape::Rest => include_str!("../fixtures/apigw_rest_cognito.json"),
@@ -101,6 +109,13 @@ impl<'a> Call<'a> {
                 ),
             },
         };
+        for name in &self.without {
+            for map in ["headers", "multiValueHeaders"] {
+                if let Some(headers) = event[map].as_object_mut() {
+                    headers.retain(|key, _| !key.eq_ignore_ascii_case(name));
+                }
+            }
+        }
         event["body"] = body;
         event["isBase64Encoded"] = Value::Bool(encoded);
         let request_id = uuid::Uuid::new_v4().to_string();
