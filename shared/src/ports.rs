@@ -56,7 +56,8 @@ pub enum CommitError {
     /// The idempotency record already exists: another request with the same key won.
     #[error("the idempotency key is already used")]
     IdempotencyKeyUsed,
-    /// The device's new label code already belongs to another device (which one is not said).
+    /// The device's new label code already belongs to another device, or something the change
+    /// required to be absent exists (which device is not said).
     #[error("the label code is already used by another device")]
     CodeTaken,
     #[error(transparent)]
@@ -97,6 +98,19 @@ pub struct DeviceChange {
     /// The label code hash the device had when the decision was made: when `device.code_hash`
     /// differs, the store moves the code's lookup entry in the same transaction.
     pub previous_code_hash: Option<CodeHash>,
+    /// What must not exist when the change lands (checked in the same transaction); if any does,
+    /// the change fails with [`CommitError::CodeTaken`].
+    pub must_be_absent: Vec<Absent>,
+}
+
+/// Something a change requires not to exist: how imports keep every code that a user can type
+/// naming exactly one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Absent {
+    /// No device has this ThingName (a label code that equals it would shadow it).
+    Device(ThingName),
+    /// No device has a label code with this hash (a ThingName that equals it would be shadowed).
+    Code(CodeHash),
 }
 
 impl DeviceChange {
@@ -111,6 +125,7 @@ impl DeviceChange {
             history: Vec::new(),
             idempotency: None,
             previous_code_hash: before.code_hash.clone(),
+            must_be_absent: Vec::new(),
         }
     }
 
@@ -136,6 +151,7 @@ impl DeviceChange {
             history: Vec::new(),
             idempotency: None,
             previous_code_hash: None,
+            must_be_absent: Vec::new(),
         }
     }
 

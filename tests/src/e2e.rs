@@ -66,6 +66,7 @@ impl Stack {
             sku: Some(sku.into()),
             code_hash: None,
             allow_thing_name: None,
+            code_as_thing_name: None,
         };
         if let Err(err) = self.claims.import(&device, Actor::Operator("e2e".into())).await {
             panic!("import {thing}: {err}");

@@ -167,6 +167,7 @@ impl Fixture {
             sku: None,
             code_hash: None,
             allow_thing_name: None,
+            code_as_thing_name: None,
         };
         self.claims
             .import(&device, Actor::Operator("test".into()))

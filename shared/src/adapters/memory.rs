@@ -24,7 +24,7 @@ use crate::{
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         label_code::CodeHash,
     },
-    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
+    ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
 
 #[derive(Clone, Default)]
@@ -124,12 +124,16 @@ impl Tables {
                 change.previous_code_hash.as_ref().is_none_or(ours),
             )
         };
+        let absent_ok = change.must_be_absent.iter().all(|absent| match absent {
+            Absent::Device(thing) => !self.devices.contains_key(thing.as_str()),
+            Absent::Code(hash) => !self.codes.contains_key(hash.as_str()),
+        });
         let idempotency_ok = change.idempotency.as_ref().is_none_or(|record| {
             self.idempotency
                 .get(&(record.user.as_str().to_owned(), record.key.as_str().to_owned()))
                 .is_none_or(|stored| millis(stored.expires_at) <= millis(record.created_at))
         });
-        if !code_ok {
+        if !code_ok || !absent_ok {
             Err(CommitError::CodeTaken)
         } else if !idempotency_ok {
             Err(CommitError::IdempotencyKeyUsed)

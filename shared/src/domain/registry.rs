@@ -22,6 +22,9 @@ pub struct NewDevice {
     /// May the device also be claimed by its ThingName? `None`: yes without a label code; with
     /// one, no for a new code, unchanged for a device that had a code already.
     pub allow_thing_name: Option<bool>,
+    /// The row's label code read as a ThingName, when it is one: such a code must not be another
+    /// device's ThingName (claims by that name would reach this device instead).
+    pub code_as_thing_name: Option<ThingName>,
 }
 
 /// What importing a record does to the device it names.
@@ -56,6 +59,7 @@ impl NewDevice {
             sku: sku.map(str::to_owned),
             code_hash: None,
             allow_thing_name: None,
+            code_as_thing_name: None,
         })
     }
 
@@ -79,6 +83,7 @@ impl NewDevice {
             };
             let code = LabelCode::parse(code).map_err(|err: LabelCodeError| format!("code: {err}"))?;
             self.code_hash = Some(key.hash(&code));
+            self.code_as_thing_name = code.as_thing_name();
         }
         self.allow_thing_name = allow_thing_name;
         Ok(self)

@@ -7,9 +7,10 @@ use crate::{
         device::Device,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::ThingName,
+        label_code::LabelCode,
         registry::{ImportDecision, NewDevice},
     },
-    ports::{CommitError, DeviceChange, OwnershipStore},
+    ports::{Absent, CommitError, DeviceChange, OwnershipStore},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,8 @@ pub enum ImportOutcome {
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Adds a manufactured device to the registry, or updates its vendor, SKU, label code or
     /// ThingName-claim setting (see [`NewDevice::decide`]). A label code that belongs to another
-    /// device is refused (`CodeInUse`), without saying which.
+    /// device, as its code or its ThingName, is refused (`CodeInUse`), without saying which; so is
+    /// a new device whose ThingName is another device's code.
     pub async fn import(&self, new: &NewDevice, actor: Actor) -> Result<ImportOutcome, DeviceOpError> {
         for attempt in 0..self.settings.max_attempts {
             let now = self.clock.now();
@@ -34,6 +36,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     (DeviceChange::replacing(before, after), ImportOutcome::Updated)
                 }
             };
+            change.must_be_absent = self.unshadowed(new, &change);
             change.record(NewHistoryEntry::new(now, HistoryEvent::Imported, actor.clone(), None));
             match self.store.commit(change).await {
                 Ok(()) => return Ok(outcome),
@@ -43,6 +46,32 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
         }
         Err(DeviceOpError::Busy)
+    }
+
+    /// What an import must not find, so that whatever a user types names one device: a new label
+    /// code that reads as a ThingName must not be another device's ThingName, and a new device's
+    /// ThingName must not be another device's label code (claims look codes up first). Checked in
+    /// the import's own transaction, so two imports cannot race past it.
+    fn unshadowed(&self, new: &NewDevice, change: &DeviceChange) -> Vec<Absent> {
+        let thing = &change.device.thing_name;
+        let mut absent = Vec::new();
+        let new_code = change.device.code_hash.is_some() && change.device.code_hash != change.previous_code_hash;
+        if let Some(code_thing) = new
+            .code_as_thing_name
+            .as_ref()
+            .filter(|code_thing| *code_thing != thing)
+        {
+            if new_code {
+                absent.push(Absent::Device(code_thing.clone()));
+            }
+        }
+        if let (None, Some(key)) = (change.expected_version, &self.code_key) {
+            let as_code = key.hash(&LabelCode::from(thing.clone()));
+            if change.device.code_hash.as_ref() != Some(&as_code) {
+                absent.push(Absent::Code(as_code));
+            }
+        }
+        absent
     }
 
     /// Operator switch: a disabled device cannot be claimed. Ownership and live claims stay as

@@ -98,7 +98,8 @@ pub enum DeviceOpError {
     DeviceNotFound,
     #[error("too much contention on this device, try again")]
     Busy,
-    /// Import only: the row's label code already belongs to another device (never said which).
+    /// Import only: the row's label code is another device's code or ThingName, or its ThingName
+    /// is another device's code (never said which device).
     #[error("code: already used by another device")]
     CodeInUse,
     #[error(transparent)]

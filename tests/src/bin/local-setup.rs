@@ -108,6 +108,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             sku: Some("DEMO-1".into()),
             code_hash: None,
             allow_thing_name: None,
+            code_as_thing_name: None,
         };
         let outcome = service
             .import(&device, Actor::Operator("scripts/dev.sh".into()))

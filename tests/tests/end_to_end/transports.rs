@@ -327,6 +327,7 @@ async fn a_refused_certificate_keeps_the_claim_pending_until_the_right_secret_is
                 sku: None,
                 code_hash: None,
                 allow_thing_name: None,
+                code_as_thing_name: None,
             },
             Actor::Operator("test".into()),
         )

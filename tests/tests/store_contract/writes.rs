@@ -10,7 +10,7 @@ use claim_shared::{
         ids::IdempotencyKey,
         label_code::CodeHash,
     },
-    ports::{CommitError, DeviceChange, IdempotencyRecord, PageError, StoreError},
+    ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, PageError, StoreError},
 };
 use claim_tests::{
     fixture::{Fixture, TestStore, T0},
@@ -27,6 +27,7 @@ on_both_stores!(
     claims_change_only_from_the_version_they_were_read_at,
     an_idempotency_key_is_taken_once_until_it_expires,
     a_label_code_names_one_device_and_moves_with_it,
+    a_change_lands_only_if_what_it_requires_absent_is_absent,
     of_concurrent_changes_on_one_version_exactly_one_lands,
     an_unreachable_store_fails_as_unavailable,
 );
@@ -249,4 +250,30 @@ async fn an_unreachable_store_fails_as_unavailable<S: TestStore>(_fx: Fixture<S>
         Err(PageError::Store(StoreError::Unavailable(_)))
     ));
     assert!(store.due_publishes(T0, 10).await.is_err_and(|e| unavailable(&e)));
+}
+
+async fn a_change_lands_only_if_what_it_requires_absent_is_absent<S: TestStore>(fx: Fixture<S>) {
+    let store = &fx.store;
+    let code = CodeHash::parse(&"0c".repeat(32)).unwrap();
+    let mut coded = free_device("dev-coded");
+    coded.code_hash = Some(code.clone());
+    store.commit(creation(coded)).await.unwrap();
+
+    for absent in [Absent::Device(thing("dev-coded")), Absent::Code(code.clone())] {
+        let mut change = creation(free_device("dev-new"));
+        change.must_be_absent = vec![Absent::Device(thing("nobody")), absent.clone()];
+        assert_eq!(store.commit(change).await, Err(CommitError::CodeTaken), "{absent:?}");
+        assert_eq!(
+            store.device(&thing("dev-new")).await,
+            Ok(None),
+            "nothing of it was written"
+        );
+    }
+    let mut change = creation(free_device("dev-new"));
+    change.must_be_absent = vec![
+        Absent::Device(thing("nobody")),
+        Absent::Code(CodeHash::parse(&"0d".repeat(32)).unwrap()),
+    ];
+    store.commit(change).await.unwrap();
+    assert!(store.device(&thing("dev-new")).await.unwrap().is_some());
 }

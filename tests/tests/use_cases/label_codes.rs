@@ -21,6 +21,7 @@ on_both_stores!(
     a_label_code_belongs_to_one_device_and_moves_with_it,
     claims_by_code_and_by_thing_name_follow_the_devices_setting,
     claim_decisions_by_label_code_never_log_the_code_or_its_hash,
+    a_code_never_shadows_a_thing_name_nor_a_thing_name_a_code,
 );
 
 fn code_key() -> LabelCodeKey {
@@ -246,4 +247,48 @@ async fn claim_decisions_by_label_code_never_log_the_code_or_its_hash<S: TestSto
     }
     let hash = code_key().hash(&label(code));
     assert!(!text.contains("OEM-") && !text.contains(hash.as_str()), "{text}");
+}
+
+async fn a_code_never_shadows_a_thing_name_nor_a_thing_name_a_code<S: TestStore>(fx: Fixture<S>) {
+    let service = coded_service(&fx);
+    let ops = Actor::Operator("factory-import".into());
+    service.import(&coded("dev-y", None, None), ops.clone()).await.unwrap();
+
+    // A label code that is another device's ThingName: claims for "dev-y" would reach dev-x.
+    assert_eq!(
+        service.import(&coded("dev-x", Some("dev-y"), None), ops.clone()).await,
+        Err(DeviceOpError::CodeInUse)
+    );
+    assert_eq!(
+        fx.store.device(&thing("dev-x")).await,
+        Ok(None),
+        "nothing of it was written"
+    );
+    service
+        .import(&coded("dev-x", Some("LBL-x"), None), ops.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        service.import(&coded("dev-x", Some("dev-y"), None), ops.clone()).await,
+        Err(DeviceOpError::CodeInUse),
+        "nor as a new code of an existing device"
+    );
+    // A device's own ThingName as its code is harmless.
+    service
+        .import(&coded("dev-z", Some("dev-z"), None), ops.clone())
+        .await
+        .unwrap();
+
+    // A new device named like another device's code: its name would reach the coded device.
+    assert_eq!(
+        service.import(&coded("LBL-x", None, None), ops.clone()).await,
+        Err(DeviceOpError::CodeInUse)
+    );
+    assert_eq!(fx.store.device(&thing("LBL-x")).await, Ok(None));
+
+    // Every name still reaches its own device.
+    let y = service.claim(&request("alice", "dev-y", None)).await.unwrap();
+    assert_eq!(y.claim().thing_name, thing("dev-y"));
+    let x = service.claim(&by_code("bob", "LBL-x", None)).await.unwrap();
+    assert_eq!(x.claim().thing_name, thing("dev-x"));
 }

@@ -174,6 +174,7 @@ async fn reimporting_never_touches_ownership<S: TestStore>(fx: Fixture<S>) {
         sku: Some("KETTLE-2".into()),
         code_hash: None,
         allow_thing_name: None,
+        code_as_thing_name: None,
     };
     let actor = Actor::Operator("factory-import".into());
     assert_eq!(

@@ -70,6 +70,7 @@ impl<S: TestStore> Steps for Fixture<S> {
                     sku: Some("KETTLE-2".into()),
                     code_hash: None,
                     allow_thing_name: None,
+                    code_as_thing_name: None,
                 },
                 Actor::Operator("factory-import".into()),
             )

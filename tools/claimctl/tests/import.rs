@@ -436,6 +436,22 @@ async fn label_codes_are_imported_as_keyed_hashes_and_never_written_back() {
         failures.contains("lc-00004,acme,S1,,false,2,\"code: already used by another device; code: left out"),
         "{failures}"
     );
+    // A code that is another device's ThingName would make claims for that name reach this
+    // device: refused the same way, naming neither device.
+    std::fs::write(
+        fx.dir.join("shadow.csv"),
+        "thing_name,vendor,sku,code,allow_thing_name\nlc-00006,acme,S1,lc-00005,\n",
+    )
+    .unwrap();
+    let shadow = import("shadow.csv", "shadow-failures.csv");
+    assert_eq!(shadow.status.code(), Some(1), "{}", stdout(&shadow));
+    let shadow_report = std::fs::read_to_string(fx.dir.join("shadow-failures.csv")).unwrap();
+    assert!(
+        shadow_report.contains("lc-00006,acme,S1,,false,2,\"code: already used by another device; code: left out"),
+        "{shadow_report}"
+    );
+    assert_eq!(device("lc-00006").await, None);
+
     // Imported as it is, without the code put back: refused, so no device loses its code.
     let again = import("dup-failures.csv", "failures-2.csv");
     assert_eq!(again.status.code(), Some(1));

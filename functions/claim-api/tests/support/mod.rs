@@ -264,6 +264,7 @@ impl Fixture {
                     sku: Some("KETTLE-2".into()),
                     code_hash: None,
                     allow_thing_name: None,
+                    code_as_thing_name: None,
                 },
                 Actor::Operator("test".into()),
             )

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
     error::{DisplayErrorContext, SdkError},
-    types::{CancellationReason, Delete, Put, TransactWriteItem},
+    types::{CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem},
     Client,
 };
 use time::OffsetDateTime;
@@ -29,7 +29,7 @@ use crate::{
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         label_code::CodeHash,
     },
-    ports::{CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
+    ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
 
 #[derive(Clone, Debug)]
@@ -82,9 +82,9 @@ impl DynamoOwnershipStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// The writes of a change, in a fixed order: device, claims, history, idempotency record.
-    /// [`classify_cancellation`] relies on the idempotency record coming last.
-    fn transaction(&self, change: &DeviceChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+    /// The writes of a change, each with the part of the change it is, so that a cancelled
+    /// transaction can say which condition failed.
+    fn transaction(&self, change: &DeviceChange) -> Result<Vec<(Part, TransactWriteItem)>, StoreError> {
         if !change.history_is_contiguous() {
             return Err(StoreError::Corrupt(
                 "history entries do not continue the device's numbering".into(),
@@ -104,30 +104,51 @@ impl DynamoOwnershipStore {
                 ]),
             )?,
         };
-        writes.push(device_write);
+        writes.push((Part::Device, device_write));
         for write in &change.claims {
-            writes.push(self.versioned_put(claim_item(&write.claim), write.expected_version)?);
+            let put = self.versioned_put(claim_item(&write.claim), write.expected_version)?;
+            writes.push((Part::Claim, put));
         }
         for entry in &change.history {
             let item = history_item(&change.device.thing_name, entry);
-            writes.push(self.put(item, "attribute_not_exists(pk)", Item::new())?);
+            writes.push((Part::History, self.put(item, "attribute_not_exists(pk)", Item::new())?));
         }
         writes.extend(self.code_writes(change)?);
+        for absent in &change.must_be_absent {
+            writes.push((Part::Absent, self.absent(absent)?));
+        }
         if let Some(record) = &change.idempotency {
             // An expired record may be taken over; a live one belongs to the first request.
-            writes.push(self.put(
+            let put = self.put(
                 idempotency_item(record),
                 "attribute_not_exists(pk) OR #expires_at <= :now",
                 Item::from([(":now".to_owned(), n(millis(record.created_at)))]),
-            )?);
+            )?;
+            writes.push((Part::Idempotency, put));
         }
         Ok(writes)
+    }
+
+    /// A condition that the item does not exist.
+    fn absent(&self, absent: &Absent) -> Result<TransactWriteItem, StoreError> {
+        let (pk, sk) = match absent {
+            Absent::Device(thing) => (device_pk(thing), DEVICE_SK),
+            Absent::Code(hash) => (code_pk(hash), CODE_SK),
+        };
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        Ok(TransactWriteItem::builder().condition_check(check).build())
     }
 
     /// When a change gives the device another label code: the new code's lookup entry, which must
     /// be free or already this device's (one code, one device), and the removal of the old one.
     /// The new entry, if any, comes first (see [`OwnershipStore::commit`]).
-    fn code_writes(&self, change: &DeviceChange) -> Result<Vec<TransactWriteItem>, StoreError> {
+    fn code_writes(&self, change: &DeviceChange) -> Result<Vec<(Part, TransactWriteItem)>, StoreError> {
         let (old, new) = (&change.previous_code_hash, &change.device.code_hash);
         if old == new {
             return Ok(Vec::new());
@@ -136,11 +157,12 @@ impl DynamoOwnershipStore {
         let ours = Item::from([(":thing".to_owned(), s(thing.as_str()))]);
         let mut writes = Vec::new();
         if let Some(new) = new {
-            writes.push(self.put(
+            let put = self.put(
                 code_item(new, thing),
                 "attribute_not_exists(pk) OR thing_name = :thing",
                 ours.clone(),
-            )?);
+            )?;
+            writes.push((Part::NewCode, put));
         }
         if let Some(old) = old {
             let delete = Delete::builder()
@@ -151,7 +173,7 @@ impl DynamoOwnershipStore {
                 .set_expression_attribute_values(Some(ours))
                 .build()
                 .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            writes.push(TransactWriteItem::builder().delete(delete).build());
+            writes.push((Part::OldCode, TransactWriteItem::builder().delete(delete).build()));
         }
         Ok(writes)
     }
@@ -231,11 +253,7 @@ impl OwnershipStore for DynamoOwnershipStore {
     }
 
     async fn commit(&self, change: DeviceChange) -> Result<(), CommitError> {
-        let writes = self.transaction(&change)?;
-        let idempotency_index = change.idempotency.as_ref().map(|_| writes.len() - 1);
-        // The new label code's entry directly follows the history entries.
-        let code_index = (change.device.code_hash.is_some() && change.device.code_hash != change.previous_code_hash)
-            .then_some(1 + change.claims.len() + change.history.len());
+        let (parts, writes): (Vec<Part>, Vec<TransactWriteItem>) = self.transaction(&change)?.into_iter().unzip();
         match self
             .client
             .transact_write_items()
@@ -253,15 +271,8 @@ impl OwnershipStore for DynamoOwnershipStore {
                         ) => Some(cancelled.cancellation_reasons().to_vec()),
                         _ => None,
                     });
-                let code_taken = |reasons: &[CancellationReason]| {
-                    code_index
-                        .and_then(|index| reasons.get(index))
-                        .and_then(|reason| reason.code())
-                        .is_some_and(|code| code == "ConditionalCheckFailed")
-                };
                 match reasons {
-                    Some(reasons) if code_taken(&reasons) => Err(CommitError::CodeTaken),
-                    Some(reasons) => Err(classify_cancellation(&reasons, idempotency_index)),
+                    Some(reasons) => Err(classify_cancellation(&reasons, &parts)),
                     None => Err(CommitError::Store(unavailable(err))),
                 }
             }
@@ -479,15 +490,34 @@ impl OwnershipStore for DynamoOwnershipStore {
     }
 }
 
+/// What a write of a change's transaction is: a failed condition means something different for
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Device,
+    Claim,
+    History,
+    /// The lookup entry of the device's new label code.
+    NewCode,
+    /// The removal of its old one.
+    OldCode,
+    /// Something that must not exist ([`Absent`]).
+    Absent,
+    Idempotency,
+}
+
 /// Which condition failed decides what the caller does next.
-fn classify_cancellation(reasons: &[CancellationReason], idempotency_index: Option<usize>) -> CommitError {
-    let failed = |index: usize| {
+fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> CommitError {
+    let failed = |part: Part| {
         reasons
-            .get(index)
-            .and_then(|reason| reason.code())
-            .is_some_and(|code| code == "ConditionalCheckFailed")
+            .iter()
+            .zip(parts)
+            .any(|(reason, p)| *p == part && reason.code() == Some("ConditionalCheckFailed"))
     };
-    if idempotency_index.is_some_and(failed) {
+    if failed(Part::NewCode) || failed(Part::Absent) {
+        return CommitError::CodeTaken;
+    }
+    if failed(Part::Idempotency) {
         return CommitError::IdempotencyKeyUsed;
     }
     let codes: Vec<&str> = reasons
@@ -532,29 +562,39 @@ mod tests {
         let failed = CancellationReason::builder().code("ConditionalCheckFailed").build();
         let conflict = CancellationReason::builder().code("TransactionConflict").build();
         let throttled = CancellationReason::builder().code("ThrottlingError").build();
+        use Part::*;
         assert_eq!(
-            classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], Some(2)),
+            classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], &[Device, Claim, Idempotency]),
             CommitError::IdempotencyKeyUsed
         );
         assert_eq!(
-            classify_cancellation(&[failed, ok.clone()], Some(1)),
+            classify_cancellation(&[failed.clone(), ok.clone()], &[Device, Idempotency]),
             CommitError::Conflict
         );
         assert_eq!(
-            classify_cancellation(&[conflict, ok.clone()], None),
+            classify_cancellation(&[failed.clone(), failed.clone()], &[Device, NewCode]),
+            CommitError::CodeTaken,
+            "a taken code is said even when the device also changed"
+        );
+        assert_eq!(
+            classify_cancellation(&[ok.clone(), failed], &[Device, Absent]),
+            CommitError::CodeTaken
+        );
+        assert_eq!(
+            classify_cancellation(&[conflict, ok.clone()], &[Device, Claim]),
             CommitError::Conflict
         );
         assert!(matches!(
-            classify_cancellation(&[throttled, ok.clone()], None),
+            classify_cancellation(&[throttled, ok.clone()], &[Device, Claim]),
             CommitError::Store(StoreError::Unavailable(_))
         ));
         let invalid = CancellationReason::builder().code("ValidationError").build();
         assert!(matches!(
-            classify_cancellation(&[invalid, ok], None),
+            classify_cancellation(&[invalid, ok], &[Device, Claim]),
             CommitError::Store(StoreError::Corrupt(_))
         ));
         assert!(matches!(
-            classify_cancellation(&[], None),
+            classify_cancellation(&[], &[]),
             CommitError::Store(StoreError::Unavailable(_))
         ));
     }
