@@ -2,10 +2,13 @@
 //! them (protocol §5): the event payload plus the fields each rule's SQL adds
 //! (`event_kind`, and the topic-derived thing name or client id). Unknown fields are ignored,
 //! missing optional ones are tolerated; anything that cannot name a device is refused.
+//!
+//! A refusal's reason ([`MalformedEvent`]) is a short fixed text: it never quotes the payload, so it
+//! can go to the log as it is.
 
 use claim_shared::domain::ids::ThingName;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{error::Category, Value};
 use time::OffsetDateTime;
 
 /// `$aws/events/thing/<name>/created|updated|deleted` (registry events).
@@ -57,25 +60,60 @@ pub enum IotEvent {
 #[error("{0}")]
 pub struct MalformedEvent(pub String);
 
+impl MalformedEvent {
+    fn new(reason: &str) -> Self {
+        MalformedEvent(reason.to_owned())
+    }
+}
+
+/// The largest payload accepted. AWS IoT rule payloads are at most 128 KB (plus what the rule's SQL
+/// adds); anything larger is not one of our events.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// The invocation payload, as the bytes Lambda received, to the JSON object of an event. Refuses
+/// anything that is not one, whatever the bytes: too large, empty, not UTF-8, not JSON (including
+/// JSON nested deeper than serde_json's recursion limit of 128, which it refuses without
+/// recursing further), or JSON but not an object.
+pub fn decode(payload: &[u8]) -> Result<Value, MalformedEvent> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(MalformedEvent::new("too large"));
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(MalformedEvent::new("empty"));
+    }
+    if std::str::from_utf8(payload).is_err() {
+        return Err(MalformedEvent::new("not UTF-8"));
+    }
+    let value: Value = serde_json::from_slice(payload).map_err(|err| {
+        MalformedEvent::new(match err.classify() {
+            Category::Eof => "truncated JSON",
+            _ if err.to_string().starts_with("recursion limit exceeded") => "JSON nested too deep",
+            _ => "not JSON",
+        })
+    })?;
+    if !value.is_object() {
+        return Err(MalformedEvent::new("not a JSON object"));
+    }
+    Ok(value)
+}
+
 impl IotEvent {
     /// Classifies by the rule's `event_kind`, or by the payload's own markers when a rule did not
     /// add one.
     pub fn parse(value: &Value) -> Result<Self, MalformedEvent> {
         let kind = value.get("event_kind").and_then(Value::as_str);
         let marker = value.get("eventType").and_then(Value::as_str);
-        let detail = |err: serde_json::Error| {
-            let text = err.to_string();
-            MalformedEvent(text.split(" at line").next().unwrap_or("invalid").to_owned())
-        };
         let event = match (kind, marker) {
             (Some("thing_created"), _) | (None, Some("THING_EVENT")) => {
-                IotEvent::Thing(serde_json::from_value(value.clone()).map_err(detail)?)
+                IotEvent::Thing(serde_json::from_value(value.clone()).map_err(wrong_type("thing event"))?)
             }
             (Some("presence_connected"), _) | (None, Some("connected")) => {
-                IotEvent::Presence(serde_json::from_value(value.clone()).map_err(detail)?)
+                IotEvent::Presence(serde_json::from_value(value.clone()).map_err(wrong_type("presence event"))?)
             }
             (Some("certificate_registered"), _) | (None, None) if value.get("certificateStatus").is_some() => {
-                IotEvent::CertificateRegistered(serde_json::from_value(value.clone()).map_err(detail)?)
+                IotEvent::CertificateRegistered(
+                    serde_json::from_value(value.clone()).map_err(wrong_type("certificate event"))?,
+                )
             }
             _ => return Err(MalformedEvent("not a thing, presence or certificate event".into())),
         };
@@ -138,6 +176,12 @@ impl IotEvent {
             IotEvent::CertificateRegistered(_) => Ok(Meaning::Irrelevant("certificate_registered")),
         }
     }
+}
+
+/// Every field is optional, so a type is all that can be wrong; serde's message is not used, as it
+/// would quote the offending value.
+fn wrong_type(event: &'static str) -> impl Fn(serde_json::Error) -> MalformedEvent {
+    move |_| MalformedEvent(format!("{event}: a field has the wrong type"))
 }
 
 /// The name from the topic and from the payload must agree when both are present.

@@ -3,8 +3,16 @@
 //! (`iot_event` or `device_arrival`) and an `Ok` — a malformed or unknown event must never become an
 //! error loop of retries. Only a storage outage returns `Err`, so that Lambda's bounded asynchronous
 //! retries (then the rule's error action) try again later.
+//!
+//! "Whatever it is" includes any byte sequence: the function takes the payload as raw bytes
+//! ([`raw`]) and [`handle_raw`] classifies them. Payloads that are too large (over
+//! [`events::MAX_PAYLOAD_BYTES`]), empty, not UTF-8, not JSON, nested too deep or not a JSON object
+//! are `malformed` like events that cannot name a device: an `iot_event` log line whose `error` is a
+//! short reason that never quotes the payload, the `IotEvents` metric (`outcome` `malformed`), the
+//! answer `{"outcome":"malformed"}`, and no change to any record.
 
 pub mod events;
+pub mod raw;
 
 use claim_shared::{
     domain::device::Provisioning,
@@ -13,7 +21,21 @@ use claim_shared::{
 };
 use serde_json::{json, Value};
 
-use crate::events::{IotEvent, Meaning};
+use crate::events::{IotEvent, MalformedEvent, Meaning};
+
+/// Handles one rule invocation from the payload's bytes as Lambda received them, whatever they are
+/// (see the crate documentation). `region` and `account_id` as for [`handle`].
+pub async fn handle_raw<S: OwnershipStore, C: Clock>(
+    claims: &ClaimService<S, C>,
+    payload: &[u8],
+    region: Option<&str>,
+    account_id: Option<&str>,
+) -> Result<Value, String> {
+    match events::decode(payload) {
+        Ok(event) => handle(claims, &event, region, account_id).await,
+        Err(malformed) => Ok(refuse(&malformed)),
+    }
+}
 
 /// Handles one rule invocation. `region` and `account_id` are the function's own (the OEM account
 /// the events come from), used where an event does not say.
@@ -25,11 +47,7 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
 ) -> Result<Value, String> {
     let meaning = IotEvent::parse(event).and_then(|parsed| parsed.meaning());
     let arrival = match meaning {
-        Err(malformed) => {
-            claim_shared::metrics::count("IotEvents", ("outcome", "malformed"));
-            tracing::warn!(event = "iot_event", outcome = "malformed", error = %malformed);
-            return Ok(json!({"outcome": "malformed"}));
-        }
+        Err(malformed) => return Ok(refuse(&malformed)),
         Ok(Meaning::Irrelevant(why)) => {
             claim_shared::metrics::count("IotEvents", ("outcome", "ignored"));
             tracing::info!(event = "iot_event", outcome = "ignored", reason = why);
@@ -47,4 +65,11 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
         Ok(outcome) => Ok(json!({ "outcome": outcome.name() })),
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// A malformed event: one log line and one metric; the answer says so, nothing else happens.
+fn refuse(malformed: &MalformedEvent) -> Value {
+    claim_shared::metrics::count("IotEvents", ("outcome", "malformed"));
+    tracing::warn!(event = "iot_event", outcome = "malformed", error = %malformed);
+    json!({"outcome": "malformed"})
 }

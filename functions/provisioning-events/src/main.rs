@@ -1,9 +1,9 @@
 //! Wiring only: the claim service is built once per execution environment; each topic-rule
-//! invocation goes to `provisioning_events::handle`.
+//! invocation's payload goes, as raw bytes, to `provisioning_events::handle_raw`.
 
 use claim_shared::wiring::Wiring;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
-use serde_json::Value;
+use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
+use provisioning_events::raw::{RawPayload, RawPayloadLayer};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -11,15 +11,21 @@ async fn main() -> Result<(), Error> {
     let wiring = Wiring::from_env().await;
     let region = wiring.aws().region().map(ToString::to_string);
     let claims = wiring.service()?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    let handler = service_fn(|event: LambdaEvent<RawPayload>| {
         let (claims, region) = (&claims, region.as_deref());
         async move {
             // arn:aws:lambda:<region>:<account>:function:<name>: the OEM account the events come from.
             let account = event.context.invoked_function_arn.split(':').nth(4).map(str::to_owned);
-            provisioning_events::handle(claims, &event.payload, region, account.as_deref())
+            provisioning_events::handle_raw(claims, event.payload.as_bytes(), region, account.as_deref())
                 .await
                 .map_err(Error::from)
         }
-    }))
-    .await
+    });
+    // As `lambda_runtime::run`, plus `RawPayloadLayer` (runs first on each invocation, after
+    // tracing): any payload, even one that is not JSON, reaches the handler.
+    Runtime::new(handler)
+        .layer(RawPayloadLayer)
+        .layer(TracingLayer::new())
+        .run()
+        .await
 }

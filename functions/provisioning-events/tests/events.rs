@@ -1,5 +1,6 @@
 //! The post-provisioning handler: event fixtures shaped like AWS IoT's (protocol §5) as the topic
-//! rules deliver them, and their effect on claims in DynamoDB Local.
+//! rules deliver them, and their effect on claims in DynamoDB Local; payloads that are no event at
+//! all, as raw bytes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,12 +16,12 @@ use claim_shared::{
     service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ReleaseError},
 };
 use claim_tests::{
-    fixture::{DynamoOwnershipStore, Fixture as StoreFixture},
+    fixture::{DynamoOwnershipStore, Fixture as StoreFixture, LocalTable},
     ManualClock,
 };
 use provisioning_events::{
     events::{IotEvent, Meaning},
-    handle,
+    handle, handle_raw,
 };
 use serde_json::{json, Value};
 use time::Duration;
@@ -139,10 +140,55 @@ fn garbage_is_refused_with_a_reason() {
     }
 }
 
+#[test]
+fn refusal_reasons_never_quote_the_payload() {
+    let secret = "SECRET-VALUE-1234";
+    let mut thing = fixture("thing_created");
+    thing["timestamp"] = json!(secret);
+    let mut presence = fixture("presence_connected");
+    presence["principalIdentifier"] = json!({ "nested": secret });
+    let mut certificate = fixture("certificate_registered");
+    certificate["certificateId"] = json!([secret]);
+    for garbage in [thing, presence, certificate] {
+        let reason = IotEvent::parse(&garbage).unwrap_err().to_string();
+        assert!(reason.ends_with("a field has the wrong type"), "{reason}");
+        assert!(!reason.contains("SECRET"), "{reason}");
+    }
+}
+
+#[test]
+fn payload_bytes_that_are_no_event_object_are_refused_with_a_short_reason() {
+    let event = serde_json::to_vec(&fixture("thing_created")).unwrap();
+    for (payload, reason) in [
+        (b"xyz SECRET".to_vec(), "not JSON"),
+        (b"".to_vec(), "empty"),
+        (b" \r\n\t".to_vec(), "empty"),
+        (vec![0xff, 0xfe, 0x00], "not UTF-8"),
+        (b"{\"a\": \"\xff\"}".to_vec(), "not UTF-8"),
+        ("[".repeat(100_000).into_bytes(), "JSON nested too deep"),
+        ("{\"a\":".repeat(50_000).into_bytes(), "JSON nested too deep"),
+        (vec![b' '; 1024 * 1024], "too large"),
+        (event[..event.len() / 2].to_vec(), "truncated JSON"),
+        ([&event[..], b" SECRET"].concat(), "not JSON"),
+        (b"null".to_vec(), "not a JSON object"),
+        (b"[1, 2, 3]".to_vec(), "not a JSON object"),
+        (b"\"SECRET\"".to_vec(), "not a JSON object"),
+    ] {
+        let refused = provisioning_events::events::decode(&payload).unwrap_err();
+        let start = String::from_utf8_lossy(&payload[..payload.len().min(40)]).into_owned();
+        assert_eq!(refused.to_string(), reason, "{start}…");
+    }
+    assert_eq!(
+        provisioning_events::events::decode(&event).unwrap(),
+        fixture("thing_created")
+    );
+}
+
 struct Fixture {
     claims: ClaimService<DynamoOwnershipStore, ManualClock>,
     store: DynamoOwnershipStore,
     clock: ManualClock,
+    table: LocalTable,
 }
 
 async fn fixture_service() -> Fixture {
@@ -154,6 +200,7 @@ async fn fixture_with(settings: ClaimSettings) -> Fixture {
     let stores = StoreFixture::<DynamoOwnershipStore>::new().await;
     Fixture {
         claims: stores.service_with(settings),
+        table: stores.table().clone(),
         store: stores.store,
         clock: stores.clock,
     }
@@ -199,6 +246,22 @@ impl Fixture {
     async fn events(&self, thing: &str) -> Vec<HistoryEvent> {
         let history = self.store.history(&ThingName::parse(thing).unwrap()).await.unwrap();
         history.into_iter().map(|e| e.event).collect()
+    }
+
+    /// Every item of the fixture's table, to compare.
+    async fn snapshot(&self) -> impl PartialEq + std::fmt::Debug {
+        let scanned = self
+            .table
+            .client
+            .scan()
+            .table_name(&self.table.name)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await;
+        scanned.unwrap()
     }
 
     async fn holder(&self, thing: &str) -> Holder {
@@ -395,4 +458,37 @@ async fn resale_needs_a_release_then_the_buyer_claims_the_factory_reset_device()
     let history = fx.store.history(&thing).await.unwrap();
     assert_eq!(history[2].claim_id.as_ref(), Some(&first.claim_id));
     assert_eq!(history[5].claim_id.as_ref(), Some(&second.claim_id));
+}
+
+#[tokio::test]
+async fn payloads_that_are_no_event_answer_malformed_and_change_nothing() {
+    let fx = fixture_service().await;
+    fx.import(THING).await;
+    let claim = fx.claim("alice", THING).await.unwrap().claim().clone();
+    fx.claims.mark_published(&claim.claim_id).await.unwrap();
+    let before = fx.snapshot().await;
+
+    // The event that completes this claim, padded past the size limit.
+    let mut oversized = fixture("presence_connected");
+    oversized["padding"] = json!("x".repeat(1024 * 1024));
+    let oversized = serde_json::to_vec(&oversized).unwrap();
+    for (name, payload) in [
+        ("not JSON", b"xyz".to_vec()),
+        ("empty", Vec::new()),
+        ("not UTF-8", vec![0xff, 0xfe, 0x00]),
+        ("nested 100k deep", "[".repeat(100_000).into_bytes()),
+        ("1 MiB", oversized),
+        ("null", b"null".to_vec()),
+        ("an array", b"[1, 2, 3]".to_vec()),
+    ] {
+        let answer = handle_raw(&fx.claims, &payload, Some("eu-west-1"), Some("123456789012")).await;
+        assert_eq!(answer, Ok(json!({"outcome": "malformed"})), "{name}");
+    }
+    assert_eq!(fx.snapshot().await, before, "no record changed");
+
+    let event = serde_json::to_vec(&fixture("presence_connected")).unwrap();
+    let answer = handle_raw(&fx.claims, &event, Some("eu-west-1"), Some("123456789012")).await;
+    assert_eq!(answer, Ok(json!({"outcome": "completed"})));
+    let read = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+    assert_eq!(read.state, ClaimState::Provisioned);
 }
