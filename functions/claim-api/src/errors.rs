@@ -159,6 +159,14 @@ impl From<RetryError> for ApiError {
             RetryError::NotRetryable => Self::conflict(
                 "This claim cannot be retried: it is complete, or its device was claimed by someone else.",
             ),
+            RetryError::TooSoon { retry_after } => Self {
+                retry_after: Some(retry_after_seconds(retry_after)),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "This claim was retried a moment ago. Please wait a few seconds.",
+                )
+            },
             RetryError::Busy => Self::unavailable(),
             RetryError::Store(err) => err.into(),
         }

@@ -149,3 +149,33 @@ async fn a_body_that_is_not_sent_as_json_is_415_and_changes_nothing() {
         assert!(answer.status.is_success(), "{content_type:?}: {:?}", answer.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_retries_publishes_once_and_answers_429_with_retry_after() {
+    let fx = std::sync::Arc::new(fixture().await);
+    fx.import("flood-1").await;
+    let created = fx.send(&Call::claim(ALICE, "flood-1"), Shape::Rest).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    let path = format!("/v1/claims/{}/retry", created.body["claim_id"].as_str().unwrap());
+    let retries = (0..100).map(|_| {
+        let (fx, path) = (std::sync::Arc::clone(&fx), path.clone());
+        tokio::spawn(async move { fx.send(&Call::new("POST", &path, ALICE), Shape::Rest).await })
+    });
+    let answers: Vec<_> = futures::future::join_all(retries)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+    let accepted = answers.iter().filter(|a| a.status == StatusCode::ACCEPTED).count();
+    assert_eq!(accepted, 1, "one retry goes through");
+    for refused in answers.iter().filter(|a| a.status != StatusCode::ACCEPTED) {
+        assert_error(refused, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        let wait: u64 = refused.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=10).contains(&wait), "{wait}");
+    }
+    assert_eq!(
+        fx.published.0.lock().unwrap().len(),
+        2,
+        "the claim's own publish and one for the retry"
+    );
+}

@@ -32,6 +32,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::minutes(15);
 /// claimed the device meanwhile.
 pub const DEFAULT_ARRIVAL_GRACE: Duration = Duration::minutes(15);
 
+/// The least time between two retries of one claim: each retry publishes as the vendor's one
+/// claim-thing, which a user must not be able to keep busy.
+pub const RETRY_MIN_GAP: Duration = Duration::seconds(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimState {
@@ -135,6 +139,8 @@ pub struct Claim {
     /// a failed attempt waiting for its backoff, a retry request), cleared once one is confirmed.
     /// This is the claim's place in the outbox.
     pub next_publish_at: Option<OffsetDateTime>,
+    /// When its user last asked for the endpoint message again (`POST /v1/claims/{id}/retry`).
+    pub retried_at: Option<OffsetDateTime>,
     /// Optimistic-concurrency counter of the stored record.
     pub version: u64,
 }
@@ -167,6 +173,7 @@ impl Claim {
             failure: None,
             publish_attempts: 0,
             next_publish_at: Some(now),
+            retried_at: None,
             version: 1,
         }
     }
@@ -257,6 +264,21 @@ impl Claim {
         self.state == ClaimState::Expired && now - self.expires_at <= grace
     }
 
+    /// `Some(wait)`: its user retried it less than [`RETRY_MIN_GAP`] ago, and may again after
+    /// `wait`.
+    pub fn retry_wait(&self, now: OffsetDateTime) -> Option<Duration> {
+        let next = self.retried_at? + RETRY_MIN_GAP;
+        (next > now).then(|| next - now)
+    }
+
+    /// Its user asked for the endpoint message again while the claim is live: the message is due
+    /// now, or stays due as it was if that is earlier (a retry joins a publish already owed instead
+    /// of adding one).
+    pub fn republish_on_retry(&mut self, now: OffsetDateTime) {
+        self.next_publish_at = Some(self.next_publish_at.map_or(now, |due| due.min(now)));
+        self.retried_at = Some(now);
+    }
+
     /// The staging endpoint confirmed a publish of the endpoint message: a pending claim becomes
     /// `endpoint_published`; a re-publish the user asked for keeps its state and leaves the outbox.
     pub fn record_published(&mut self, now: OffsetDateTime) -> Result<(), TransitionError> {
@@ -301,6 +323,7 @@ impl Claim {
         self.next_publish_at = Some(now);
         // A fresh window gets a fresh backoff.
         self.publish_attempts = 0;
+        self.retried_at = Some(now);
         self.history.push(StateChange {
             state: ClaimState::Pending,
             at: now,
@@ -457,6 +480,20 @@ mod tests {
             (ClaimState::EndpointPublished, None)
         );
         assert_eq!(claim.publish_attempts, 4);
+    }
+
+    #[test]
+    fn retries_are_spaced_and_join_a_publish_already_due() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let mut claim = claim_at(t0);
+        assert_eq!(claim.retry_wait(t0), None, "never retried");
+        claim.republish_on_retry(t0 + Duration::seconds(1));
+        assert_eq!(claim.next_publish_at, Some(t0), "already due at t0: joined, not moved");
+        assert_eq!(claim.retry_wait(t0 + Duration::seconds(4)), Some(Duration::seconds(7)));
+        assert_eq!(claim.retry_wait(t0 + Duration::seconds(11)), None);
+        claim.next_publish_at = None;
+        claim.republish_on_retry(t0 + Duration::seconds(11));
+        assert_eq!(claim.next_publish_at, Some(t0 + Duration::seconds(11)));
     }
 
     #[test]

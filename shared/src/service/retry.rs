@@ -1,6 +1,10 @@
 //! `POST /v1/claims/{claim_id}/retry`: the owner of a claim asks for its endpoint message again. A
-//! live claim is due for publishing now; an expired one is renewed (new deadline, publish due now)
-//! if its device is still free and it was the device's most recent claim.
+//! live claim is due for publishing now (joining a publish already due); an expired one is renewed
+//! (new deadline, publish due now) if its device is still free and it was the device's most recent
+//! claim. Retries of one claim are at least `RETRY_MIN_GAP` apart, so nobody can keep the vendor's
+//! claim-thing busy.
+
+use time::Duration;
 
 use super::{ClaimService, Clock};
 use crate::{
@@ -21,6 +25,9 @@ pub enum RetryError {
     /// Provisioned, released or failed, or expired while the device went to someone else (`409`).
     #[error("the claim cannot be retried")]
     NotRetryable,
+    /// Retried less than `RETRY_MIN_GAP` ago; nothing was written (`429` with `Retry-After`).
+    #[error("retried a moment ago; try again in {} s", retry_after.whole_seconds())]
+    TooSoon { retry_after: Duration },
     #[error("too much contention on this device, try again")]
     Busy,
     #[error(transparent)]
@@ -47,8 +54,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             };
             let before = claim.version;
             let mut change = DeviceChange::on(&device);
+            let retryable = claim.is_live(now) || claim.effective_state(now) == ClaimState::Expired;
+            if let Some(retry_after) = claim.retry_wait(now).filter(|_| retryable) {
+                return Err(RetryError::TooSoon { retry_after });
+            }
             if claim.is_live(now) {
-                claim.next_publish_at = Some(now);
+                claim.republish_on_retry(now);
             } else if claim.effective_state(now) == ClaimState::Expired {
                 // Only the device's most recent claim comes back: after anyone else's claim (even
                 // one released since), a new claim is the honest record.

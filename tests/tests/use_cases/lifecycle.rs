@@ -9,7 +9,7 @@ use claim_shared::{
         registry::NewDevice,
     },
     ports::{CommitError, DeviceChange, StoreError},
-    service::{ClaimError, ClaimOutcome, ImportOutcome, Progress, PublishAttempt, ReleaseError},
+    service::{ClaimError, ClaimOutcome, ImportOutcome, Progress, PublishAttempt, ReleaseError, RetryError},
 };
 use claim_tests::{
     fixture::{Fixture, TestStore},
@@ -25,6 +25,7 @@ on_both_stores!(
     history_is_append_only_across_every_operation,
     reimporting_never_touches_ownership,
     a_claim_that_was_not_sent_is_never_recorded_as_published,
+    retries_of_one_claim_are_spaced_and_join_a_publish_already_due,
 );
 
 async fn the_expiry_sweep_records_overdue_claims_nobody_asked_about<S: TestStore>(fx: Fixture<S>) {
@@ -215,4 +216,46 @@ async fn a_claim_that_was_not_sent_is_never_recorded_as_published<S: TestStore>(
     let stored = fx.store.claim(&claim_id).await.unwrap().unwrap();
     assert_eq!(stored.state, ClaimState::Expired);
     assert_eq!(stored.next_publish_at, None);
+}
+
+async fn retries_of_one_claim_are_spaced_and_join_a_publish_already_due<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-flood").await;
+    let claim = fx.service.claim(&request("alice", "dev-flood", None)).await.unwrap();
+    let claim_id = claim.claim().claim_id.clone();
+    // Not published yet (no delivery here): the retry joins the publish already due.
+    let retried = fx.service.retry(&user("alice"), &claim_id).await.unwrap();
+    assert_eq!(retried.next_publish_at, claim.claim().next_publish_at);
+    fx.clock.advance(Duration::seconds(4));
+    assert_eq!(
+        fx.service.retry(&user("alice"), &claim_id).await,
+        Err(RetryError::TooSoon {
+            retry_after: Duration::seconds(6)
+        })
+    );
+    // Someone else's retry is answered as before: no such claim, whatever its timing.
+    assert_eq!(
+        fx.service.retry(&user("mallory"), &claim_id).await,
+        Err(RetryError::ClaimNotFound)
+    );
+    fx.clock.advance(Duration::seconds(6));
+    fx.service.retry(&user("alice"), &claim_id).await.unwrap();
+    // A renewal after expiry counts as a retry too.
+    fx.clock.advance(Duration::minutes(16));
+    let renewed = fx.service.retry(&user("alice"), &claim_id).await.unwrap();
+    assert_eq!(renewed.state, ClaimState::Pending);
+    assert!(matches!(
+        fx.service.retry(&user("alice"), &claim_id).await,
+        Err(RetryError::TooSoon { .. })
+    ));
+    // Nothing was written by the refused ones: the history shows the claim, one expiry, one renewal.
+    let events: Vec<HistoryEvent> = fx.events("dev-flood").await.into_iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        events,
+        [
+            HistoryEvent::Imported,
+            HistoryEvent::Claimed,
+            HistoryEvent::Expired,
+            HistoryEvent::Claimed
+        ]
+    );
 }

@@ -204,6 +204,9 @@ pub(super) fn claim_item(claim: &Claim) -> Item {
             s(format!("{}#{}", padded_millis(due), claim.claim_id)),
         );
     }
+    if let Some(at) = claim.retried_at {
+        item.insert("retried_at".to_owned(), n(millis(at)));
+    }
     if let Some(failure) = &claim.failure {
         item.insert("failure_code".to_owned(), s(&failure.code));
         item.insert("failure_message".to_owned(), s(&failure.message));
@@ -259,6 +262,10 @@ pub(super) fn claim_from(item: &Item) -> Result<Claim, StoreError> {
         next_publish_at: item
             .contains_key("next_publish_at")
             .then(|| time_attr(item, "next_publish_at"))
+            .transpose()?,
+        retried_at: item
+            .contains_key("retried_at")
+            .then(|| time_attr(item, "retried_at"))
             .transpose()?,
         version: u64_attr(item, "version")?,
     })
@@ -401,6 +408,7 @@ mod tests {
             code: "staging_unreachable".into(),
             message: "connection refused".into(),
         });
+        claim.retried_at = Some(datetime!(2026-01-01 10:01:00.5 UTC));
         claim
     }
 
