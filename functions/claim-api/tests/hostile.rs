@@ -179,3 +179,48 @@ async fn a_flood_of_retries_publishes_once_and_answers_429_with_retry_after() {
         "the claim's own publish and one for the retry"
     );
 }
+
+#[tokio::test]
+async fn every_user_route_treats_a_disabled_device_as_out_of_service() {
+    let fx = fixture().await;
+    fx.import("off-1").await;
+    let created = fx.send(&Call::claim(ALICE, "off-1"), Shape::Rest).await;
+    let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
+    let parsed = claim_shared::domain::ids::ClaimId::parse(&claim_id).unwrap();
+    fx.api.service.mark_provisioned(&parsed).await.unwrap();
+    let disable =
+        Call::admin("POST", "/v1/admin/devices/off-1/disable", OPERATOR).body(br#"{"reason":"recall"}"#.to_vec());
+    assert_eq!(fx.send(&disable, Shape::Rest).await.status, StatusCode::OK);
+
+    let device = fx
+        .send(&Call::new("GET", "/v1/devices/off-1", ALICE), Shape::Rest)
+        .await;
+    assert_error(&device, StatusCode::NOT_FOUND, "device_not_found");
+    let list = fx.send(&Call::new("GET", "/v1/devices", ALICE), Shape::Rest).await;
+    assert_eq!(list.body["devices"], json!([]));
+    let release = fx
+        .send(&Call::new("DELETE", "/v1/devices/off-1", ALICE), Shape::Rest)
+        .await;
+    assert_error(&release, StatusCode::NOT_FOUND, "device_not_found");
+    let retry = fx
+        .send(
+            &Call::new("POST", &format!("/v1/claims/{claim_id}/retry"), ALICE),
+            Shape::Rest,
+        )
+        .await;
+    assert_error(&retry, StatusCode::CONFLICT, "conflict");
+    let again = fx.send(&Call::claim(ALICE, "off-1"), Shape::Rest).await;
+    assert_error(&again, StatusCode::NOT_FOUND, "device_not_found");
+    // The claim itself stays readable: it is the user's record.
+    let claim = fx
+        .send(&Call::new("GET", &format!("/v1/claims/{claim_id}"), ALICE), Shape::Rest)
+        .await;
+    assert_eq!(claim.body["state"], "provisioned");
+
+    let enable = Call::admin("POST", "/v1/admin/devices/off-1/enable", OPERATOR);
+    assert_eq!(fx.send(&enable, Shape::Rest).await.status, StatusCode::OK);
+    let device = fx
+        .send(&Call::new("GET", "/v1/devices/off-1", ALICE), Shape::Rest)
+        .await;
+    assert_eq!(device.status, StatusCode::OK, "{:?}", device.body);
+}

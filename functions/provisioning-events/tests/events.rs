@@ -492,3 +492,18 @@ async fn payloads_that_are_no_event_answer_malformed_and_change_nothing() {
     let read = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert_eq!(read.state, ClaimState::Provisioned);
 }
+
+#[tokio::test]
+async fn a_disabled_device_arriving_completes_nothing_until_enabled() {
+    let fx = fixture_service().await;
+    fx.import(THING).await;
+    let claim = fx.claim("alice", THING).await.unwrap().claim().clone();
+    let thing = ThingName::parse(THING).unwrap();
+    fx.claims.set_disabled(&thing, true, "ops", None).await.unwrap();
+    assert_eq!(fx.deliver(&fixture("thing_created")).await, "disabled");
+    assert_eq!(fx.deliver(&fixture("presence_connected")).await, "disabled");
+    assert!(matches!(fx.holder(THING).await, Holder::Reserved { .. }), "not owned");
+    fx.claims.set_disabled(&thing, false, "ops", None).await.unwrap();
+    assert_eq!(fx.deliver(&fixture("presence_connected")).await, "completed");
+    assert!(matches!(fx.holder(THING).await, Holder::Owned { claim_id, .. } if claim_id == claim.claim_id));
+}

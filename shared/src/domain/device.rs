@@ -1,7 +1,8 @@
 //! A manufactured device and the ownership rules that decide who may claim or release it.
 //!
 //! A device is held by at most one user at a time, either as a *reservation* (a live claim with a
-//! deadline) or as *ownership* (the claim completed). The rules here only decide; the store applies
+//! deadline) or as *ownership* (the claim completed). An operator can *disable* a device: it is then
+//! out of service for users, whoever holds it (see [`Device::disabled`]). The rules here only decide; the store applies
 //! a decision atomically, guarded by the device's version, so two racing decisions cannot both land.
 
 use time::OffsetDateTime;
@@ -32,6 +33,10 @@ pub struct Device {
     /// Module vendor: selects the staging endpoint and the claim-thing credentials.
     pub vendor: String,
     pub sku: Option<String>,
+    /// Out of service for users (recalled, reported stolen, under investigation): it cannot be
+    /// claimed, its holder cannot see, release or retry it, a live claim's endpoint message is not
+    /// sent and its arrival does not complete the claim. Ownership itself stays as it is, and
+    /// everything works again once it is enabled.
     pub disabled: bool,
     pub holder: Holder,
     pub imported_at: OffsetDateTime,
@@ -91,6 +96,8 @@ pub enum ArrivalDecision {
     AlreadyOwned(ClaimId),
     /// Free and never claimed: nothing to complete.
     Unclaimed,
+    /// Disabled and not owned: the arrival completes nothing while it is out of service.
+    Disabled,
 }
 
 /// How a claim request named its device.
@@ -258,6 +265,9 @@ impl Device {
     }
 
     pub fn decide_release(&self, user: &UserId, now: OffsetDateTime) -> ReleaseDecision {
+        if self.disabled {
+            return ReleaseDecision::NotYours;
+        }
         match self.effective_holder(now) {
             Holder::Owned {
                 claim_id, user: owner, ..
@@ -269,13 +279,23 @@ impl Device {
 
     pub fn decide_arrival(&self) -> ArrivalDecision {
         match &self.holder {
-            Holder::Reserved { claim_id, .. } => ArrivalDecision::CompleteReservation(claim_id.clone()),
             Holder::Owned { claim_id, .. } => ArrivalDecision::AlreadyOwned(claim_id.clone()),
+            _ if self.disabled => ArrivalDecision::Disabled,
+            Holder::Reserved { claim_id, .. } => ArrivalDecision::CompleteReservation(claim_id.clone()),
             Holder::Free => match &self.last_claim {
                 Some(claim_id) => ArrivalDecision::CheckLastClaim(claim_id.clone()),
                 None => ArrivalDecision::Unclaimed,
             },
         }
+    }
+
+    /// The user who may see and manage the device as theirs right now (owned or live reservation):
+    /// nobody while it is disabled.
+    pub fn shown_to(&self, now: OffsetDateTime) -> Option<&UserId> {
+        if self.disabled {
+            return None;
+        }
+        self.held_by(now)
     }
 
     /// The user this device counts as "theirs" right now (owned or live reservation).
@@ -445,6 +465,25 @@ mod tests {
             ClaimDecision::NotClaimable
         );
         assert_eq!(dev.decide_renewal(&user("a"), T0), ClaimDecision::NotClaimable);
+    }
+
+    #[test]
+    fn a_disabled_device_is_out_of_service_for_its_holder_too() {
+        let claim_id = ClaimId::new_random();
+        let mut owned = device(Holder::Owned {
+            claim_id: claim_id.clone(),
+            user: user("a"),
+            since: T0,
+        });
+        owned.disabled = true;
+        assert_eq!(owned.decide_release(&user("a"), T0), ReleaseDecision::NotYours);
+        assert_eq!(owned.shown_to(T0), None);
+        assert_eq!(owned.held_by(T0), Some(&user("a")), "ownership stays");
+        assert_eq!(owned.decide_arrival(), ArrivalDecision::AlreadyOwned(claim_id));
+        let (_, mut reserved) = reserved_by("a", T0 + time::Duration::minutes(15));
+        reserved.disabled = true;
+        assert_eq!(reserved.decide_arrival(), ArrivalDecision::Disabled);
+        assert_eq!(reserved.decide_renewal(&user("a"), T0), ClaimDecision::NotClaimable);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum ArrivalOutcome {
     DetailsAdded,
     /// A registry device that no claim is waiting for.
     Unclaimed,
+    /// Disabled by an operator: its arrival completes nothing while it is out of service.
+    Disabled,
     /// Not in the registry.
     UnknownThing,
 }
@@ -36,6 +38,7 @@ impl ArrivalOutcome {
             ArrivalOutcome::AlreadyOwned => "already_owned",
             ArrivalOutcome::DetailsAdded => "details_added",
             ArrivalOutcome::Unclaimed => "unclaimed",
+            ArrivalOutcome::Disabled => "disabled",
             ArrivalOutcome::UnknownThing => "unknown_thing",
         }
     }
@@ -93,6 +96,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let mut change = DeviceChange::on(&device);
             let (claim_id, reserved) = match device.decide_arrival() {
                 ArrivalDecision::Unclaimed => return Ok(ArrivalOutcome::Unclaimed),
+                ArrivalDecision::Disabled => return Ok(ArrivalOutcome::Disabled),
                 ArrivalDecision::AlreadyOwned(_) => {
                     let mut provisioning = device.provisioning.clone().unwrap_or_default();
                     if !provisioning.merge(details) {

@@ -4,7 +4,7 @@
 use super::{ClaimService, Clock, DeviceOpError};
 use crate::{
     domain::{
-        device::Device,
+        device::{Device, Holder},
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::ThingName,
         label_code::LabelCode,
@@ -74,8 +74,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         absent
     }
 
-    /// Operator switch: a disabled device cannot be claimed. Ownership and live claims stay as
-    /// they are; setting the current value again changes nothing.
+    /// Operator switch: a disabled device is out of service for users (see `Device::disabled`); a
+    /// live claim's pending message leaves the outbox. Ownership and claims stay as they are;
+    /// setting the current value again changes nothing.
     pub async fn set_disabled(
         &self,
         thing: &ThingName,
@@ -93,6 +94,14 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
             let mut change = DeviceChange::on(&device);
             change.device.disabled = disabled;
+            // A live claim's endpoint message is not sent while the device is out of service: it
+            // leaves the outbox (its user can retry once the device is enabled again).
+            if let (true, Holder::Reserved { claim_id, .. }) = (disabled, device.effective_holder(now)) {
+                let mut claim = self.claim_pointed_at(claim_id).await?;
+                if claim.next_publish_at.take().is_some() {
+                    change.update_claim(claim.version, claim);
+                }
+            }
             let event = if disabled {
                 HistoryEvent::Disabled
             } else {

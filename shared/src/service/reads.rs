@@ -1,5 +1,6 @@
 //! The user's reads: `GET /v1/claims/{claim_id}`, `GET /v1/devices/{thing_name}` and
-//! `GET /v1/devices`. Another user's claim or device answers exactly like a missing one.
+//! `GET /v1/devices`. Another user's claim or device answers exactly like a missing one, and so
+//! does a disabled device, even for its holder.
 
 use super::{ClaimService, Clock};
 use crate::{
@@ -47,7 +48,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     async fn with_holding_claim(&self, user: &UserId, device: Device) -> Result<Option<(Device, Claim)>, StoreError> {
-        if device.held_by(self.clock.now()) != Some(user) {
+        if device.shown_to(self.clock.now()) != Some(user) {
             return Ok(None);
         }
         let Some(claim_id) = device.holder.claim_id() else {

@@ -52,6 +52,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let Some(device) = self.store.device(&claim.thing_name).await? else {
                 return Err(StoreError::Corrupt(format!("claim {claim_id} names a missing device")).into());
             };
+            // Out of service: nothing is sent for it until an operator enables it again.
+            if device.disabled {
+                return Err(RetryError::NotRetryable);
+            }
             let before = claim.version;
             let mut change = DeviceChange::on(&device);
             let retryable = claim.is_live(now) || claim.effective_state(now) == ClaimState::Expired;

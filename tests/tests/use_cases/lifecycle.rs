@@ -9,7 +9,9 @@ use claim_shared::{
         registry::NewDevice,
     },
     ports::{CommitError, DeviceChange, StoreError},
-    service::{ClaimError, ClaimOutcome, ImportOutcome, Progress, PublishAttempt, ReleaseError, RetryError},
+    service::{
+        ArrivalOutcome, ClaimError, ClaimOutcome, ImportOutcome, Progress, PublishAttempt, ReleaseError, RetryError,
+    },
 };
 use claim_tests::{
     fixture::{Fixture, TestStore},
@@ -26,6 +28,7 @@ on_both_stores!(
     reimporting_never_touches_ownership,
     a_claim_that_was_not_sent_is_never_recorded_as_published,
     retries_of_one_claim_are_spaced_and_join_a_publish_already_due,
+    a_disabled_device_is_out_of_service_for_its_holder_until_enabled,
 );
 
 async fn the_expiry_sweep_records_overdue_claims_nobody_asked_about<S: TestStore>(fx: Fixture<S>) {
@@ -258,4 +261,69 @@ async fn retries_of_one_claim_are_spaced_and_join_a_publish_already_due<S: TestS
             HistoryEvent::Claimed
         ]
     );
+}
+
+async fn a_disabled_device_is_out_of_service_for_its_holder_until_enabled<S: TestStore>(fx: Fixture<S>) {
+    fx.import("dev-live").await;
+    fx.import("dev-owned").await;
+    let live = fx.service.claim(&request("alice", "dev-live", None)).await.unwrap();
+    let live_id = live.claim().claim_id.clone();
+    let owned_id = fx.claim_and_own("alice", "dev-owned").await;
+    for device in ["dev-live", "dev-owned"] {
+        fx.service
+            .set_disabled(&thing(device), true, "ops", Some("recall".into()))
+            .await
+            .unwrap();
+    }
+
+    // The live claim: its message is no longer owed, a retry is refused, the device arriving
+    // completes nothing.
+    let due = fx.store.due_publishes(fx.service.now(), 100).await.unwrap();
+    assert!(due.iter().all(|claim| claim.claim_id != live_id), "left the outbox");
+    assert_eq!(
+        fx.service.retry(&user("alice"), &live_id).await,
+        Err(RetryError::NotRetryable)
+    );
+    let arrival = fx
+        .service
+        .record_arrival(&thing("dev-live"), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(arrival, ArrivalOutcome::Disabled);
+    let device = fx.store.device(&thing("dev-live")).await.unwrap().unwrap();
+    assert!(matches!(device.holder, Holder::Reserved { .. }), "not owned");
+
+    // The owned device: ownership stays, but its owner neither sees nor releases it.
+    assert_eq!(
+        fx.service.device_of(&user("alice"), &thing("dev-owned")).await,
+        Ok(None)
+    );
+    let listed = fx.service.devices_of(&user("alice"), None, 25).await.unwrap();
+    assert!(listed.items.is_empty(), "{:?}", listed.items);
+    assert_eq!(
+        fx.service.release(&user("alice"), &thing("dev-owned")).await,
+        Err(ReleaseError::DeviceNotFound)
+    );
+    assert_eq!(
+        fx.service.claim(&request("bob", "dev-owned", None)).await,
+        Err(ClaimError::DeviceNotFound)
+    );
+
+    // Enabled again: everything is back; the live claim can be retried.
+    for device in ["dev-live", "dev-owned"] {
+        fx.service
+            .set_disabled(&thing(device), false, "ops", None)
+            .await
+            .unwrap();
+    }
+    let (_, claim) = fx
+        .service
+        .device_of(&user("alice"), &thing("dev-owned"))
+        .await
+        .unwrap()
+        .expect("shown again");
+    assert_eq!(claim.claim_id, owned_id);
+    let retried = fx.service.retry(&user("alice"), &live_id).await.unwrap();
+    assert!(retried.next_publish_at.is_some(), "owed again");
+    fx.service.release(&user("alice"), &thing("dev-owned")).await.unwrap();
 }
