@@ -52,6 +52,10 @@ enum Defect {
     /// A rate-limited user gets `400 invalid_code` for a malformed code (right: `429`, which never
     /// tells a guess apart).
     RateLimitedGets400,
+    /// Found by `scripts/dev.sh fuzz-api` and reported, not (yet) among the fixes in progress: a path
+    /// ThingName is not percent-decoded, so `%3A` for `:` (what generated clients send) is refused on
+    /// admin routes (`400 invalid_code`) and an owner's device reads as missing on user routes.
+    PathNotPercentDecoded,
 }
 
 /// What an answer must be.
@@ -405,6 +409,21 @@ async fn hostile_requests_get_clean_4xx_answers_and_change_nothing() {
     let cyrillic = format!("ghost-\u{0430}-{token}"); // 'а' U+0430, looks like 'a'
     let mass_user = format!("mass-{token}");
     let mass_import = format!("mass-import-{token}");
+    // A real device whose ThingName has a ':' (allowed), for percent-encoded paths.
+    let colon = format!("colon:{token}");
+    let colon_import = stack
+        .admin(
+            "PUT",
+            "/v1/admin/devices",
+            OPERATOR,
+            Some(json!({"devices": [{"thing_name": colon, "vendor": DEMO_VENDOR}]})),
+        )
+        .await;
+    assert_eq!(
+        colon_import.body["results"][0]["status"], "created",
+        "{:?}",
+        colon_import.body
+    );
 
     use Defect::*;
     let ascii = ascii_code_answer;
@@ -567,6 +586,9 @@ async fn hostile_requests_get_clean_4xx_answers_and_change_nothing() {
         admin("admin encoded traversal", "POST", format!("/v1/admin/devices/..%2F{victim}/disable"), bad_code()),
         admin("admin Cyrillic lookalike", "GET", format!("/v1/admin/devices/ghost-%D0%B0-{token}"), bad_code()),
         admin("admin 65-character device", "GET", format!("/v1/admin/devices/{}", "d".repeat(65)), bad_code()),
+        // known defect (reported): path parameters are not percent-decoded.
+        admin("admin %3A for : in a ThingName", "GET", format!("/v1/admin/devices/colon%3A{token}"), Want::Success(200))
+            .known(PathNotPercentDecoded, bad_code()),
         admin("admin ?user= empty", "GET", format!("{victim_path}?user="), bad_request()),
         admin("admin ?user= NUL", "GET", format!("{victim_path}?user=a%00b"), bad_request()),
         admin("admin ?user= with a space", "GET", format!("{victim_path}?user=a%20b"), bad_request()),
