@@ -20,7 +20,7 @@
 #                           load benchmark of the claim path on the local stack (leaves it running)
 #   scripts/dev.sh fuzz-api Schemathesis against the running stack from infra/openapi.yaml, as a user over
 #                           the user routes and as an operator over the admin routes: all checks, a fixed
-#                           seed, FUZZ_API_EXAMPLES (200) examples per operation, about 2 minutes; prints a
+#                           seed, FUZZ_API_EXAMPLES (200) examples per operation, about 1.5 minutes; prints a
 #                           summary and fails on any failure (starts the stack if needed, leaves it running).
 #                           `test` runs it too with SCHEMATHESIS=1 (off by default: known handler defects)
 #
