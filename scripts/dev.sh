@@ -18,6 +18,11 @@
 #                           default) in target/lambda/, with their sizes
 #   scripts/dev.sh bench [--claims N] [--concurrency C]
 #                           load benchmark of the claim path on the local stack (leaves it running)
+#   scripts/dev.sh fuzz-api Schemathesis against the running stack from infra/openapi.yaml, as a user over
+#                           the user routes and as an operator over the admin routes: all checks, a fixed
+#                           seed, FUZZ_API_EXAMPLES (200) examples per operation, about 1.5 minutes; prints a
+#                           summary and fails on any failure (starts the stack if needed, leaves it running).
+#                           `test` runs it too with SCHEMATHESIS=1 (off by default: known handler defects)
 #
 # The arm64 build in `test` uses the CI profile lambda-check (Cargo.toml: release without LTO and
 # without optimisation): it checks what can break there — the aarch64 target, the C code of aws-lc-sys,
@@ -27,7 +32,8 @@
 # scripts/dev.sh test checks (and sizes) exactly that.
 #
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
-# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), DDB_PORT (8000),
+# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), SCHEMATHESIS (1: `test`
+# also runs fuzz-api), FUZZ_API_SEED, FUZZ_API_EXAMPLES, DDB_PORT (8000),
 # MOTO_PORT (5000), API_PORT (9000), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT
 # (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
 set -euo pipefail
@@ -525,7 +531,29 @@ cmd_test() {
   timed "test build" cargo test --workspace --no-run -q
   INFRA_AWS_CLI_DIR="$SAM_VENV/bin" timed tests cargo test --workspace --no-fail-fast
   timed "arm64 build" build_lambdas "${LAMBDA_PROFILE:-lambda-check}"
+  # Off by default until the known handler defects are fixed (docs/local-stack.md, "fuzz-api").
+  if [ "${SCHEMATHESIS:-0}" = 1 ]; then timed "fuzz-api" run_schemathesis; fi
   say "all checks passed"
+}
+
+# Schemathesis in a venv of its own (pinned in scripts/requirements-schemathesis.txt).
+SCHEMATHESIS_VENV="$CACHE/schemathesis-venv"
+
+ensure_schemathesis_venv() {
+  python_venv "$SCHEMATHESIS_VENV" "$ROOT/scripts/requirements-schemathesis.txt" "Schemathesis"
+}
+
+# Schemathesis against the running stack (tests/hostile/fuzz_api.py: two runs, user and operator, all
+# checks, fixed seed; reports in .local/fuzz-api/). Fails on any failure.
+run_schemathesis() {
+  ensure_schemathesis_venv
+  "$SCHEMATHESIS_VENV/bin/python" "$ROOT/tests/hostile/fuzz_api.py" --api "$(api)" \
+    --schemathesis "$SCHEMATHESIS_VENV/bin/schemathesis" --out "$STATE/fuzz-api"
+}
+
+cmd_fuzz_api() {
+  stack_up
+  timed "fuzz-api" run_schemathesis
 }
 
 # The SAM CLI in a venv of its own: it pins a boto3 that moto does not accept.
@@ -588,6 +616,7 @@ cmd_bench() {
 case "${1:-}" in
   up) cmd_up ;;
   bench) shift; cmd_bench "$@" ;;
+  fuzz-api) cmd_fuzz_api ;;
   build-lambdas) shift; cmd_build_lambdas "$@" ;;
   down) stack_down ;;
   status) cmd_status ;;

@@ -7,5 +7,6 @@ mod admin_api;
 mod broker_outage;
 mod claim;
 mod endpoint_selection;
+mod hostile_corpus;
 mod label_codes;
 mod transports;
