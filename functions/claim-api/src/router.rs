@@ -89,9 +89,19 @@ impl AdminRoute {
 }
 
 /// Matches the path from its `v1` segment on, so a REST API stage prefix (`/prod/v1/...`) does not
-/// matter.
+/// matter. Each segment is percent-decoded (a generated client sends `:` in a ThingName as `%3A`);
+/// one that does not decode to UTF-8 stays as it came and matches no device or claim.
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let decoded: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|segment| {
+            percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map_or_else(|_| segment.to_owned(), |text| text.into_owned())
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let start = segments.iter().position(|s| *s == "v1");
     let rest = start.map(|i| &segments[i + 1..]).unwrap_or(&[]);
     if let ["admin", admin_path @ ..] = rest {
@@ -137,6 +147,19 @@ mod tests {
         assert_eq!(route(&Method::POST, "/v1/claims"), Ok(Route::CreateClaim));
         assert_eq!(route(&Method::POST, "/prod/v1/claims/"), Ok(Route::CreateClaim));
         assert_eq!(route(&Method::GET, "/v1/devices/d1"), Ok(Route::GetDevice("d1".into())));
+        assert_eq!(
+            route(&Method::GET, "/v1/devices/colon%3Adev-1"),
+            Ok(Route::GetDevice("colon:dev-1".into())),
+            "path segments are percent-decoded"
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/admin/devices/a%3Ab/release"),
+            Ok(Route::Admin(AdminRoute::Release("a:b".into())))
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/devices/%FF"),
+            Ok(Route::GetDevice("%FF".into()))
+        );
         assert_eq!(
             route(&Method::PUT, "/v1/claims").map_err(|e| (e.status, e.allow)),
             Err((StatusCode::METHOD_NOT_ALLOWED, Some("POST")))
