@@ -167,25 +167,21 @@ async fn bad_requests_over_http_get_400_and_publish_nothing() {
         assert_eq!(answer.body["error"]["code"], code);
         assert!(answer.body["error"]["request_id"].is_string());
     }
-    // Bytes that are not UTF-8, sent without a content type (read as JSON: 400), and as
-    // octet-stream (not JSON: 415). (`cargo lambda watch` itself answers 500 when a body typed as
-    // JSON is not text; the handler tests cover that event shape.)
-    for (content_type, status, code) in [
-        (None, 400, "invalid_request"),
-        (Some("application/octet-stream"), 415, "unsupported_media_type"),
-    ] {
-        let mut request = stack
-            .http
-            .post(format!("{}/v1/claims", stack.local.api_url))
-            .header("x-local-user", "alice");
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        let raw = request.body(vec![b'{', 0xff, 0xfe, b'}']).send().await.unwrap();
-        assert_eq!(raw.status().as_u16(), status, "{content_type:?}");
-        let body: serde_json::Value = raw.json().await.unwrap();
-        assert_eq!(body["error"]["code"], code);
-    }
+    // Bytes that are not UTF-8, sent as octet-stream: not JSON, 415. (Typed as JSON or untyped,
+    // `cargo lambda watch` itself answers 500 before the function runs: see the hostile corpus;
+    // the handler tests cover that event shape.)
+    let raw = stack
+        .http
+        .post(format!("{}/v1/claims", stack.local.api_url))
+        .header("x-local-user", "alice")
+        .header("content-type", "application/octet-stream")
+        .body(vec![b'{', 0xff, 0xfe, b'}'])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 415);
+    let body: serde_json::Value = raw.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unsupported_media_type");
 
     // A well-formed code that no device has: 404, and nothing published either.
     let unknown = stack.claim("alice", &token).await;
