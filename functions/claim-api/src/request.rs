@@ -282,4 +282,47 @@ mod tests {
         assert!(checked_reason(Some("x".repeat(501))).is_err());
         assert!(checked_reason(Some("a\nb".into())).is_err());
     }
+
+    proptest::proptest! {
+        /// Any body: a claim request, or a 400 in the error shape that quotes nothing of it.
+        #[test]
+        fn any_claim_body_is_read_or_refused_with_400(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            if let Err(err) = parse_claim_body(&bytes) {
+                proptest::prop_assert_eq!(err.status, lambda_http::http::StatusCode::BAD_REQUEST);
+            }
+        }
+
+        #[test]
+        fn claim_bodies_never_quote_their_values(marker in "[A-Z]{12}", shape in 0usize..6) {
+            let body = match shape {
+                0 => json!({"code": [marker.clone()]}),
+                1 => json!({"code": {"x": marker.clone()}}),
+                2 => json!({"code": "ok", "region": marker.clone()}),
+                3 => json!({"kode": marker.clone()}),
+                4 => json!([marker.clone()]),
+                _ => json!({"code": marker.clone(), "code": marker.clone()}),
+            };
+            let text = format!("{body}").replace('}', &format!(", \"{marker}\": 1}}"));
+            if let Err(err) = parse_claim_body(text.as_bytes()) {
+                proptest::prop_assert!(!err.message.contains(&marker), "{}", err.message);
+            }
+        }
+
+        /// Any import item: a device record, or a reason naming a field, never the code.
+        #[test]
+        fn any_import_item_is_read_or_refused_by_field(
+            thing in proptest::option::of("\\PC{0,70}"),
+            code in proptest::option::of("\\PC{6,40}"),
+            number in proptest::prelude::any::<i64>(),
+        ) {
+            let key = LabelCodeKey::new(&[9; 32]).unwrap();
+            let item = json!({"thing_name": thing, "vendor": "acme", "code": code.clone(), "sku": number});
+            if let Err(reason) = import_item(&item, Some(&key)) {
+                proptest::prop_assert!(reason.split(':').next().is_some_and(|f| !f.is_empty()));
+                if let Some(code) = code {
+                    proptest::prop_assert!(!reason.contains(&code), "{}", reason);
+                }
+            }
+        }
+    }
 }

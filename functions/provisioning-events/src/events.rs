@@ -200,3 +200,32 @@ fn thing(name: &str) -> Result<ThingName, MalformedEvent> {
 fn from_millis(ms: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any payload: an event and its meaning, or a short reason, never a panic and never the
+        /// payload's own text.
+        #[test]
+        fn any_payload_is_classified(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(value) = decode(&bytes) {
+                let _ = IotEvent::parse(&value).and_then(|event| event.meaning());
+            }
+        }
+
+        #[test]
+        fn any_json_event_is_classified_without_quoting_it(marker in "[A-Z]{10}", kind in 0usize..4) {
+            let event = match kind {
+                0 => serde_json::json!({"event_kind": "thing_created", "operation": "CREATED", "thingName": marker.clone(), "thing_name_from_topic": "x"}),
+                1 => serde_json::json!({"event_kind": "presence_connected", "eventType": "connected", "clientId": [marker.clone()]}),
+                2 => serde_json::json!({"eventType": marker.clone()}),
+                _ => serde_json::json!({"event_kind": "thing_created", "operation": 7, "timestamp": marker.clone()}),
+            };
+            if let Err(MalformedEvent(reason)) = IotEvent::parse(&event).and_then(|event| event.meaning()) {
+                proptest::prop_assert!(!reason.contains(&marker), "{}", reason);
+            }
+        }
+    }
+}

@@ -428,7 +428,7 @@ mod tests {
             r#"{"transport":"https","certificate_pem":"C","private_key_pem":"K","staging_endpoint":"h"}"#,
             r#"{"certificate_pem":"C","private_key_pem":"K","client_id":"c","staging_endpoint":"h"}"#,
         ] {
-            let creds: ClaimThingCredentials = serde_json::from_str(json).expect("profile");
+            let creds = ClaimThingCredentials::parse(json).expect("profile");
             router.publish(&creds, &topic, b"{}").await.expect("published");
         }
         let used = |p: &Named| p.0.lock().expect("lock").clone();
@@ -488,11 +488,12 @@ mod tests {
     async fn iam_signs_and_goes_to_the_regional_data_endpoint_or_the_profiles() {
         let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
         let (iam, captured) = iam_publisher(200);
-        let regional: ClaimThingCredentials = serde_json::from_str(r#"{"transport":"iam"}"#).expect("profile");
+        let regional = ClaimThingCredentials::parse(r#"{"transport":"iam"}"#).expect("profile");
         iam.publish(&regional, &topic, b"{}").await.expect("published");
-        let own: ClaimThingCredentials =
-            serde_json::from_str(r#"{"transport":"iam","staging_endpoint":"abc-ats.iot.eu-west-1.amazonaws.com"}"#)
-                .expect("profile");
+        let own: ClaimThingCredentials = ClaimThingCredentials::parse(
+            r#"{"transport":"iam","staging_endpoint":"abc-ats.iot.eu-west-1.amazonaws.com"}"#,
+        )
+        .expect("profile");
         iam.publish(&own, &topic, b"{}").await.expect("published");
         let seen = captured.0.lock().expect("lock").clone();
         assert_eq!(seen.len(), 2, "one request each, no SDK retries: {seen:?}");
@@ -518,7 +519,7 @@ mod tests {
     async fn an_iam_refusal_keeps_status_and_aws_error_code_and_is_tried_once() {
         let topic = ConfigTopic::for_device(&crate::domain::ids::ThingName::parse("thing-1").expect("name"));
         let (iam, captured) = iam_publisher(403);
-        let profile: ClaimThingCredentials = serde_json::from_str(r#"{"transport":"iam"}"#).expect("profile");
+        let profile = ClaimThingCredentials::parse(r#"{"transport":"iam"}"#).expect("profile");
         let err = iam.publish(&profile, &topic, b"{}").await.expect_err("refused");
         assert_eq!(err.code, "staging_refused");
         assert_eq!(

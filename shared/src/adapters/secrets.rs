@@ -67,12 +67,9 @@ impl CredentialSource for SecretsManagerCredentials {
         };
         let text =
             text.ok_or_else(|| PublishError::new("credentials_invalid", format!("secret {name} has no string value")))?;
-        // serde's message names the missing field; it never contains the secret's values.
-        serde_json::from_str::<ClaimThingCredentials>(&text).map_err(|err| {
-            let detail = err.to_string();
-            let detail = detail.split(" at line").next().unwrap_or("invalid JSON").to_owned();
-            PublishError::new("credentials_invalid", format!("secret {name}: {detail}"))
-        })
+        // The message names the field or the problem, never a value of the secret.
+        ClaimThingCredentials::parse(&text)
+            .map_err(|detail| PublishError::new("credentials_invalid", format!("secret {name}: {detail}")))
     }
 }
 

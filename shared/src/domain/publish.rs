@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use time::Duration;
 
 /// The payload a module in the staging state acts on (protocol §1.3): exactly
@@ -13,8 +12,7 @@ pub fn endpoint_message(endpoint: &str) -> Vec<u8> {
 
 /// How the endpoint message reaches a vendor's staging endpoint, chosen per module vendor in its
 /// profile (the `transport` field of the claim-thing secret; `mqtt` when absent).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PublishTransport {
     /// MQTT over mutual TLS as the claim-thing (connect, publish QoS 1, PUBACK, disconnect).
     #[default]
@@ -51,8 +49,7 @@ impl PublishTransport {
 /// — the UUID AWS issues — and the staging endpoint). Loaded from Secrets Manager and checked per
 /// transport when parsed; fields a transport does not use are empty. `Debug` never shows the key
 /// or the certificate.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawProfile")]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClaimThingCredentials {
     pub transport: PublishTransport,
     pub certificate_pem: String,
@@ -69,9 +66,7 @@ pub struct ClaimThingCredentials {
 }
 
 /// The secret's JSON as written; [`ClaimThingCredentials`] is what survives the per-transport check.
-#[derive(Deserialize)]
 struct RawProfile {
-    #[serde(default)]
     transport: PublishTransport,
     certificate_pem: Option<String>,
     private_key_pem: Option<String>,
@@ -79,6 +74,51 @@ struct RawProfile {
     staging_endpoint: Option<String>,
     port: Option<u16>,
     ca_pem: Option<String>,
+}
+
+impl ClaimThingCredentials {
+    /// A vendor profile as stored (the claim-thing secret's JSON). The error names the field or
+    /// the problem, never a value: the secret holds a private key, and errors reach the logs.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let value = crate::json::from_slice_strict(text.as_bytes()).map_err(|err| {
+            // serde_json's syntax errors name a position, never a value.
+            let detail = err.to_string();
+            format!("not JSON: {}", detail.split(" at line").next().unwrap_or("invalid"))
+        })?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err("not a JSON object".to_owned());
+        };
+        let text = |name: &str| match fields.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(format!("{name} must be a string")),
+        };
+        let transport = match text("transport")?.as_deref() {
+            None => PublishTransport::default(),
+            Some("mqtt") => PublishTransport::Mqtt,
+            Some("https") => PublishTransport::Https,
+            Some("iam") => PublishTransport::Iam,
+            Some(_) => return Err("transport must be mqtt, https or iam".to_owned()),
+        };
+        let port = match fields.get("port") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or("port must be a number from 1 to 65535")?,
+            ),
+        };
+        Self::try_from(RawProfile {
+            transport,
+            certificate_pem: text("certificate_pem")?,
+            private_key_pem: text("private_key_pem")?,
+            client_id: text("client_id")?,
+            staging_endpoint: text("staging_endpoint")?,
+            port,
+            ca_pem: text("ca_pem")?,
+        })
+    }
 }
 
 impl TryFrom<RawProfile> for ClaimThingCredentials {
@@ -245,7 +285,7 @@ mod tests {
     }
 
     fn parse(json: &str) -> Result<ClaimThingCredentials, String> {
-        serde_json::from_str(json).map_err(|err| err.to_string())
+        ClaimThingCredentials::parse(json)
     }
 
     #[test]

@@ -189,8 +189,12 @@ async fn claim_end_to_end(stack: &Stack, transport: &str) -> Vec<(u16, serde_jso
             .unwrap();
         assert_eq!(received.len(), 1, "{transport}: {received:?}");
         assert_eq!(received[0].payload, message, "{transport}");
-        let claim_thing: ClaimThingCredentials =
-            serde_json::from_value(local_claim_thing_secret(&stack.pki, stack.local.staging_port).unwrap()).unwrap();
+        let claim_thing = ClaimThingCredentials::parse(
+            &local_claim_thing_secret(&stack.pki, stack.local.staging_port)
+                .unwrap()
+                .to_string(),
+        )
+        .unwrap();
         let topic = ConfigTopic::for_device(&ThingName::parse(&thing).unwrap());
         MqttPublisher::default()
             .publish(&claim_thing, &topic, &received[0].payload)
@@ -445,7 +449,7 @@ async fn the_staging_endpoint_answers_a_refused_certificate_with_a_failed_publis
         stack.local.https_staging_port,
     )
     .unwrap();
-    let rogue: ClaimThingCredentials = serde_json::from_value(rogue).unwrap();
+    let rogue = ClaimThingCredentials::parse(&rogue.to_string()).unwrap();
     let err = https.publish(&rogue, &topic, b"{}").await.expect_err("refused");
     assert_eq!(err.code, "staging_refused", "{err}");
     assert!(err.message.contains("HTTP 400"), "{err}");
@@ -458,7 +462,7 @@ async fn the_staging_endpoint_answers_a_refused_certificate_with_a_failed_publis
     )
     .unwrap();
     untrusted["ca_pem"] = pki::LocalPki::rogue_client("some-other-root").unwrap().cert_pem.into();
-    let untrusted: ClaimThingCredentials = serde_json::from_value(untrusted).unwrap();
+    let untrusted = ClaimThingCredentials::parse(&untrusted.to_string()).unwrap();
     let err = https.publish(&untrusted, &topic, b"{}").await.expect_err("refused");
     assert_eq!(err.code, "staging_tls", "{err}");
 

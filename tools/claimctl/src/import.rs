@@ -505,4 +505,20 @@ mod tests {
             matches!(&again[0], Ok((2, row)) if row.thing_name == "bad/name" && row.sku.as_deref() == Some("S, with comma"))
         );
     }
+
+    proptest::proptest! {
+        /// Any file, either format: every row is read or reported with its line, nothing panics,
+        /// and the count agrees with the rows read.
+        #[test]
+        fn any_input_reads_as_rows_or_failures(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400), csv in proptest::prelude::any::<bool>()) {
+            let format = if csv { Format::Csv } else { Format::JsonLines };
+            let rows: Vec<_> = read_rows(Box::new(std::io::Cursor::new(bytes.clone())), format).collect();
+            for row in &rows {
+                if let Err(failure) = row {
+                    proptest::prop_assert!(failure.line >= 1);
+                }
+            }
+            let _ = count_rows(std::io::Cursor::new(bytes), format);
+        }
+    }
 }

@@ -132,4 +132,17 @@ mod tests {
         let forged = encode_page_token(&outside).expect("encodes");
         assert_eq!(decode_page_token(&forged, "USER#alice"), Err(PageError::InvalidToken));
     }
+
+    proptest::proptest! {
+        /// Any token a caller sends: refused, or the key of a device page in the caller's own
+        /// partition, never anything else.
+        #[test]
+        fn any_token_opens_only_the_callers_own_device_pages(token in "[A-Za-z0-9_-]{0,200}|\\PC{0,80}") {
+            if let Ok(key) = decode_page_token(&token, "USER#alice") {
+                proptest::prop_assert_eq!(key.get("gsi1pk"), Some(&s("USER#alice")));
+                let sk = key.get("gsi1sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                proptest::prop_assert!(sk.starts_with("DEVICE#"));
+            }
+        }
+    }
 }
