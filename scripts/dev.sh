@@ -159,6 +159,7 @@ ensure_system_tools() {
   python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
   command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || apt_install nginx
+  command -v openssl >/dev/null || apt_install openssl
 }
 
 mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
@@ -383,11 +384,12 @@ start_engines() {
     java -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
       -inMemory -disableTelemetry -port "$DDB_PORT"
   # moto records every request it gets (.local/moto-recording.jsonl): tests read the IoT data plane
-  # publishes back from it (moto keeps them in memory only).
+  # publishes back from it (moto keeps them in memory only). scripts/moto_server.py: moto with its IoT
+  # certificate ids and DescribeCertificate as AWS's (the rogue-device gate reads the issuing CA).
   pid_alive moto || { mkdir -p "$STATE" && : > "$STATE/moto-recording.jsonl"; }
   start_service moto http_up "http://127.0.0.1:$MOTO_PORT/moto-api/" -- \
     env MOTO_ENABLE_RECORDING=true MOTO_RECORDER_FILEPATH="$STATE/moto-recording.jsonl" \
-      "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+      "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT"
   write_endpoints
   # shellcheck source=/dev/null
   source "$STATE/endpoints.env"
@@ -404,6 +406,12 @@ start_stack() {
   # The binary the build step made: `cargo run -p claim-tests` would resolve features for that package
   # alone and compile ~75 dependencies (the AWS SDK, hyper, rustls...) a second time.
   (cd "$ROOT" && "$(cargo_target_dir)/debug/local-setup" --demo-device "$DEMO_DEVICE")
+  # The rogue-device gate's vendor CA: the local CA's id as AWS IoT computes it (SHA-256 of the DER);
+  # local-iot-events registers the CA in moto's IoT. In the endpoints file for tests and claimctl.
+  VENDOR_CA_CERTIFICATE_IDS=$(openssl x509 -in "$PKI_DIR/ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
+  export VENDOR_CA_CERTIFICATE_IDS
+  grep -q '^export VENDOR_CA_CERTIFICATE_IDS=' "$STATE/endpoints.env" ||
+    echo "export VENDOR_CA_CERTIFICATE_IDS=$VENDOR_CA_CERTIFICATE_IDS" >> "$STATE/endpoints.env"
   write_mosquitto_config
   mkdir -p "$LOGS" && touch "$LOGS/broker.log"
   start_service mosquitto tcp_up "$MQTT_OEM_PORT" -- "$(mosquitto_bin)" -c "$STATE/mosquitto.conf"

@@ -1,7 +1,10 @@
 //! Settings the functions read from their environment at cold start. A bad value stops the cold
 //! start with a message that names the variable, instead of misbehaving later.
 
-use crate::service::ClaimSettings;
+use crate::{
+    domain::quarantine::{is_certificate_id, GatePolicy},
+    service::ClaimSettings,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -67,9 +70,59 @@ fn secret_ttl_from(raw: Option<&str>) -> Result<std::time::Duration, ConfigError
         .ok_or_else(|| ConfigError(format!("CLAIM_THING_SECRET_TTL_SECONDS must be 1..=3600, got {raw:?}")))
 }
 
+/// The rogue-device gate: `QUARANTINE_ROGUE_DEVICES` (`true` or `false`, default `true`) and
+/// `VENDOR_CA_CERTIFICATE_IDS` (the module vendors' CA certificate ids in this account,
+/// comma-separated; only their certificates are ever deactivated).
+pub fn gate_policy() -> Result<GatePolicy, ConfigError> {
+    gate_policy_from(
+        std::env::var("QUARANTINE_ROGUE_DEVICES").ok().as_deref(),
+        std::env::var("VENDOR_CA_CERTIFICATE_IDS").ok().as_deref(),
+    )
+}
+
+fn gate_policy_from(enabled: Option<&str>, ca_ids: Option<&str>) -> Result<GatePolicy, ConfigError> {
+    let enabled = match enabled.map(str::trim) {
+        None | Some("") | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "QUARANTINE_ROGUE_DEVICES must be true or false, got {other:?}"
+            )))
+        }
+    };
+    let mut vendor_ca_ids = Vec::new();
+    for id in ca_ids
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+    {
+        if !is_certificate_id(id) {
+            return Err(ConfigError(format!(
+                "VENDOR_CA_CERTIFICATE_IDS: {id:?} is not a certificate id (64 lowercase hex digits)"
+            )));
+        }
+        vendor_ca_ids.push(id.to_owned());
+    }
+    Ok(GatePolicy { enabled, vendor_ca_ids })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_is_on_by_default_and_takes_only_certificate_ids() {
+        let ca = "ab".repeat(32);
+        let policy = gate_policy_from(None, Some(&format!(" {ca} ,"))).expect("valid");
+        assert!(policy.enabled && policy.armed());
+        assert_eq!(policy.vendor_ca_ids, vec![ca.clone()]);
+        assert!(!gate_policy_from(Some("false"), Some(&ca)).expect("valid").armed());
+        assert!(!gate_policy_from(Some("true"), None).expect("valid").armed());
+        for (enabled, ids) in [(Some("yes"), None), (None, Some("not-a-ca"))] {
+            assert!(gate_policy_from(enabled, ids).is_err());
+        }
+    }
 
     #[test]
     fn secret_ttl_defaults_to_five_minutes_and_refuses_nonsense() {

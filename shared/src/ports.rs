@@ -16,6 +16,7 @@ use crate::domain::{
     ids::{ClaimId, ConfigTopic, IdempotencyKey, ThingName, UserId},
     label_code::CodeHash,
     publish::{ClaimThingCredentials, PublishError},
+    quarantine::{CertificateFacts, Quarantine},
 };
 
 /// Where a module vendor's claim-thing credentials come from (Secrets Manager in production).
@@ -36,6 +37,22 @@ pub trait EndpointPublisher: Send + Sync {
         payload: &[u8],
     ) -> Result<(), PublishError>;
 }
+
+/// The AWS IoT control plane, for the rogue-device gate: what a certificate is, and switching it
+/// off and on. Both calls are idempotent.
+#[async_trait]
+pub trait CertificateControl: Send + Sync {
+    /// `None` when no certificate has this id.
+    async fn describe(&self, certificate_id: &str) -> Result<Option<CertificateFacts>, ControlError>;
+
+    /// Deactivates (`active` false) or activates the certificate.
+    async fn set_active(&self, certificate_id: &str, active: bool) -> Result<(), ControlError>;
+}
+
+/// The control plane did not do it (unreachable, throttled, refused, or past its deadline).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("IoT control plane: {0}")]
+pub struct ControlError(pub String);
 
 /// The storage could not answer; nothing was changed. `Unavailable` is worth retrying later
 /// (`503`), `Corrupt` is a bug or a hand-edited record (`500`).
@@ -101,6 +118,9 @@ pub struct DeviceChange {
     /// What must not exist when the change lands (checked in the same transaction); if any does,
     /// the change fails with [`CommitError::CodeTaken`].
     pub must_be_absent: Vec<Absent>,
+    /// The device's quarantine when the decision was made: when `device.quarantine` differs, the
+    /// store puts or removes the quarantine's list entry in the same transaction.
+    pub previous_quarantine: Option<Quarantine>,
 }
 
 /// Something a change requires not to exist: how imports keep every code that a user can type
@@ -126,6 +146,7 @@ impl DeviceChange {
             idempotency: None,
             previous_code_hash: before.code_hash.clone(),
             must_be_absent: Vec::new(),
+            previous_quarantine: before.quarantine.clone(),
         }
     }
 
@@ -152,6 +173,7 @@ impl DeviceChange {
             idempotency: None,
             previous_code_hash: None,
             must_be_absent: Vec::new(),
+            previous_quarantine: None,
         }
     }
 
@@ -269,6 +291,19 @@ pub trait OwnershipStore: Send + Sync {
         deadline_to: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Claim>, StoreError>;
+
+    /// The quarantine list entry of `thing`, registry device or not.
+    async fn quarantine(&self, thing: &ThingName) -> Result<Option<Quarantine>, StoreError>;
+
+    /// Quarantines in ThingName order, from after `after`, at most `limit`.
+    async fn quarantines(&self, after: Option<&ThingName>, limit: u32) -> Result<Vec<Quarantine>, StoreError>;
+
+    /// Records (or replaces) the quarantine of a thing that is not in the registry. Registry
+    /// devices are quarantined through their [`DeviceChange`].
+    async fn put_quarantine(&self, quarantine: &Quarantine) -> Result<(), StoreError>;
+
+    /// Removes the quarantine entry of a thing that is not in the registry (absent: nothing to do).
+    async fn remove_quarantine(&self, thing: &ThingName) -> Result<(), StoreError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     domain::{
         attempts::retry_after_seconds, claim::Claim, device::Device, device::Holder, funnel::Funnel,
-        history::HistoryEntry,
+        history::HistoryEntry, quarantine::Quarantine,
     },
     service::Inspection,
 };
@@ -113,6 +113,7 @@ pub fn inspection_view(inspection: &Inspection) -> Value {
             "account_id": p.account_id,
             "region": p.region,
         })),
+        "quarantine": device.and_then(|d| d.quarantine.as_ref()).map(quarantine_view),
         "history": inspection.history.iter().map(history_entry_view).collect::<Vec<_>>(),
         "claimable": {"now": inspection.claimable_now, "reason": inspection.reason},
         "rate_limit": inspection.attempts.as_ref().map(|a| json!({
@@ -133,5 +134,15 @@ pub fn funnel_view(funnel: &Funnel, from: OffsetDateTime, to: OffsetDateTime) ->
         "from": timestamp(from), "to": timestamp(to), "started": funnel.started, "published": funnel.published,
         "provisioned": funnel.provisioned, "expired": funnel.expired, "released": funnel.released,
         "failed": funnel.failed, "open": funnel.open,
+    })
+}
+
+/// A quarantine as operators see it (`claimctl quarantines`, the inspection).
+pub fn quarantine_view(quarantine: &Quarantine) -> Value {
+    json!({
+        "thing_name": quarantine.thing_name.as_str(),
+        "certificate_id": quarantine.certificate_id,
+        "reason": quarantine.reason.as_str(),
+        "since": timestamp(quarantine.since),
     })
 }

@@ -8,6 +8,7 @@
 //! | `CLAIM_DEADLINE_SECONDS`, `FAILED_CLAIMS_*` | the use cases' settings (`config::claim_settings`) |
 //! | `LABEL_CODE_KEY_SECRET` | the label-code HMAC key ([`Wiring::label_code_key`]) |
 //! | `CLAIM_THING_SECRET_PREFIX`, `CLAIM_THING_SECRET_TTL_SECONDS` | vendor profiles ([`Wiring::delivery`]) |
+//! | `QUARANTINE_ROGUE_DEVICES`, `VENDOR_CA_CERTIFICATE_IDS` | the rogue-device gate ([`Wiring::with_certificates`]) |
 //! | `AWS_REGION`, `AWS_ENDPOINT_URL*`, credentials | the AWS SDK's own configuration |
 
 use std::sync::Arc;
@@ -18,10 +19,11 @@ use aws_types::SdkConfig;
 use crate::{
     adapters::{
         dynamodb::DynamoOwnershipStore,
+        iotcontrol::IotCertificateControl,
         iotdata::TransportRouter,
         secrets::{load_label_code_key, SecretsManagerCredentials},
     },
-    config::{claim_settings, env_or, required, secret_ttl, ConfigError},
+    config::{claim_settings, env_or, gate_policy, required, secret_ttl, ConfigError},
     domain::label_code::LabelCodeKey,
     service::{ClaimService, Delivery, DeliverySettings, SystemClock},
 };
@@ -55,6 +57,13 @@ impl Wiring {
     pub fn service_on(&self, table: &str) -> Result<Service, ConfigError> {
         let store = DynamoOwnershipStore::new(aws_sdk_dynamodb::Client::new(&self.aws), table);
         Ok(ClaimService::new(store, SystemClock, claim_settings()?))
+    }
+
+    /// `service` with the AWS IoT control plane: the rogue-device gate as the environment sets it,
+    /// and quarantines lifted by claims, enabling and operators.
+    pub fn with_certificates(&self, service: Service) -> Result<Service, ConfigError> {
+        let control = IotCertificateControl::new(aws_sdk_iot::Client::new(&self.aws));
+        Ok(service.with_certificate_control(Arc::new(control), gate_policy()?))
     }
 
     /// The label-code key named by `LABEL_CODE_KEY_SECRET`; `None` when it is unset or empty

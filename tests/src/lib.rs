@@ -1,9 +1,11 @@
 //! Test kit for the integration tests and the local stack: clients for the local engines, tables
 //! created from `template.yaml`, and a clock the tests can move.
 
+pub mod certificates;
 pub mod e2e;
 pub mod fixture;
 pub mod iotdata;
+pub mod local_iot;
 pub mod mqtt;
 pub mod pki;
 pub mod schema;
@@ -33,6 +35,11 @@ pub async fn dynamodb_at(endpoint: &str) -> DynamoClient {
 }
 
 /// SDK configuration for a local engine: fixed region, static test credentials, one endpoint.
+/// The SDK configuration of the local stack's engines, for the engine at `endpoint`.
+pub async fn local_sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    local_sdk_config(endpoint).await
+}
+
 async fn local_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

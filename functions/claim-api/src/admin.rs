@@ -73,7 +73,7 @@ async fn import_devices<S: OwnershipStore, C: Clock>(
             Ok(device) => match service.import(&device, Actor::Operator(operator.to_owned())).await {
                 Ok(outcome) => Ok(outcome),
                 Err(DeviceOpError::Store(err)) => return Err(err.into()),
-                Err(DeviceOpError::Busy | DeviceOpError::DeviceNotFound) => {
+                Err(DeviceOpError::Busy | DeviceOpError::DeviceNotFound | DeviceOpError::Control(_)) => {
                     Err("the device changed meanwhile; send it again".to_owned())
                 }
                 // Never which device: that would tell the caller another device's code.

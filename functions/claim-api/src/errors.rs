@@ -146,7 +146,7 @@ impl From<ClaimError> for ApiError {
                 Self::invalid_request("This Idempotency-Key was already used for a different request.")
             }
             ClaimError::RateLimited { retry_after } => Self::rate_limited(retry_after),
-            ClaimError::Busy => Self::unavailable(),
+            ClaimError::Busy | ClaimError::CertificateControl(_) => Self::unavailable(),
             ClaimError::Store(err) => err.into(),
         }
     }
@@ -204,7 +204,7 @@ impl From<DeviceOpError> for ApiError {
                 "device_not_found",
                 "No device has this ThingName.",
             ),
-            DeviceOpError::Busy => Self::unavailable(),
+            DeviceOpError::Busy | DeviceOpError::Control(_) => Self::unavailable(),
             DeviceOpError::CodeInUse => Self::conflict("The label code is already used by another device."),
             DeviceOpError::Store(err) => err.into(),
         }

@@ -14,6 +14,8 @@ async fn main() -> Result<(), Error> {
         .service()?
         .with_label_code_key(wiring.label_code_key().await?)
         .with_delivery(wiring.delivery()?);
+    // Claims and enabling lift quarantines (the certificate is activated again).
+    let service = wiring.with_certificates(service)?;
     let api = Api::new(service, config);
     lambda_http::run(service_fn(|request| api.handle(request))).await
 }

@@ -1,7 +1,7 @@
 //! Handles the AWS IoT events that topic rules forward when a device arrives in the OEM account.
 //! Events are at-least-once and unordered: every one, whatever it is, ends in one log line
 //! (`iot_event` or `device_arrival`) and an `Ok` — a malformed or unknown event must never become an
-//! error loop of retries. Only a storage outage returns `Err`, so that Lambda's bounded asynchronous
+//! error loop of retries. Only a storage or IoT control plane outage returns `Err`, so that Lambda's bounded asynchronous
 //! retries (then the rule's error action) try again later.
 //!
 //! "Whatever it is" includes any byte sequence: the function takes the payload as raw bytes
@@ -60,11 +60,16 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
         account_id: arrival.account_id.clone().or_else(|| account_id.map(str::to_owned)),
         region: region.map(str::to_owned),
     };
-    // `record_arrival` logs the decision itself (`device_arrival`).
-    match claims.record_arrival(&arrival.thing_name, &details).await {
-        Ok(outcome) => Ok(json!({ "outcome": outcome.name() })),
-        Err(err) => Err(err.to_string()),
-    }
+    // `record_arrival` logs the decision itself (`device_arrival`), the gate its own (`quarantine`).
+    let outcome = claims
+        .record_arrival(&arrival.thing_name, &details)
+        .await
+        .map_err(|err| err.to_string())?;
+    let gate = claims
+        .gate_arrival(&arrival.thing_name, arrival.certificate_id.as_deref(), &outcome)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(json!({ "outcome": outcome.name(), "gate": gate.name() }))
 }
 
 /// A malformed event: one log line and one metric; the answer says so, nothing else happens.

@@ -10,7 +10,18 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let wiring = Wiring::from_env().await;
     let region = wiring.aws().region().map(ToString::to_string);
-    let claims = wiring.service()?;
+    // With the control plane: the rogue-device gate (QUARANTINE_ROGUE_DEVICES).
+    let claims = wiring.with_certificates(wiring.service()?)?;
+    if !claims.gate_policy().armed() {
+        tracing::warn!(
+            event = "quarantine_gate_off",
+            reason = if claims.gate_policy().enabled {
+                "no VENDOR_CA_CERTIFICATE_IDS"
+            } else {
+                "QUARANTINE_ROGUE_DEVICES=false"
+            },
+        );
+    }
     let handler = service_fn(|event: LambdaEvent<RawPayload>| {
         let (claims, region) = (&claims, region.as_deref());
         async move {

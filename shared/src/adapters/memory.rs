@@ -23,6 +23,7 @@ use crate::{
         history::HistoryEntry,
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         label_code::CodeHash,
+        quarantine::Quarantine,
     },
     ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
@@ -46,6 +47,8 @@ struct Tables {
     leases: HashMap<String, (String, OffsetDateTime)>,
     /// (scope key, window start in ms) → count.
     attempts: HashMap<(String, i64), u32>,
+    /// The quarantine list, by ThingName.
+    quarantines: BTreeMap<String, Quarantine>,
 }
 
 impl MemoryStore {
@@ -165,6 +168,12 @@ impl Tables {
         if let Some(record) = change.idempotency {
             let key = (record.user.as_str().to_owned(), record.key.as_str().to_owned());
             self.idempotency.insert(key, record);
+        }
+        if change.previous_quarantine != change.device.quarantine {
+            match &change.device.quarantine {
+                Some(quarantine) => self.quarantines.insert(thing.as_str().to_owned(), quarantine.clone()),
+                None => self.quarantines.remove(thing.as_str()),
+            };
         }
         self.devices.insert(thing.as_str().to_owned(), change.device);
     }
@@ -353,5 +362,32 @@ impl OwnershipStore for MemoryStore {
             .take(wanted)
             .cloned()
             .collect())
+    }
+
+    async fn quarantine(&self, thing: &ThingName) -> Result<Option<Quarantine>, StoreError> {
+        Ok(self.tables()?.quarantines.get(thing.as_str()).cloned())
+    }
+
+    async fn quarantines(&self, after: Option<&ThingName>, limit: u32) -> Result<Vec<Quarantine>, StoreError> {
+        let tables = self.tables()?;
+        Ok(tables
+            .quarantines
+            .iter()
+            .filter(|(thing, _)| after.is_none_or(|after| thing.as_str() > after.as_str()))
+            .take(page_size(limit, 1000))
+            .map(|(_, quarantine)| quarantine.clone())
+            .collect())
+    }
+
+    async fn put_quarantine(&self, quarantine: &Quarantine) -> Result<(), StoreError> {
+        self.tables()?
+            .quarantines
+            .insert(quarantine.thing_name.as_str().to_owned(), quarantine.clone());
+        Ok(())
+    }
+
+    async fn remove_quarantine(&self, thing: &ThingName) -> Result<(), StoreError> {
+        self.tables()?.quarantines.remove(thing.as_str());
+        Ok(())
     }
 }

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::{
     ids::{ClaimId, ThingName, UserId},
     label_code::CodeHash,
+    quarantine::Quarantine,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct Device {
     /// Whether the device may also be claimed by its ThingName. Always true for a device without a
     /// label code; for one with a code, only if the OEM allowed it at import.
     pub thing_name_claims: bool,
+    /// Set when the device arrived unexpectedly and its certificate was deactivated (see
+    /// [`super::quarantine`]); a claim of the device or an operator lifts it.
+    pub quarantine: Option<Quarantine>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -96,7 +100,8 @@ pub enum ArrivalDecision {
     AlreadyOwned(ClaimId),
     /// Free and never claimed: nothing to complete.
     Unclaimed,
-    /// Disabled and not owned: the arrival completes nothing while it is out of service.
+    /// Disabled (owned or not): the arrival completes and records nothing while it is out of
+    /// service, and the rogue-device gate quarantines it.
     Disabled,
 }
 
@@ -279,8 +284,8 @@ impl Device {
 
     pub fn decide_arrival(&self) -> ArrivalDecision {
         match &self.holder {
-            Holder::Owned { claim_id, .. } => ArrivalDecision::AlreadyOwned(claim_id.clone()),
             _ if self.disabled => ArrivalDecision::Disabled,
+            Holder::Owned { claim_id, .. } => ArrivalDecision::AlreadyOwned(claim_id.clone()),
             Holder::Reserved { claim_id, .. } => ArrivalDecision::CompleteReservation(claim_id.clone()),
             Holder::Free => match &self.last_claim {
                 Some(claim_id) => ArrivalDecision::CheckLastClaim(claim_id.clone()),
@@ -332,6 +337,7 @@ mod tests {
             provisioning: None,
             code_hash: None,
             thing_name_claims: true,
+            quarantine: None,
         }
     }
 

@@ -17,10 +17,14 @@ pub enum HistoryEvent {
     Failed,
     Disabled,
     Enabled,
+    /// The device arrived unexpectedly and its certificate was deactivated.
+    Quarantined,
+    /// Its certificate was activated again (by a claim or an operator).
+    QuarantineLifted,
 }
 
 impl HistoryEvent {
-    const ALL: [HistoryEvent; 9] = [
+    const ALL: [HistoryEvent; 11] = [
         HistoryEvent::Imported,
         HistoryEvent::Claimed,
         HistoryEvent::EndpointPublished,
@@ -30,6 +34,8 @@ impl HistoryEvent {
         HistoryEvent::Failed,
         HistoryEvent::Disabled,
         HistoryEvent::Enabled,
+        HistoryEvent::Quarantined,
+        HistoryEvent::QuarantineLifted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +49,8 @@ impl HistoryEvent {
             HistoryEvent::Failed => "failed",
             HistoryEvent::Disabled => "disabled",
             HistoryEvent::Enabled => "enabled",
+            HistoryEvent::Quarantined => "quarantined",
+            HistoryEvent::QuarantineLifted => "quarantine_lifted",
         }
     }
 

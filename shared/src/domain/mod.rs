@@ -11,4 +11,5 @@ pub mod history;
 pub mod ids;
 pub mod label_code;
 pub mod publish;
+pub mod quarantine;
 pub mod registry;

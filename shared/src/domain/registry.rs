@@ -117,6 +117,7 @@ impl NewDevice {
                 provisioning: None,
                 code_hash,
                 thing_name_claims,
+                quarantine: None,
             }),
             Some(device)
                 if device.vendor == self.vendor

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{elapsed_ms, ClaimService, Clock};
+use super::{elapsed_ms, quarantine::lift_into, ClaimService, Clock};
 use crate::{
     domain::{
         attempts::AttemptScope,
@@ -19,7 +19,7 @@ use crate::{
         label_code::LabelCode,
     },
     metrics,
-    ports::{DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
+    ports::{ControlError, DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,10 @@ pub enum ClaimError {
     /// Lost the race too many times; nothing was written (`503`).
     #[error("too much contention on this device, try again")]
     Busy,
+    /// The device is quarantined and its certificate could not be activated again, so its
+    /// endpoint message would be useless; nothing was written (`503`).
+    #[error(transparent)]
+    CertificateControl(#[from] ControlError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -87,6 +91,7 @@ impl ClaimError {
             ClaimError::IdempotencyKeyReused => "idempotency_key_reused",
             ClaimError::RateLimited { .. } => "rate_limited",
             ClaimError::Busy => "busy",
+            ClaimError::CertificateControl(_) => "certificate_control_unavailable",
             ClaimError::Store(_) => "store_unavailable",
         }
     }
@@ -315,6 +320,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 expires_at: now + self.settings.idempotency_window,
             });
             change.create_claim(claim.clone());
+            // A claim is the legitimate way back for a quarantined device: its certificate works
+            // again before the claim exists, so the endpoint message can bring it in.
+            if let Some(quarantine) = &device.quarantine {
+                self.reactivate(quarantine).await?;
+                let user = Actor::User(request.user.clone());
+                lift_into(&mut change, user, Some(claim.claim_id.clone()), now);
+            }
 
             if self.try_commit(change, attempt).await? {
                 return Ok(ClaimOutcome::Created(claim));

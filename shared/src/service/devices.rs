@@ -1,13 +1,14 @@
 //! The device registry: importing device records (admin API, `claimctl import`) and the operator
 //! switch that disables or enables claiming a device. Neither touches ownership.
 
-use super::{ClaimService, Clock, DeviceOpError};
+use super::{quarantine::lift_into, ClaimService, Clock, DeviceOpError};
 use crate::{
     domain::{
         device::{Device, Holder},
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::ThingName,
         label_code::LabelCode,
+        quarantine::QuarantineReason,
         registry::{ImportDecision, NewDevice},
     },
     ports::{Absent, CommitError, DeviceChange, OwnershipStore},
@@ -110,6 +111,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let mut entry = NewHistoryEntry::new(now, event, Actor::Operator(operator.to_owned()), None);
             entry.reason = reason.clone();
             change.record(entry);
+            // Back in service: a certificate the gate switched off because the device was disabled
+            // works again (other quarantines are lifted by a claim or an operator).
+            let disabled_quarantine = device
+                .quarantine
+                .as_ref()
+                .filter(|quarantine| !disabled && quarantine.reason == QuarantineReason::Disabled);
+            if let Some(quarantine) = disabled_quarantine {
+                self.reactivate(quarantine).await?;
+                lift_into(&mut change, Actor::Operator(operator.to_owned()), None, now);
+            }
             let updated = change.device.clone();
             if self.try_commit(change, attempt).await? {
                 return Ok(updated);

@@ -1,7 +1,7 @@
 //! The use cases of the claim backend, one per file, on top of the ports: claiming ([`claim`]),
 //! retrying ([`retry`]), releasing ([`release`]), the user's reads ([`reads`]), recording publish
 //! results ([`publish`]) and delivering the messages claims owe ([`outbox`]), devices arriving
-//! ([`arrival`]), the expiry sweep ([`expiry`]), the registry ([`devices`]) and operator actions
+//! ([`arrival`]) and the gate for those nothing sent ([`quarantine`]), the expiry sweep ([`expiry`]), the registry ([`devices`]) and operator actions
 //! ([`admin`]).
 //!
 //! Each use case reads the device, lets the domain rules decide, and commits the outcome as one
@@ -16,6 +16,7 @@ mod devices;
 mod expiry;
 mod outbox;
 mod publish;
+mod quarantine;
 mod reads;
 mod release;
 mod retry;
@@ -31,6 +32,7 @@ pub use self::{
     devices::ImportOutcome,
     outbox::{Delivery, DeliverySettings, DrainReport, InlinePublish},
     publish::{Progress, PublishAttempt},
+    quarantine::{GateOutcome, LiftOutcome},
     release::ReleaseError,
     retry::RetryError,
 };
@@ -41,8 +43,9 @@ use crate::{
         ids::{ClaimId, ThingName},
         label_code::{LabelCode, LabelCodeKey},
         publish::PublishBackoff,
+        quarantine::GatePolicy,
     },
-    ports::{CommitError, DeviceChange, OwnershipStore, StoreError},
+    ports::{CertificateControl, CommitError, DeviceChange, OwnershipStore, StoreError},
 };
 
 /// Where "now" comes from; tests move it, production reads the system clock.
@@ -102,6 +105,9 @@ pub enum DeviceOpError {
     /// is another device's code (never said which device).
     #[error("code: already used by another device")]
     CodeInUse,
+    /// A certificate could not be switched (quarantine, lift); nothing was recorded.
+    #[error(transparent)]
+    Control(#[from] crate::ports::ControlError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,6 +122,10 @@ pub struct ClaimService<S, C> {
     /// How endpoint messages go out; without it this service accepts claims but publishes nothing
     /// (the events function).
     delivery: Option<Delivery>,
+    /// The IoT control plane, to switch certificates: without it the gate is off and a claim of a
+    /// quarantined device is refused as unavailable.
+    certificates: Option<std::sync::Arc<dyn CertificateControl>>,
+    gate: GatePolicy,
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
@@ -126,6 +136,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             settings,
             code_key: None,
             delivery: None,
+            certificates: None,
+            gate: GatePolicy::default(),
         }
     }
 

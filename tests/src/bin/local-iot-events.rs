@@ -4,6 +4,12 @@
 //! `thing/<name>/created` event the first time a device arrives (JITP creates the thing) and a
 //! `presence/connected/<clientId>` event on every connection, shaped as the rules deliver them.
 //!
+//! It also plays the IoT control plane's side (in moto, see `claim_tests::local_iot`): the vendor CA
+//! is registered at start, and JITP registers a device's certificate and thing when it first
+//! connects. A device whose certificate is inactive (the rogue-device gate deactivated it) is
+//! refused as AWS IoT refuses it: no event. (The local broker still lets it in; only the events
+//! stop.)
+//!
 //! Usage: local-iot-events --log <mosquitto.log> --oem-port <port> --pki <dir> --invoke <url> --things <file>
 //! (`--help` describes every flag)
 
@@ -14,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use claim_tests::local_iot::{certificate_active, local_iot, provision, register_vendor_ca};
 use clap::Parser;
 use serde_json::json;
 
@@ -28,7 +35,7 @@ struct Options {
     /// The OEM listener's port: only connections to it make events.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     oem_port: u16,
-    /// The local PKI directory (certificate ids come from clients/<thing>.pem).
+    /// The local PKI directory: the vendor CA (ca.pem) and the devices' certificates (clients/<thing>.pem).
     #[arg(long, value_name = "DIR")]
     pki: PathBuf,
     /// Invoke URL of provisioning-events (the Lambda Invoke API of cargo lambda watch).
@@ -53,6 +60,10 @@ async fn main() -> std::process::ExitCode {
 async fn run() -> Result<(), String> {
     let options = Options::parse();
     let http = reqwest::Client::new();
+    let iot = local_iot().await;
+    let ca_pem = std::fs::read_to_string(options.pki.join("ca.pem"))
+        .map_err(|err| format!("{}: {err}", options.pki.join("ca.pem").display()))?;
+    register_vendor_ca(&iot, &ca_pem).await?;
     // Things the OEM account "has" (JITP made them): kept across restarts, like the registry.
     let mut things: HashSet<String> = std::fs::read_to_string(&options.things)
         .unwrap_or_default()
@@ -101,6 +112,24 @@ async fn run() -> Result<(), String> {
         if ports.get(address) != Some(&options.oem_port) {
             continue;
         }
+        // JITP, and AWS IoT refusing a deactivated certificate.
+        let cert_pem = std::fs::read_to_string(options.pki.join("clients").join(format!("{thing}.pem")));
+        let certificate_id = match cert_pem {
+            Ok(pem) => match provision(&iot, thing, &pem, &ca_pem).await {
+                Ok(id) => Some(id),
+                Err(err) => {
+                    println!("{thing}: JITP failed: {err}");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(id) = &certificate_id {
+            if certificate_active(&iot, id).await == Ok(Some(false)) {
+                println!("{thing}: refused, certificate {id} is inactive (quarantined)");
+                continue;
+            }
+        }
         let now = time::OffsetDateTime::now_utc();
         let millis = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
         if things.insert(thing.to_owned()) {
@@ -125,7 +154,7 @@ async fn run() -> Result<(), String> {
         let connected = json!({
             "clientId": client_id, "timestamp": millis, "eventType": "connected",
             "sessionIdentifier": uuid::Uuid::new_v4().to_string(),
-            "principalIdentifier": certificate_id(&options.pki, thing), "ipAddress": "127.0.0.1",
+            "principalIdentifier": certificate_id, "ipAddress": "127.0.0.1",
             "versionNumber": 0, "client_id_from_topic": client_id, "event_kind": "presence_connected",
         });
         deliver(
@@ -142,15 +171,6 @@ fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = line.find(start)? + start.len();
     let to = line[from..].find(end)? + from;
     Some(&line[from..to])
-}
-
-/// AWS IoT's certificate id is the SHA-256 of the certificate's DER encoding, in hex.
-fn certificate_id(pki: &std::path::Path, thing: &str) -> Option<String> {
-    use rumqttc::tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
-    let pem = std::fs::read(pki.join("clients").join(format!("{thing}.pem"))).ok()?;
-    let der = CertificateDer::from_pem_slice(&pem).ok()?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
-    Some(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn deliver(http: &reqwest::Client, url: &str, event: &serde_json::Value, topic: &str) {

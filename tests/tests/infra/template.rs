@@ -100,6 +100,7 @@ const SECRETS: &str =
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:${ClaimThingSecretPrefix}*";
 const LABEL_CODE_KEY: &str = "ref:LabelCodeKeySecret";
 const CONFIG_TOPICS: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/*/expresslink_config";
+const CERTIFICATES: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:cert/*";
 
 /// What each function may reach: its own log group, the claims table (and only the indexes it
 /// queries), the claim-thing secrets, the configuration topics, the dead-letter queue.
@@ -116,7 +117,12 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
     let mut allowed: BTreeSet<String> = match function {
         "ClaimApiFunction" => table(&["by_user"])
             .into_iter()
-            .chain([SECRETS.into(), LABEL_CODE_KEY.into(), CONFIG_TOPICS.into()])
+            .chain([
+                SECRETS.into(),
+                LABEL_CODE_KEY.into(),
+                CONFIG_TOPICS.into(),
+                CERTIFICATES.into(),
+            ])
             .collect(),
         "ClaimPublisherFunction" => table(&["outbox", "by_state"])
             .into_iter()
@@ -124,7 +130,7 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
             .collect(),
         "ProvisioningEventsFunction" => table(&[])
             .into_iter()
-            .chain(["EventsDeadLetterQueue.Arn".into()])
+            .chain(["EventsDeadLetterQueue.Arn".into(), CERTIFICATES.into()])
             .collect(),
         other => panic!("a function this test does not know: {other}; say what it may reach"),
     };
@@ -201,7 +207,7 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                     Box::new(|r: &str| r.starts_with("ClaimsTable.Arn") || r.starts_with("${ClaimsTable"))
                 }
                 Some("secretsmanager") => Box::new(|r: &str| r == SECRETS || r == LABEL_CODE_KEY),
-                Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS),
+                Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS || r == CERTIFICATES),
                 Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
                 other => panic!("{function}/{sid}: unexpected service {other:?}"),
             };
@@ -218,7 +224,16 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                     Some("secretsmanager") => {
                         ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"].contains(&action.as_str())
                     }
-                    Some("iot") => action == "iot:Publish",
+                    // Publish on the configuration topics; the gate's two certificate calls (only
+                    // the events function needs to read a certificate).
+                    Some("iot") => match resources.first().map(String::as_str) {
+                        Some(CONFIG_TOPICS) => action == "iot:Publish",
+                        Some(CERTIFICATES) => {
+                            action == "iot:UpdateCertificate"
+                                || (action == "iot:DescribeCertificate" && function == "ProvisioningEventsFunction")
+                        }
+                        _ => false,
+                    },
                     Some("sqs") => action == "sqs:SendMessage",
                     _ => false,
                 };
@@ -468,6 +483,25 @@ fn the_vendor_ca_is_registered_for_jitp_in_sni_only_mode() {
         2,
         "every declared parameter must exist in the certificate"
     );
+}
+
+#[test]
+fn the_rogue_device_gate_is_on_by_default_and_knows_the_vendor_ca() {
+    let template = template();
+    let parameter = &template["Parameters"]["QuarantineRogueDevices"];
+    assert_eq!(parameter["Default"].as_str(), Some("true"));
+    let variables = &resources(&template)["ProvisioningEventsFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        render(&variables["QUARANTINE_ROGUE_DEVICES"]),
+        "ref:QuarantineRogueDevices"
+    );
+    // The CA this stack registers, else the ids the OEM gives: only their certificates are touched.
+    let ca_ids = serde_yaml::to_string(&variables["VENDOR_CA_CERTIFICATE_IDS"]).expect("yaml");
+    assert!(
+        ca_ids.contains("RegisterVendorCa") && ca_ids.contains("VendorCaCertificate.Id"),
+        "{ca_ids}"
+    );
+    assert!(ca_ids.contains("VendorCaCertificateIds"), "{ca_ids}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certificate_control;
 mod queries;
 mod timed;
 mod writes;
@@ -43,6 +44,7 @@ fn free_device(name: &str) -> Device {
         provisioning: None,
         code_hash: None,
         thing_name_claims: true,
+        quarantine: None,
     }
 }
 

@@ -8,6 +8,7 @@
 mod claiming;
 mod label_codes;
 mod lifecycle;
+mod quarantine;
 
 use std::sync::Arc;
 

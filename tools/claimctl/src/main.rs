@@ -18,8 +18,8 @@ use claim_shared::{
         ids::{ThingName, UserId},
     },
     ports::StoreError,
-    service::DeviceOpError,
-    views::{admin_claim_view, funnel_view, inspection_view, timestamp},
+    service::{DeviceOpError, LiftOutcome},
+    views::{admin_claim_view, funnel_view, inspection_view, quarantine_view, timestamp},
     wiring::{Service, Wiring},
 };
 use claimctl::{
@@ -32,8 +32,9 @@ use time::OffsetDateTime;
 
 const EXIT_CODES: &str = "Exit codes: 0 done; 1 an import finished, but some rows failed (see the report); \
 2 bad arguments, input or configuration (environment, secret); 3 the table is unavailable, or (release, \
-disable, enable) the device kept changing (nothing half-done: run it again; an import resumes; for an \
-import such a device is a failed row); 4 no such device.";
+disable, enable, lift) the device kept changing or the IoT control plane did not answer (nothing half-done: \
+run it again; an import resumes; for an import such a device is a failed row); 4 no such device (lift: not \
+quarantined).";
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +107,20 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// List quarantined devices (arrived in the OEM account although nothing sent them there;
+    /// their certificate is deactivated): one JSON object per line, by ThingName.
+    #[command(after_help = EXIT_CODES)]
+    Quarantines {
+        /// Start after this ThingName (the last one of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Lift a quarantine: activate the device's certificate again and remove the quarantine. A claim
+    /// of the device, or enabling a device quarantined while disabled, does this by itself.
+    #[command(after_help = EXIT_CODES)]
+    Lift { thing_name: String },
     /// List claims recorded in a state, oldest first: one JSON object per line.
     #[command(after_help = EXIT_CODES)]
     Claims {
@@ -159,6 +174,14 @@ async fn main() -> ExitCode {
         }
     };
     let operator = cli.operator;
+    // Enabling and lifting switch certificates on the IoT control plane.
+    let service = match wiring.with_certificates(service) {
+        Ok(service) => service,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Import {
             file,
@@ -206,6 +229,40 @@ async fn main() -> ExitCode {
         }
         Command::Disable { thing_name, reason } => switch(&service, &thing_name, true, &operator, reason).await,
         Command::Enable { thing_name, reason } => switch(&service, &thing_name, false, &operator, reason).await,
+        Command::Quarantines { after, limit } => {
+            let after = match after.as_deref().map(thing).transpose() {
+                Ok(after) => after,
+                Err(code) => return code,
+            };
+            match service.quarantines(after.as_ref(), limit).await {
+                Ok(quarantines) => {
+                    for quarantine in &quarantines {
+                        println!("{}", quarantine_view(quarantine));
+                    }
+                    eprintln!("{} quarantines", quarantines.len());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => store_failed(&err),
+            }
+        }
+        Command::Lift { thing_name } => {
+            let thing = match thing(&thing_name) {
+                Ok(thing) => thing,
+                Err(code) => return code,
+            };
+            match service.lift_quarantine(&thing, &operator).await {
+                Ok(LiftOutcome::Lifted(quarantine)) => {
+                    println!("{}", quarantine_view(&quarantine));
+                    eprintln!("lifted: the certificate is active again");
+                    ExitCode::SUCCESS
+                }
+                Ok(LiftOutcome::NotQuarantined) => {
+                    eprintln!("error: {thing_name} is not quarantined");
+                    ExitCode::from(4)
+                }
+                Err(err) => device_op_failed(&err),
+            }
+        }
         Command::Claims {
             state,
             older_than,
@@ -284,6 +341,10 @@ fn device_op_failed(err: &DeviceOpError) -> ExitCode {
         DeviceOpError::CodeInUse => {
             eprintln!("error: {err}");
             ExitCode::from(2)
+        }
+        DeviceOpError::Control(err) => {
+            eprintln!("error: {err}; nothing was recorded, try again");
+            ExitCode::from(3)
         }
         DeviceOpError::Store(err) => store_failed(err),
     }

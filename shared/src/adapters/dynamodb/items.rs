@@ -8,8 +8,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use time::OffsetDateTime;
 
 use super::keys::{
-    claim_pk, code_pk, device_pk, idempotency_pk, idempotency_sk, padded_millis, state_pk, user_pk, CLAIM_SK, CODE_SK,
-    DEVICE_SK, OUTBOX_PK,
+    claim_pk, code_pk, device_pk, idempotency_pk, idempotency_sk, padded_millis, quarantine_sk, state_pk, user_pk,
+    CLAIM_SK, CODE_SK, DEVICE_SK, OUTBOX_PK, QUARANTINE_PK,
 };
 use crate::{
     domain::{
@@ -18,6 +18,7 @@ use crate::{
         history::{Actor, HistoryEntry, HistoryEvent},
         ids::{ClaimId, ThingName, UserId},
         label_code::CodeHash,
+        quarantine::{Quarantine, QuarantineReason},
     },
     ports::{IdempotencyRecord, StoreError},
 };
@@ -74,6 +75,12 @@ pub(super) fn device_item(device: &Device) -> Item {
         "thing_name_claims".to_owned(),
         AttributeValue::Bool(device.thing_name_claims),
     );
+    if let Some(quarantine) = &device.quarantine {
+        item.insert(
+            "quarantine".to_owned(),
+            AttributeValue::M(quarantine_fields(quarantine)),
+        );
+    }
     let held = match &device.holder {
         Holder::Free => None,
         Holder::Reserved {
@@ -153,7 +160,47 @@ pub(super) fn device_from(item: &Item) -> Result<Device, StoreError> {
             Some(AttributeValue::Bool(value)) => *value,
             Some(_) => return Err(corrupt("thing_name_claims", "not a boolean")),
         },
+        quarantine: match item.get("quarantine") {
+            None => None,
+            Some(AttributeValue::M(map)) => Some(quarantine_from_fields(thing_attr(item, "thing_name")?, map)?),
+            Some(_) => return Err(corrupt("quarantine", "not a map")),
+        },
     })
+}
+
+/// A quarantine as the device item and the list entry both hold it.
+fn quarantine_fields(quarantine: &Quarantine) -> Item {
+    Item::from([
+        ("certificate_id".to_owned(), s(&quarantine.certificate_id)),
+        ("reason".to_owned(), s(quarantine.reason.as_str())),
+        ("since".to_owned(), n(millis(quarantine.since))),
+    ])
+}
+
+fn quarantine_from_fields(thing_name: ThingName, fields: &Item) -> Result<Quarantine, StoreError> {
+    let reason = str_attr(fields, "reason")?;
+    Ok(Quarantine {
+        thing_name,
+        certificate_id: str_attr(fields, "certificate_id")?.to_owned(),
+        reason: QuarantineReason::parse(reason).ok_or_else(|| corrupt("reason", reason))?,
+        since: time_attr(fields, "since")?,
+    })
+}
+
+/// The quarantine list entry: one partition, sorted by ThingName.
+pub(super) fn quarantine_item(quarantine: &Quarantine) -> Item {
+    let mut item = quarantine_fields(quarantine);
+    item.extend([
+        ("pk".to_owned(), s(QUARANTINE_PK)),
+        ("sk".to_owned(), s(quarantine_sk(&quarantine.thing_name))),
+        ("entity".to_owned(), s("quarantine")),
+        ("thing_name".to_owned(), s(quarantine.thing_name.as_str())),
+    ]);
+    item
+}
+
+pub(super) fn quarantine_from(item: &Item) -> Result<Quarantine, StoreError> {
+    quarantine_from_fields(thing_attr(item, "thing_name")?, item)
 }
 
 pub(super) fn claim_item(claim: &Claim) -> Item {
@@ -451,6 +498,12 @@ mod tests {
                 }),
                 code_hash: CodeHash::parse(&"0f".repeat(32)),
                 thing_name_claims: false,
+                quarantine: Some(Quarantine {
+                    thing_name: claim.thing_name.clone(),
+                    certificate_id: "ab".repeat(32),
+                    reason: QuarantineReason::Disabled,
+                    since: claim.created_at,
+                }),
             };
             assert_eq!(device_from(&device_item(&device)), Ok(device));
         }

@@ -27,6 +27,12 @@ pub(super) const LEASE_SK: &str = "#LEASE";
 pub(super) const DEVICE_SK: &str = "#DEVICE";
 pub(super) const CLAIM_SK: &str = "#CLAIM";
 pub(super) const CODE_SK: &str = "#CODE";
+/// The quarantine list: one partition (quarantines are rare), sorted by ThingName.
+pub(super) const QUARANTINE_PK: &str = "QUARANTINE";
+
+pub(super) fn quarantine_sk(thing: &ThingName) -> String {
+    format!("THING#{thing}")
+}
 
 pub(super) fn code_pk(hash: &CodeHash) -> String {
     format!("CODE#{}", hash.as_str())

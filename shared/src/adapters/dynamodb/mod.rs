@@ -11,6 +11,7 @@
 //! | lease       | `LEASE#<name>`        | `#LEASE`            | –                                      | –                                  |
 //! | label code  | `CODE#<hmac>`         | `#CODE`             | –                                      | –                                  |
 //! | attempts    | `ATTEMPTS#<scope>`    | `WINDOW#<start>`    | –                                      | –                                  |
+//! | quarantine  | `QUARANTINE`          | `THING#<thing>`     | –                                      | –                                  |
 //!
 //! Claims that owe a publish are also in the sparse `outbox` index: `gsi3pk = OUTBOX`,
 //! `gsi3sk = <next_publish_at>#<id>`.
@@ -18,11 +19,12 @@
 //! Every write goes through `OwnershipStore::commit`, one `TransactWriteItems` whose conditions
 //! are: the device is still at the version the decision was made on, each updated claim is still
 //! at its version, each new claim and history entry does not exist yet, and the idempotency key is
-//! free. History items are only ever `Put` with `attribute_not_exists`: nothing updates or deletes
+//! free, and a device's quarantine list entry follows its quarantine. History items are only ever `Put` with `attribute_not_exists`: nothing updates or deletes
 //! them.
 
 mod items;
 mod keys;
+mod quarantine;
 mod store;
 
 pub use keys::{BY_STATE_INDEX, BY_USER_INDEX, OUTBOX_INDEX};

@@ -28,6 +28,7 @@ use crate::{
         history::HistoryEntry,
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         label_code::CodeHash,
+        quarantine::Quarantine,
     },
     ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
@@ -50,7 +51,11 @@ impl DynamoOwnershipStore {
         &self.table
     }
 
-    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -114,6 +119,9 @@ impl DynamoOwnershipStore {
             writes.push((Part::History, self.put(item, "attribute_not_exists(pk)", Item::new())?));
         }
         writes.extend(self.code_writes(change)?);
+        if let Some(write) = self.quarantine_write(change)? {
+            writes.push((Part::Quarantine, write));
+        }
         for absent in &change.must_be_absent {
             writes.push((Part::Absent, self.absent(absent)?));
         }
@@ -192,6 +200,22 @@ impl DynamoOwnershipStore {
 
 #[async_trait]
 impl OwnershipStore for DynamoOwnershipStore {
+    async fn quarantine(&self, thing: &ThingName) -> Result<Option<Quarantine>, StoreError> {
+        self.quarantine_entry(thing).await
+    }
+
+    async fn quarantines(&self, after: Option<&ThingName>, limit: u32) -> Result<Vec<Quarantine>, StoreError> {
+        self.quarantine_entries(after, limit).await
+    }
+
+    async fn put_quarantine(&self, quarantine: &Quarantine) -> Result<(), StoreError> {
+        self.put_quarantine_entry(quarantine).await
+    }
+
+    async fn remove_quarantine(&self, thing: &ThingName) -> Result<(), StoreError> {
+        self.remove_quarantine_entry(thing).await
+    }
+
     async fn device(&self, thing: &ThingName) -> Result<Option<Device>, StoreError> {
         self.get(device_pk(thing), DEVICE_SK)
             .await?
@@ -504,6 +528,8 @@ enum Part {
     /// Something that must not exist ([`Absent`]).
     Absent,
     Idempotency,
+    /// The device's quarantine list entry (unconditional).
+    Quarantine,
 }
 
 /// Which condition failed decides what the caller does next.
@@ -544,7 +570,7 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
     }
 }
 
-fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
+pub(super) fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
