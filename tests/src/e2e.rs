@@ -162,6 +162,21 @@ impl Stack {
         answer
     }
 
+    /// `user` claims `thing` and its module onboards as in real life: it waits in staging, gets the
+    /// endpoint message, moves to the OEM endpoint, and the claim reads `provisioned`. Returns the
+    /// claim id; the module is switched off afterwards.
+    pub async fn claim_and_onboard(&self, user: &str, thing: &str) -> String {
+        let onboarded = ModuleEvent::ConnectedTo(self.local.oem_endpoint.clone());
+        let mut module = self.module(thing, self.local.staging_port).await;
+        let claimed = self.claim(user, thing).await;
+        assert_eq!(claimed.status, 202, "{:?}", claimed.body);
+        let claim_id = claimed.body["claim_id"].as_str().unwrap_or_default().to_owned();
+        module.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
+        self.claim_until(user, &claim_id, "provisioned", Duration::from_secs(20))
+            .await;
+        claim_id
+    }
+
     /// Starts a simulated module for `thing` on `staging_port` and waits until it listens.
     pub async fn module(&self, thing: &str, staging_port: u16) -> Module {
         let identity = self.pki.client(thing).unwrap_or_else(|e| panic!("{e}"));

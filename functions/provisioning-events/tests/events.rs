@@ -488,7 +488,7 @@ async fn payloads_that_are_no_event_answer_malformed_and_change_nothing() {
 
     let event = serde_json::to_vec(&fixture("presence_connected")).unwrap();
     let answer = handle_raw(&fx.claims, &event, Some("eu-west-1"), Some("123456789012")).await;
-    assert_eq!(answer, Ok(json!({"outcome": "completed"})));
+    assert_eq!(answer, Ok(json!({"outcome": "completed", "gate": "expected"})));
     let read = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert_eq!(read.state, ClaimState::Provisioned);
 }

@@ -485,6 +485,9 @@ mod tests {
         assert_eq!(owned.decide_release(&user("a"), T0), ReleaseDecision::NotYours);
         assert_eq!(owned.shown_to(T0), None);
         assert_eq!(owned.held_by(T0), Some(&user("a")), "ownership stays");
+        // Its arrival completes and records nothing (and the gate quarantines it).
+        assert_eq!(owned.decide_arrival(), ArrivalDecision::Disabled);
+        owned.disabled = false;
         assert_eq!(owned.decide_arrival(), ArrivalDecision::AlreadyOwned(claim_id));
         let (_, mut reserved) = reserved_by("a", T0 + time::Duration::minutes(15));
         reserved.disabled = true;

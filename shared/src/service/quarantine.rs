@@ -157,6 +157,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Err(DeviceOpError::Busy)
     }
 
+    /// The quarantine of `thing`, registry device or not.
+    pub async fn quarantine_of(&self, thing: &ThingName) -> Result<Option<Quarantine>, StoreError> {
+        self.store.quarantine(thing).await
+    }
+
     /// Quarantines, in ThingName order from after `after` (operators' list).
     pub async fn quarantines(&self, after: Option<&ThingName>, limit: u32) -> Result<Vec<Quarantine>, StoreError> {
         self.store.quarantines(after, limit).await

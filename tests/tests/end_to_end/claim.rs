@@ -253,15 +253,7 @@ async fn resale_release_then_the_buyer_claims_the_factory_reset_product() {
     let buyer = format!("buyer-{}", uuid::Uuid::new_v4().simple());
     let thing = stack.new_device(DEMO_VENDOR).await;
     let onboarded = ModuleEvent::ConnectedTo(stack.local.oem_endpoint.clone());
-
-    let mut first_life = stack.module(&thing, stack.local.staging_port).await;
-    let sold = stack.claim(&seller, &thing).await;
-    let sold_id = sold.body["claim_id"].as_str().unwrap().to_owned();
-    first_life.wait_for(Duration::from_secs(15), |e| *e == onboarded).await;
-    stack
-        .claim_until(&seller, &sold_id, "provisioned", Duration::from_secs(20))
-        .await;
-    drop(first_life);
+    let sold_id = stack.claim_and_onboard(&seller, &thing).await;
 
     // The buyer factory-resets the product: back in staging, same ThingName and certificate.
     let mut second_life = stack.module(&thing, stack.local.staging_port).await;

@@ -9,4 +9,5 @@ mod claim;
 mod endpoint_selection;
 mod hostile_corpus;
 mod label_codes;
+mod rogue_devices;
 mod transports;
