@@ -6,6 +6,7 @@ pub mod adapters;
 pub mod config;
 pub mod domain;
 pub mod json;
+pub mod logging;
 pub mod metrics;
 pub mod ports;
 pub mod service;

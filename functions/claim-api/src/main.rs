@@ -7,7 +7,7 @@ use lambda_http::{service_fn, Error};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
+    claim_shared::logging::init();
     let config = ApiConfig::from_env()?;
     let wiring = Wiring::from_env().await;
     let service = wiring

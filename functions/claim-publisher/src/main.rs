@@ -19,7 +19,7 @@ const SWEEP_BATCH: u32 = 500;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    claim_shared::logging::init();
     let wiring = Wiring::from_env().await;
     let claims = wiring.service()?.with_delivery(wiring.delivery()?);
     lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| {

@@ -7,7 +7,7 @@ use provisioning_events::raw::{RawPayload, RawPayloadLayer};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    claim_shared::logging::init();
     let wiring = Wiring::from_env().await;
     let region = wiring.aws().region().map(ToString::to_string);
     // With the control plane: the rogue-device gate (QUARANTINE_ROGUE_DEVICES).

@@ -65,8 +65,22 @@ async fn every_payload_ends_in_a_response_and_the_runtime_lives_on() {
         .collect();
     let logged = lines
         .iter()
-        .filter(|line| line["fields"]["event"] == "iot_event" && line["fields"]["outcome"] == "malformed")
+        .filter(|line| line["event"] == "iot_event" && line["outcome"] == "malformed")
         .count();
+    // CloudWatch's JSON log format: every log line flat, with an RFC 3339 `timestamp`, its `level`
+    // and the invocation's `requestId` at the top.
+    for line in lines.iter().filter(|line| line.get("level").is_some()) {
+        let timestamp = line["timestamp"].as_str().unwrap_or_default();
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        assert!(time::OffsetDateTime::parse(timestamp, rfc3339).is_ok(), "{line}");
+        assert!(line.get("fields").is_none() && line.get("span").is_none(), "{line}");
+        if line["event"] == "iot_event" {
+            assert!(
+                line["requestId"].as_str().is_some_and(|id| id.starts_with("request-")),
+                "{line}"
+            );
+        }
+    }
     let counted = lines
         .iter()
         .filter(|line| line["IotEvents"] == 1 && line["outcome"] == "malformed")

@@ -128,11 +128,10 @@ fn captured_lines() -> &'static Arc<std::sync::Mutex<Vec<u8>>> {
     LINES.get_or_init(|| {
         let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = CaptureWriter(Arc::clone(&lines));
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_span_list(true)
-            .with_writer(move || writer.clone())
-            .finish();
+        // The functions' own format (flat JSON, span fields at the top), at their default level.
+        use tracing_subscriber::{filter::LevelFilter, layer::SubscriberExt, Layer};
+        let layer = claim_shared::logging::json_layer(move || writer.clone()).with_filter(LevelFilter::INFO);
+        let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
         lines
     })
@@ -176,11 +175,7 @@ impl CapturedLogs {
             .unwrap()
             .lines()
             .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
-            .filter(|event| {
-                event["spans"]
-                    .as_array()
-                    .is_some_and(|spans| spans.iter().any(|span| span["capture"] == self.id.as_str()))
-            })
+            .filter(|event| event["capture"] == self.id.as_str())
             .collect()
     }
 
@@ -193,8 +188,7 @@ impl CapturedLogs {
     fn claim_decisions(&self) -> Vec<serde_json::Value> {
         self.events()
             .into_iter()
-            .map(|event| event["fields"].clone())
-            .filter(|fields| fields["event"] == "claim_decision")
+            .filter(|event| event["event"] == "claim_decision")
             .collect()
     }
 }
