@@ -108,4 +108,5 @@ print(json.dumps({"templateBody": json.dumps(body), "roleArn": os.environ["ROLE"
   ca_id=$(aws iot register-ca-certificate --ca-certificate "file://$vendor_ca" --certificate-mode SNI_ONLY \
     --set-as-active --allow-auto-registration --registration-config "$config" --query certificateId --output text)
   say "registered the vendor CA for JITP: certificate id $ca_id (thing name from the certificate's $field)"
+  say "for the rogue-device gate, deploy with --parameter-overrides VendorCaCertificateIds=$ca_id (docs/operations.md, Rogue devices)"
 fi

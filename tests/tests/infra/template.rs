@@ -465,9 +465,16 @@ fn the_vendor_ca_is_registered_for_jitp_in_sni_only_mode() {
     let ca = &resources(&template)["VendorCaCertificate"]["Properties"];
     assert_eq!(ca["CertificateMode"].as_str(), Some("SNI_ONLY"));
     assert_eq!(ca["AutoRegistrationStatus"].as_str(), Some("ENABLE"));
-    assert_eq!(render(&ca["RegistrationConfig"]["RoleArn"]), "ProvisioningRole.Arn");
+    // JITP is a named provisioning template, the one the CA registers with.
+    assert_eq!(render(&ca["RegistrationConfig"]["TemplateName"]), "ref:VendorJitpTemplate");
+    let jitp = &resources(&template)["VendorJitpTemplate"];
+    assert_eq!(jitp["Type"].as_str(), Some("AWS::IoT::ProvisioningTemplate"));
+    assert_eq!(jitp["Condition"].as_str(), Some("RegisterVendorCa"));
+    let jitp = &jitp["Properties"];
+    assert_eq!(jitp["TemplateType"].as_str(), Some("JITP"));
+    assert_eq!(render(&jitp["ProvisioningRoleArn"]), "ProvisioningRole.Arn");
     // The JITP template body is JSON once CloudFormation substitutes the parameters.
-    let body = render(&ca["RegistrationConfig"]["TemplateBody"])
+    let body = render(&jitp["TemplateBody"])
         .replace("${JitpThingNameField}", "CommonName")
         .replace("${DevicePolicy}", "device-policy");
     let body: serde_json::Value = serde_json::from_str(&body).expect("JITP template body is JSON");
@@ -520,4 +527,39 @@ fn the_table_is_protected_and_the_api_is_throttled_and_authorized() {
     assert_eq!(api["Auth"]["DefaultAuthorizer"].as_str(), Some("CognitoUsers"));
     let throttle = &api["MethodSettings"][0];
     assert!(!throttle["ThrottlingRateLimit"].is_null() && !throttle["ThrottlingBurstLimit"].is_null());
+}
+
+#[test]
+fn what_cannot_be_recreated_survives_replacement_and_deletion() {
+    let template = template();
+    // The ownership records, the label-code key (without it no stored code hash matches) and the
+    // claim-thing's key (it lives nowhere else).
+    for name in ["ClaimsTable", "LabelCodeKeySecret", "ClaimThingSecret"] {
+        let resource = &resources(&template)[name];
+        assert_eq!(resource["DeletionPolicy"].as_str(), Some("Retain"), "{name}");
+        assert_eq!(resource["UpdateReplacePolicy"].as_str(), Some("Retain"), "{name}");
+    }
+}
+
+#[test]
+fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
+    // Gateway responses take header values from request parameters or static values only
+    // (x-amazon-apigateway-gateway-responses.responseParameters); $context goes into the body.
+    let template = template();
+    let responses = resources(&template)["ClaimApi"]["Properties"]["GatewayResponses"]
+        .as_mapping()
+        .expect("GatewayResponses");
+    assert!(!responses.is_empty());
+    for (name, response) in responses {
+        if let Some(headers) = response["ResponseParameters"]["Headers"].as_mapping() {
+            for (header, value) in headers {
+                let value = value.as_str().unwrap_or_default();
+                let documented = (value.starts_with('\'') && value.ends_with('\''))
+                    || value.starts_with("method.request.");
+                assert!(documented, "{name:?}: {header:?} from {value}");
+            }
+        }
+        let body = response["ResponseTemplates"]["application/json"].as_str().unwrap_or_default();
+        assert!(body.contains("\"request_id\":\"$context.requestId\""), "{name:?}: {body}");
+    }
 }
