@@ -466,7 +466,10 @@ fn the_vendor_ca_is_registered_for_jitp_in_sni_only_mode() {
     assert_eq!(ca["CertificateMode"].as_str(), Some("SNI_ONLY"));
     assert_eq!(ca["AutoRegistrationStatus"].as_str(), Some("ENABLE"));
     // JITP is a named provisioning template, the one the CA registers with.
-    assert_eq!(render(&ca["RegistrationConfig"]["TemplateName"]), "ref:VendorJitpTemplate");
+    assert_eq!(
+        render(&ca["RegistrationConfig"]["TemplateName"]),
+        "ref:VendorJitpTemplate"
+    );
     let jitp = &resources(&template)["VendorJitpTemplate"];
     assert_eq!(jitp["Type"].as_str(), Some("AWS::IoT::ProvisioningTemplate"));
     assert_eq!(jitp["Condition"].as_str(), Some("RegisterVendorCa"));
@@ -554,12 +557,17 @@ fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
         if let Some(headers) = response["ResponseParameters"]["Headers"].as_mapping() {
             for (header, value) in headers {
                 let value = value.as_str().unwrap_or_default();
-                let documented = (value.starts_with('\'') && value.ends_with('\''))
-                    || value.starts_with("method.request.");
+                let documented =
+                    (value.starts_with('\'') && value.ends_with('\'')) || value.starts_with("method.request.");
                 assert!(documented, "{name:?}: {header:?} from {value}");
             }
         }
-        let body = response["ResponseTemplates"]["application/json"].as_str().unwrap_or_default();
-        assert!(body.contains("\"request_id\":\"$context.requestId\""), "{name:?}: {body}");
+        let body = response["ResponseTemplates"]["application/json"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            body.contains("\"request_id\":\"$context.requestId\""),
+            "{name:?}: {body}"
+        );
     }
 }
