@@ -11,7 +11,7 @@
 #   scripts/dev.sh status   show what runs
 #   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint, sam validate, all tests
 #                           against the real local engines (starts what is not running, stops what it
-#                           started), and the arm64 cross build of the functions for Lambda; prints
+#                           started), the arm64 cross build of the functions for Lambda and fuzz-api; prints
 #                           each step's time and a summary line "timings (s): ..." at the end
 #   scripts/dev.sh build-lambdas [PROFILE]
 #                           the functions for AWS Lambda arm64 as `sam build` ships them (release, the
@@ -22,7 +22,7 @@
 #                           the user routes and as an operator over the admin routes: all checks, a fixed
 #                           seed, FUZZ_API_EXAMPLES (200) examples per operation, about 1.5 minutes; prints a
 #                           summary and fails on any failure (starts the stack if needed, leaves it running).
-#                           `test` runs it too with SCHEMATHESIS=1 (off by default: known handler defects)
+#                           `test` runs it too (SCHEMATHESIS=0 skips it)
 #
 # The arm64 build in `test` uses the CI profile lambda-check (Cargo.toml: release without LTO and
 # without optimisation): it checks what can break there — the aarch64 target, the C code of aws-lc-sys,
@@ -32,8 +32,8 @@
 # scripts/dev.sh test checks (and sizes) exactly that.
 #
 # Environment: EXPRESSLINK_CACHE (tools cache, default ~/.cache/expresslink-claim), EXPRESSLINK_TARGET_DIR
-# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), SCHEMATHESIS (1: `test`
-# also runs fuzz-api), FUZZ_API_SEED, FUZZ_API_EXAMPLES, DDB_PORT (8000),
+# (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), SCHEMATHESIS (0: `test`
+# skips fuzz-api), FUZZ_API_SEED, FUZZ_API_EXAMPLES, DDB_PORT (8000),
 # MOTO_PORT (5000), API_PORT (9000: the local API Gateway), LAMBDA_PORT (API_PORT+1: cargo lambda watch's
 # Invoke API), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT
 # (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
