@@ -95,7 +95,8 @@ impl Stack {
         self.call_as(("x-local-user", user), method, path, body).await
     }
 
-    /// One admin API call as `operator` (the `x-local-operator` header stands in for IAM locally).
+    /// One admin API call as `operator`, an IAM principal ARN (the `x-local-operator` header stands in
+    /// for IAM locally: the local API Gateway makes it `requestContext.identity.userArn`).
     pub async fn admin(&self, method: &str, path: &str, operator: &str, body: Option<serde_json::Value>) -> Answer {
         let body = body.map(|value| value.to_string().into_bytes());
         self.call_as(("x-local-operator", operator), method, path, body).await

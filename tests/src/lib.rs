@@ -120,7 +120,7 @@ impl LocalStack {
             oem_port: var("MQTT_OEM_PORT", "8884").parse().unwrap_or(8884),
             https_staging_port: var("HTTPS_STAGING_PORT", "8443").parse().unwrap_or(8443),
             moto_url: var("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
-            api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/lambda-url/claim-api"),
+            api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/api"),
             api_log: var(
                 "CLAIM_API_LOG",
                 &root.join(".local/logs/claim-functions.log").display().to_string(),

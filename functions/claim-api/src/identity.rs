@@ -33,7 +33,8 @@ pub fn caller(request: &Request) -> Option<UserId> {
         .and_then(|raw| UserId::parse(&raw).ok())
 }
 
-/// The IAM principal of an admin call, as recorded in device histories.
+/// The IAM principal of an admin call, as recorded in device histories: an ARN is printable ASCII
+/// without spaces, so anything else (a header decoded lossily, U+FFFD) is no operator.
 pub fn operator(request: &Request) -> Option<String> {
     let from_iam = match request.request_context_ref() {
         Some(RequestContext::ApiGatewayV1(context)) => context.identity.user_arn.clone(),
@@ -47,7 +48,7 @@ pub fn operator(request: &Request) -> Option<String> {
     from_iam
         .filter(|arn| arn.starts_with("arn:"))
         .or_else(|| local_header(request, LOCAL_OPERATOR_HEADER))
-        .filter(|operator| (1..=512).contains(&operator.len()) && !operator.chars().any(char::is_control))
+        .filter(|operator| (1..=512).contains(&operator.len()) && operator.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 fn local_user(request: &Request) -> Option<String> {
@@ -122,6 +123,44 @@ mod tests {
         assert!(!list.allows("arn:aws:iam::111122223333:user/alicia"));
         assert!(!list.allows("arn:aws:sts::111122223333:assumed-role/Admin/bob"));
         assert!(OperatorAllowlist::parse("").unwrap_or_default().allows("anyone"));
+    }
+
+    /// A REST API event (payload 1.0) with this IAM caller and Cognito `sub`, as the local API
+    /// Gateway builds it from the local headers (values decoded lossily).
+    fn rest_event(user_arn: &str, sub: &str) -> Request {
+        let event = serde_json::json!({
+            "resource": "/v1/devices", "path": "/v1/devices", "httpMethod": "GET",
+            "headers": {}, "multiValueHeaders": {}, "queryStringParameters": null,
+            "multiValueQueryStringParameters": null, "pathParameters": null, "stageVariables": null,
+            "requestContext": {
+                "stage": "api", "requestId": "r", "httpMethod": "GET", "resourcePath": "/v1/devices",
+                "identity": {"userArn": user_arn}, "authorizer": {"claims": {"sub": sub}}
+            },
+            "body": null, "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn identities_that_are_not_printable_ascii_are_nobody() {
+        let request = rest_event("arn:aws:iam::111122223333:user/ops", "user-1");
+        assert_eq!(
+            operator(&request).as_deref(),
+            Some("arn:aws:iam::111122223333:user/ops")
+        );
+        assert_eq!(
+            caller(&request).map(|user| user.as_str().to_owned()).as_deref(),
+            Some("user-1")
+        );
+        for (arn, sub) in [
+            ("arn:aws:iam::1:user/\u{fffd}", "caf\u{fffd}"),
+            ("arn:aws:iam::1:user/caf\u{e9}", "caf\u{e9}"),
+            ("arn:aws:iam::1:user/a b", "a b"),
+        ] {
+            let request = rest_event(arn, sub);
+            assert_eq!(operator(&request), None, "{arn}");
+            assert!(caller(&request).is_none(), "{sub}");
+        }
     }
 
     #[test]

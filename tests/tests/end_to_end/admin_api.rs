@@ -107,7 +107,7 @@ async fn import_answers_per_item_is_idempotent_and_records_the_operator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inspect_names_the_reason_a_device_cannot_be_claimed() {
     let stack = Stack::connect().await;
-    let operator = "support-engineer";
+    let operator = "arn:aws:iam::123456789012:user/support-engineer";
     let alice = unique("alice");
 
     let unknown = inspect(&stack, operator, &unique("never-imported")).await;
@@ -214,16 +214,30 @@ async fn admin_routes_need_an_operator_and_user_routes_a_user() {
         (as_user.status, as_user.body["error"]["code"].as_str()),
         (403, Some("forbidden"))
     );
-    let as_operator = stack.admin("GET", "/v1/devices", "support-engineer", None).await;
+    let as_operator = stack
+        .admin(
+            "GET",
+            "/v1/devices",
+            "arn:aws:iam::123456789012:user/support-engineer",
+            None,
+        )
+        .await;
     assert_eq!(as_operator.status, 401);
-    let unknown = stack.admin("GET", "/v1/admin/claims", "support-engineer", None).await;
+    let unknown = stack
+        .admin(
+            "GET",
+            "/v1/admin/claims",
+            "arn:aws:iam::123456789012:user/support-engineer",
+            None,
+        )
+        .await;
     assert_eq!(unknown.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_who_keeps_guessing_codes_is_rate_limited_and_inspect_names_it() {
     let stack = Stack::connect().await;
-    let operator = "support-engineer";
+    let operator = "arn:aws:iam::123456789012:user/support-engineer";
     let guesser = unique("guesser");
     let thing = stack.new_device(DEMO_VENDOR).await;
     // Inspected for the user in the support ticket.

@@ -37,7 +37,12 @@ async fn claim_and_receive(stack: &Stack, sku: &str, region: Option<&str>) -> (S
         })
         .unwrap();
     let inspected = stack
-        .admin("GET", &format!("/v1/admin/devices/{thing}"), "selection-test", None)
+        .admin(
+            "GET",
+            &format!("/v1/admin/devices/{thing}"),
+            "arn:aws:iam::123456789012:user/selection-test",
+            None,
+        )
         .await;
     (
         received,

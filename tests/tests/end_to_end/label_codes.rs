@@ -31,7 +31,7 @@ async fn import(stack: &Stack, item: serde_json::Value, answers: &mut Vec<String
         .admin(
             "PUT",
             "/v1/admin/devices",
-            "label-code-test",
+            "arn:aws:iam::123456789012:user/label-code-test",
             Some(json!({ "devices": [item] })),
         )
         .await;
@@ -71,7 +71,12 @@ async fn a_device_with_its_own_label_code_is_claimed_by_it_and_the_code_stays_se
     let inspected = keep(
         &mut answers,
         stack
-            .admin("GET", &format!("/v1/admin/devices/{closed}"), "label-code-test", None)
+            .admin(
+                "GET",
+                &format!("/v1/admin/devices/{closed}"),
+                "arn:aws:iam::123456789012:user/label-code-test",
+                None,
+            )
             .await,
     );
     assert_eq!(inspected.body["has_label_code"], true);
@@ -84,7 +89,7 @@ async fn a_device_with_its_own_label_code_is_claimed_by_it_and_the_code_stays_se
             .admin(
                 "PUT",
                 "/v1/admin/devices",
-                "label-code-test",
+                "arn:aws:iam::123456789012:user/label-code-test",
                 Some(
                     json!({"devices": [{"thing_name": format!("lc-dup-{run}"), "vendor": DEMO_VENDOR, "code": code}]}),
                 ),
@@ -140,7 +145,12 @@ async fn a_device_with_its_own_label_code_is_claimed_by_it_and_the_code_stays_se
     let inspected = keep(
         &mut answers,
         stack
-            .admin("GET", &format!("/v1/admin/devices/{open}"), "label-code-test", None)
+            .admin(
+                "GET",
+                &format!("/v1/admin/devices/{open}"),
+                "arn:aws:iam::123456789012:user/label-code-test",
+                None,
+            )
             .await,
     );
     assert_eq!(
