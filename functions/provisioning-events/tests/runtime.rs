@@ -96,6 +96,38 @@ async fn every_payload_ends_in_a_response_and_the_runtime_lives_on() {
 /// Just enough of the [Lambda Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html)
 /// over HTTP/1.1 (request line, headers, `Content-Length` bodies, keep-alive), and the function's
 /// process.
+/// `ApplicationLogLevel: WARN` (Lambda sets `AWS_LAMBDA_LOG_LEVEL`): the warnings still reach the
+/// log with their level, the INFO lines do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_warn_the_warnings_stay_and_the_info_lines_go() {
+    let payloads = vec![
+        b"xyz".to_vec(),
+        include_bytes!("fixtures/certificate_registered.json").to_vec(),
+    ];
+    let mut api = RuntimeApi::start(payloads).await;
+    let mut function = Function::start_with(api.address, &[("AWS_LAMBDA_LOG_LEVEL", "WARN")]);
+    for _ in 0..2 {
+        assert!(matches!(api.next_report().await, Report::Response { .. }));
+    }
+    let output = function.stop();
+    let logged: Vec<Value> = output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line.get("level").is_some())
+        .collect();
+    let malformed = logged
+        .iter()
+        .find(|line| line["event"] == "iot_event" && line["outcome"] == "malformed")
+        .unwrap_or_else(|| panic!("the warning is logged:\n{output}"));
+    assert_eq!(malformed["level"], "WARN");
+    assert!(
+        logged
+            .iter()
+            .all(|line| line["level"] == "WARN" || line["level"] == "ERROR"),
+        "only warnings and errors at WARN:\n{output}"
+    );
+}
+
 mod runtime_api {
     use std::{
         collections::VecDeque,
@@ -279,6 +311,11 @@ mod runtime_api {
 
     impl Function {
         pub fn start(api: SocketAddr) -> Self {
+            Self::start_with(api, &[])
+        }
+
+        /// With more environment variables (the function's settings as Lambda sets them).
+        pub fn start_with(api: SocketAddr, more: &[(&str, &str)]) -> Self {
             let mut child = Command::new(env!("CARGO_BIN_EXE_provisioning-events"))
                 .env_clear()
                 .envs([
@@ -293,6 +330,7 @@ mod runtime_api {
                     ("AWS_EC2_METADATA_DISABLED", "true"),
                     ("CLAIMS_TABLE", "no-table-needed"),
                 ])
+                .envs(more.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
