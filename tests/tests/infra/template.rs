@@ -571,3 +571,70 @@ fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
         );
     }
 }
+
+/// The metrics the code emits in the stack's own namespace, with their dimension: every
+/// `metrics::count("Name", ("dimension", …))` in the functions and the shared crate.
+fn emitted_metrics() -> BTreeSet<(String, String)> {
+    let root = template_path().with_file_name("");
+    let mut sources = Vec::new();
+    for dir in ["shared/src", "functions"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                sources.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let calls = ["count(\"", "count_n(\""];
+    sources
+        .iter()
+        .flat_map(|source| calls.iter().flat_map(move |call| source.split(call).skip(1)))
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once('"')?;
+            let dimension = rest.split_once("(\"")?.1.split_once('"')?.0;
+            Some((name.to_owned(), dimension.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_alarm_on_the_stacks_own_metrics_watches_a_metric_the_code_emits() {
+    let template = template();
+    let emitted = emitted_metrics();
+    assert!(
+        emitted.contains(&("PublishFailed".to_owned(), "error_code".to_owned())),
+        "{emitted:?}"
+    );
+    let mut checked = 0;
+    for (name, alarm) in of_type(&template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        let watched: Vec<(String, String)> = if properties["Namespace"].as_str() == Some("ExpressLinkClaims") {
+            let dimension = properties["Dimensions"][0]["Name"].as_str().unwrap_or_default();
+            vec![(
+                properties["MetricName"].as_str().unwrap_or_default().to_owned(),
+                dimension.to_owned(),
+            )]
+        } else {
+            // Metrics Insights: SELECT SUM(<metric>) FROM SCHEMA(ExpressLinkClaims, <dimension>)
+            list(&properties["Metrics"])
+                .iter()
+                .filter_map(|query| query["Expression"].as_str())
+                .filter_map(|expression| {
+                    let metric = expression.split_once("SUM(")?.1.split_once(')')?.0;
+                    let dimension = expression.split_once("SCHEMA(ExpressLinkClaims,")?.1.split_once(')')?.0;
+                    Some((metric.to_owned(), dimension.trim().trim_matches('"').to_owned()))
+                })
+                .collect()
+        };
+        for metric in watched {
+            assert!(
+                emitted.contains(&metric),
+                "{name} watches {metric:?}, which nothing emits: {emitted:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the stack's own metrics are alarmed on");
+}
