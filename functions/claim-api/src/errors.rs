@@ -167,7 +167,7 @@ impl From<RetryError> for ApiError {
                     "This claim was retried a moment ago. Please wait a few seconds.",
                 )
             },
-            RetryError::Busy => Self::unavailable(),
+            RetryError::Busy | RetryError::CertificateControl(_) => Self::unavailable(),
             RetryError::Store(err) => err.into(),
         }
     }

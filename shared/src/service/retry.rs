@@ -6,7 +6,7 @@
 
 use time::Duration;
 
-use super::{ClaimService, Clock};
+use super::{quarantine::lift_into, ClaimService, Clock};
 use crate::{
     domain::{
         claim::{Claim, ClaimState},
@@ -14,7 +14,7 @@ use crate::{
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, UserId},
     },
-    ports::{DeviceChange, OwnershipStore, StoreError},
+    ports::{ControlError, DeviceChange, OwnershipStore, StoreError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +30,10 @@ pub enum RetryError {
     TooSoon { retry_after: Duration },
     #[error("too much contention on this device, try again")]
     Busy,
+    /// The device is quarantined and its certificate could not be activated again; nothing was
+    /// written (`503`).
+    #[error(transparent)]
+    CertificateControl(#[from] ControlError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -102,6 +106,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 ));
             } else {
                 return Err(RetryError::NotRetryable);
+            }
+            // A device that arrived after its claim's grace was quarantined; its owner's retry (a
+            // claim again) brings it back, as a new claim would.
+            if let Some(quarantine) = &device.quarantine {
+                self.reactivate(quarantine).await?;
+                lift_into(&mut change, Actor::User(user.clone()), Some(claim_id.clone()), now);
             }
             change.update_claim(before, claim.clone());
             if self.try_commit(change, attempt).await? {

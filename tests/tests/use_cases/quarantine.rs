@@ -10,7 +10,9 @@ use claim_shared::{
         history::HistoryEvent,
         quarantine::{GatePolicy, QuarantineReason},
     },
-    service::{ArrivalOutcome, ClaimError, ClaimOutcome, ClaimService, ClaimSettings, GateOutcome, LiftOutcome},
+    service::{
+        ArrivalOutcome, ClaimError, ClaimOutcome, ClaimService, ClaimSettings, GateOutcome, LiftOutcome, RetryError,
+    },
 };
 use claim_tests::{
     certificates::RecordingControl,
@@ -18,13 +20,14 @@ use claim_tests::{
     on_both_stores, ManualClock,
 };
 
-use super::{assert_contiguous, request, thing, Steps};
+use super::{assert_contiguous, request, thing, user, Steps};
 
 on_both_stores!(
     devices_nothing_sent_are_quarantined_once_and_listed,
     expected_arrivals_are_never_quarantined,
     only_the_vendors_certificates_are_ever_touched,
     a_claim_lifts_the_quarantine_and_a_failed_lift_changes_nothing,
+    a_retry_of_the_expired_claim_lifts_the_quarantine_of_a_late_device,
     a_disabled_device_is_quarantined_and_enabling_it_lifts_that,
     operators_list_and_lift_quarantines,
 );
@@ -294,4 +297,42 @@ async fn operators_list_and_lift_quarantines<S: TestStore>(fx: Fixture<S>) {
     assert_eq!(device.quarantine, None);
     let last = fx.history("dev-spare").await.pop().unwrap();
     assert_eq!(last.event, HistoryEvent::QuarantineLifted);
+}
+
+async fn a_retry_of_the_expired_claim_lifts_the_quarantine_of_a_late_device<S: TestStore>(fx: Fixture<S>) {
+    let control = RecordingControl::default();
+    let service = gated(&fx, &control);
+    fx.import("dev-slow").await;
+    control.issue(&certificate(9), VENDOR_CA);
+    let claim = service.claim(&request("gina", "dev-slow", None)).await.unwrap();
+    let claim_id = claim.claim().claim_id.clone();
+    // The module arrives long after the deadline and the grace: unexpected by then.
+    let settings = ClaimSettings::default();
+    fx.clock
+        .advance(settings.deadline + settings.arrival_grace + time::Duration::minutes(1));
+    service.sweep_overdue(100).await.unwrap();
+    let (arrival, gate) = arrive(&service, "dev-slow", &certificate(9)).await;
+    assert_eq!(arrival, ArrivalOutcome::Unclaimed);
+    assert!(matches!(gate, GateOutcome::Quarantined(_)), "{gate:?}");
+
+    // Its owner retries the expired claim: renewed, and the certificate works again.
+    control.set_down(true);
+    let refused = service.retry(&user("gina"), &claim_id).await;
+    assert!(matches!(refused, Err(RetryError::CertificateControl(_))), "{refused:?}");
+    assert!(fx
+        .store
+        .device(&thing("dev-slow"))
+        .await
+        .unwrap()
+        .unwrap()
+        .quarantine
+        .is_some());
+    control.set_down(false);
+    let renewed = service.retry(&user("gina"), &claim_id).await.unwrap();
+    assert!(renewed.is_live(service.now()));
+    assert_eq!(control.is_active(&certificate(9)), Some(true));
+    let device = fx.store.device(&thing("dev-slow")).await.unwrap().unwrap();
+    assert_eq!(device.quarantine, None);
+    assert!(service.quarantines(None, 10).await.unwrap().is_empty());
+    assert_contiguous(&fx.history("dev-slow").await);
 }
