@@ -32,7 +32,14 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let existing = self.store.device(&new.thing_name).await?;
             let (mut change, outcome) = match new.decide(existing.as_ref(), now) {
                 ImportDecision::Unchanged => return Ok(ImportOutcome::Unchanged),
-                ImportDecision::Create(device) => (DeviceChange::create(device), ImportOutcome::Created),
+                ImportDecision::Create(mut device) => {
+                    // A thing quarantined while it was unknown stays quarantined as a registry
+                    // device, so that a claim of it lifts the quarantine (its entry exists already).
+                    device.quarantine = self.store.quarantine(&new.thing_name).await?;
+                    let mut change = DeviceChange::create(device);
+                    change.previous_quarantine = change.device.quarantine.clone();
+                    (change, ImportOutcome::Created)
+                }
                 ImportDecision::Update { before, after } => {
                     (DeviceChange::replacing(before, after), ImportOutcome::Updated)
                 }

@@ -28,6 +28,7 @@ on_both_stores!(
     only_the_vendors_certificates_are_ever_touched,
     a_claim_lifts_the_quarantine_and_a_failed_lift_changes_nothing,
     a_retry_of_the_expired_claim_lifts_the_quarantine_of_a_late_device,
+    a_thing_quarantined_before_its_import_is_brought_back_by_a_claim,
     a_disabled_device_is_quarantined_and_enabling_it_lifts_that,
     operators_list_and_lift_quarantines,
 );
@@ -335,4 +336,24 @@ async fn a_retry_of_the_expired_claim_lifts_the_quarantine_of_a_late_device<S: T
     assert_eq!(device.quarantine, None);
     assert!(service.quarantines(None, 10).await.unwrap().is_empty());
     assert_contiguous(&fx.history("dev-slow").await);
+}
+
+async fn a_thing_quarantined_before_its_import_is_brought_back_by_a_claim<S: TestStore>(fx: Fixture<S>) {
+    let control = RecordingControl::default();
+    let service = gated(&fx, &control);
+    control.issue(&certificate(10), VENDOR_CA);
+    let (arrival, _) = arrive(&service, "dev-early", &certificate(10)).await;
+    assert_eq!(arrival, ArrivalOutcome::UnknownThing);
+    fx.import("dev-early").await;
+    let device = fx.store.device(&thing("dev-early")).await.unwrap().unwrap();
+    assert_eq!(
+        device.quarantine.as_ref().map(|q| q.reason),
+        Some(QuarantineReason::UnknownThing)
+    );
+
+    let Ok(ClaimOutcome::Created(_)) = service.claim(&request("hank", "dev-early", None)).await else {
+        panic!("claimable once imported");
+    };
+    assert_eq!(control.is_active(&certificate(10)), Some(true));
+    assert!(service.quarantines(None, 10).await.unwrap().is_empty());
 }
