@@ -33,14 +33,16 @@ pub async fn provision(iot: &Client, thing: &str, cert_pem: &str, ca_pem: &str) 
         .status(CertificateStatus::Active)
         .send()
         .await;
-    let certificate_id = match registered {
-        Ok(out) => out.certificate_id().unwrap_or_default().to_owned(),
+    let registered = match registered {
+        Ok(out) => out,
         Err(err) if err.code() == Some("ResourceAlreadyExistsException") => {
             return certificate_id_of(cert_pem).ok_or_else(|| "not a certificate".to_owned());
         }
         Err(err) => return Err(format!("RegisterCertificate: {}", err.message().unwrap_or("failed"))),
     };
-    let arn = format!("arn:aws:iot:us-east-1:123456789012:cert/{certificate_id}");
+    let (Some(certificate_id), Some(arn)) = (registered.certificate_id(), registered.certificate_arn()) else {
+        return Err("RegisterCertificate: no certificate id or ARN in the answer".to_owned());
+    };
     let _ = iot.create_thing().thing_name(thing).send().await;
     iot.attach_thing_principal()
         .thing_name(thing)
@@ -48,7 +50,7 @@ pub async fn provision(iot: &Client, thing: &str, cert_pem: &str, ca_pem: &str) 
         .send()
         .await
         .map_err(|err| format!("AttachThingPrincipal: {}", err.message().unwrap_or("failed")))?;
-    Ok(certificate_id)
+    Ok(certificate_id.to_owned())
 }
 
 /// Whether the certificate is active (`None`: not registered).

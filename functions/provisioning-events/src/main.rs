@@ -12,15 +12,8 @@ async fn main() -> Result<(), Error> {
     let region = wiring.aws().region().map(ToString::to_string);
     // With the control plane: the rogue-device gate (QUARANTINE_ROGUE_DEVICES).
     let claims = wiring.with_certificates(wiring.service()?)?;
-    if !claims.gate_policy().armed() {
-        tracing::warn!(
-            event = "quarantine_gate_off",
-            reason = if claims.gate_policy().enabled {
-                "no VENDOR_CA_CERTIFICATE_IDS"
-            } else {
-                "QUARANTINE_ROGUE_DEVICES=false"
-            },
-        );
+    if let Some(reason) = claims.gate_policy().off_because() {
+        tracing::warn!(event = "quarantine_gate_off", reason);
     }
     let handler = service_fn(|event: LambdaEvent<RawPayload>| {
         let (claims, region) = (&claims, region.as_deref());

@@ -83,7 +83,18 @@ pub enum GateDecision {
 impl GatePolicy {
     /// Whether the gate may act at all (it is on and knows the vendor's CA).
     pub fn armed(&self) -> bool {
-        self.enabled && !self.vendor_ca_ids.is_empty()
+        self.off_because().is_none()
+    }
+
+    /// Why the gate cannot act, naming the setting to change.
+    pub fn off_because(&self) -> Option<&'static str> {
+        if !self.enabled {
+            Some("QUARANTINE_ROGUE_DEVICES=false")
+        } else if self.vendor_ca_ids.is_empty() {
+            Some("no VENDOR_CA_CERTIFICATE_IDS")
+        } else {
+            None
+        }
     }
 
     pub fn decide(&self, facts: Option<&CertificateFacts>) -> GateDecision {
@@ -152,6 +163,9 @@ mod tests {
             enabled: true,
             vendor_ca_ids: Vec::new(),
         };
+        assert_eq!(off.off_because(), Some("QUARANTINE_ROGUE_DEVICES=false"));
+        assert_eq!(blind.off_because(), Some("no VENDOR_CA_CERTIFICATE_IDS"));
+        assert_eq!(policy().off_because(), None);
         for gate in [off, blind] {
             assert!(!gate.armed());
             assert_eq!(

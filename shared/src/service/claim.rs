@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{elapsed_ms, quarantine::lift_into, ClaimService, Clock};
+use super::{elapsed_ms, ClaimService, Clock};
 use crate::{
     domain::{
         attempts::AttemptScope,
@@ -323,9 +323,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             // A claim is the legitimate way back for a quarantined device: its certificate works
             // again before the claim exists, so the endpoint message can bring it in.
             if let Some(quarantine) = &device.quarantine {
-                self.reactivate(quarantine).await?;
                 let user = Actor::User(request.user.clone());
-                lift_into(&mut change, user, Some(claim.claim_id.clone()), now);
+                self.lift_in(&mut change, quarantine, user, Some(claim.claim_id.clone()), now)
+                    .await?;
             }
 
             if self.try_commit(change, attempt).await? {

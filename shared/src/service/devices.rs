@@ -1,7 +1,7 @@
 //! The device registry: importing device records (admin API, `claimctl import`) and the operator
 //! switch that disables or enables claiming a device. Neither touches ownership.
 
-use super::{quarantine::lift_into, ClaimService, Clock, DeviceOpError};
+use super::{ClaimService, Clock, DeviceOpError};
 use crate::{
     domain::{
         device::{Device, Holder},
@@ -125,8 +125,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 .as_ref()
                 .filter(|quarantine| !disabled && quarantine.reason == QuarantineReason::Disabled);
             if let Some(quarantine) = disabled_quarantine {
-                self.reactivate(quarantine).await?;
-                lift_into(&mut change, Actor::Operator(operator.to_owned()), None, now);
+                let actor = Actor::Operator(operator.to_owned());
+                self.lift_in(&mut change, quarantine, actor, None, now).await?;
             }
             let updated = change.device.clone();
             if self.try_commit(change, attempt).await? {

@@ -215,8 +215,23 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Err(DeviceOpError::Busy)
     }
 
+    /// Ends `quarantine` in `change` (a claim, a retry, enabling): the certificate is activated
+    /// first, so no record ever says the quarantine ended while the certificate is still off.
+    pub(super) async fn lift_in(
+        &self,
+        change: &mut DeviceChange,
+        quarantine: &Quarantine,
+        actor: Actor,
+        claim_id: Option<ClaimId>,
+        now: time::OffsetDateTime,
+    ) -> Result<(), ControlError> {
+        self.reactivate(quarantine).await?;
+        lift_into(change, actor, claim_id, now);
+        Ok(())
+    }
+
     /// Activates the quarantined certificate again (before any record says the quarantine ended).
-    pub(super) async fn reactivate(&self, quarantine: &Quarantine) -> Result<(), ControlError> {
+    async fn reactivate(&self, quarantine: &Quarantine) -> Result<(), ControlError> {
         let control = self
             .certificates
             .as_ref()
@@ -226,7 +241,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 }
 
 /// Ends the device's quarantine in `change` (its certificate is active again), with a history entry.
-pub(super) fn lift_into(change: &mut DeviceChange, actor: Actor, claim_id: Option<ClaimId>, now: time::OffsetDateTime) {
+fn lift_into(change: &mut DeviceChange, actor: Actor, claim_id: Option<ClaimId>, now: time::OffsetDateTime) {
     change.device.quarantine = None;
     change.record(NewHistoryEntry::new(
         now,

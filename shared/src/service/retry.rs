@@ -6,7 +6,7 @@
 
 use time::Duration;
 
-use super::{quarantine::lift_into, ClaimService, Clock};
+use super::{ClaimService, Clock};
 use crate::{
     domain::{
         claim::{Claim, ClaimState},
@@ -110,8 +110,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             // A device that arrived after its claim's grace was quarantined; its owner's retry (a
             // claim again) brings it back, as a new claim would.
             if let Some(quarantine) = &device.quarantine {
-                self.reactivate(quarantine).await?;
-                lift_into(&mut change, Actor::User(user.clone()), Some(claim_id.clone()), now);
+                let owner = Actor::User(user.clone());
+                self.lift_in(&mut change, quarantine, owner, Some(claim_id.clone()), now)
+                    .await?;
             }
             change.update_claim(before, claim.clone());
             if self.try_commit(change, attempt).await? {

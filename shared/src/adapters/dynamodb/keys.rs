@@ -30,8 +30,11 @@ pub(super) const CODE_SK: &str = "#CODE";
 /// The quarantine list: one partition (quarantines are rare), sorted by ThingName.
 pub(super) const QUARANTINE_PK: &str = "QUARANTINE";
 
+/// The sort key prefix of quarantine entries; it sorts before every entry's key.
+pub(super) const QUARANTINE_SK_PREFIX: &str = "THING#";
+
 pub(super) fn quarantine_sk(thing: &ThingName) -> String {
-    format!("THING#{thing}")
+    format!("{QUARANTINE_SK_PREFIX}{thing}")
 }
 
 pub(super) fn code_pk(hash: &CodeHash) -> String {

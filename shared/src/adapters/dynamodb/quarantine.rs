@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 
 use super::{
     items::{quarantine_from, quarantine_item, s},
-    keys::{quarantine_sk, QUARANTINE_PK},
+    keys::{quarantine_sk, QUARANTINE_PK, QUARANTINE_SK_PREFIX},
     store::{unavailable, DynamoOwnershipStore},
 };
 use crate::{
@@ -28,19 +28,18 @@ impl DynamoOwnershipStore {
         after: Option<&ThingName>,
         limit: u32,
     ) -> Result<Vec<Quarantine>, StoreError> {
-        let mut query = self
+        let after = after.map_or_else(|| QUARANTINE_SK_PREFIX.to_owned(), quarantine_sk);
+        let out = self
             .client()
             .query()
             .table_name(self.table())
             .key_condition_expression("pk = :pk AND sk > :after")
             .expression_attribute_values(":pk", s(QUARANTINE_PK))
-            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000));
-        // `THING#` sorts before every `THING#<name>`.
-        query = query.expression_attribute_values(
-            ":after",
-            s(after.map(quarantine_sk).unwrap_or_else(|| "THING#".to_owned())),
-        );
-        let out = query.send().await.map_err(unavailable)?;
+            .expression_attribute_values(":after", s(after))
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .send()
+            .await
+            .map_err(unavailable)?;
         out.items().iter().map(quarantine_from).collect()
     }
 
