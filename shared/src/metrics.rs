@@ -1,63 +1,250 @@
-//! CloudWatch metrics in the Embedded Metric Format: one JSON line on stdout per count, which
-//! Lambda's log pipeline turns into a metric (namespace `ExpressLinkClaims`). No client, no extra
-//! latency, and the line doubles as a searchable log record.
+//! The product's CloudWatch metrics: every metric the code emits is declared in [`CATALOGUE`] and
+//! recorded through one function below, so the template's alarms and dashboard (checked by
+//! `tests/tests/infra`) and the emitted documents (checked on the functions' real output) can be
+//! held against one list.
+//!
+//! Recording goes through the `metrics` facade; in the functions, `metrics_cloudwatch_embedded`
+//! collects and writes one Embedded Metric Format document per dimension set on stdout after each
+//! invocation ([`install`]), which CloudWatch Logs turns into metrics: no client, no extra
+//! latency. Without an installed recorder (tests, `claimctl`) recording does nothing.
+//!
+//! Dimensions are bounded: outcome and reason names from the code, vendor names, transports.
+//! Never a device, user or claim. The funnel counts and distributions are recorded twice: once
+//! without dimensions (the total that alarms and the dashboard use) and once per vendor (and
+//! transport), because the collector writes one dimension set per document.
 
-use serde_json::{json, Map, Value};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram, Unit};
 
 pub const NAMESPACE: &str = "ExpressLinkClaims";
 
-/// Counts one occurrence of `metric`, split by `dimension` (e.g. `("outcome", "created")`).
-pub fn count(metric: &str, dimension: (&str, &str)) {
-    count_n(metric, dimension, 1);
+/// What a metric is in CloudWatch's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Summed per period.
+    Count,
+    /// Every value kept: percentiles (p50/p99) are available.
+    Distribution,
+    /// The latest reading per invocation.
+    Gauge,
 }
 
-pub fn count_n(metric: &str, dimension: (&str, &str), n: u64) {
-    println!("{}", emf_line(metric, dimension, n, time::OffsetDateTime::now_utc()));
+/// One metric as CloudWatch will see it: its name, what it measures, and every dimension set it
+/// is emitted with (`[]` is the dimensionless total).
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub unit: &'static str,
+    pub dimension_sets: &'static [&'static [&'static str]],
+    pub meaning: &'static str,
 }
 
-/// The EMF document for `n` occurrences (separate for testing).
-pub fn emf_line(metric: &str, dimension: (&str, &str), n: u64, at: time::OffsetDateTime) -> String {
-    let millis = i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
-    let mut document = Map::new();
-    document.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": millis,
-            "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
-                "Dimensions": [[dimension.0]],
-                "Metrics": [{"Name": metric, "Unit": "Count"}],
-            }],
-        }),
-    );
-    document.insert(dimension.0.into(), Value::String(dimension.1.into()));
-    document.insert(metric.into(), json!(n));
-    Value::Object(document).to_string()
+const TOTAL: &[&str] = &[];
+
+pub const CATALOGUE: &[MetricSpec] = &[
+    MetricSpec {
+        name: "ClaimRequests",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "Claim requests by outcome: created, existing, or the rejection (already_claimed, rate_limited, …)",
+    },
+    MetricSpec {
+        name: "ClaimsAccepted",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[TOTAL, &["vendor"]],
+        meaning: "New claims accepted (a device reserved for a user)",
+    },
+    MetricSpec {
+        name: "EndpointPublished",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[TOTAL, &["transport", "vendor"]],
+        meaning: "Endpoint messages acknowledged by the staging endpoint",
+    },
+    MetricSpec {
+        name: "PublishFailed",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[TOTAL, &["error_code", "transport", "vendor"]],
+        meaning: "Endpoint message attempts that failed (retried with backoff until the claim expires)",
+    },
+    MetricSpec {
+        name: "ClaimToPublishMs",
+        kind: Kind::Distribution,
+        unit: "Milliseconds",
+        dimension_sets: &[TOTAL, &["transport", "vendor"]],
+        meaning: "From a claim's acceptance to its endpoint message's acknowledgement (PUBACK or 200)",
+    },
+    MetricSpec {
+        name: "PublishAttemptsPerClaim",
+        kind: Kind::Distribution,
+        unit: "Count",
+        dimension_sets: &[TOTAL],
+        meaning: "Attempts a claim needed until its endpoint message was acknowledged",
+    },
+    MetricSpec {
+        name: "ClaimsProvisioned",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[TOTAL, &["vendor"]],
+        meaning: "Claims completed: the device arrived in the OEM account",
+    },
+    MetricSpec {
+        name: "ClaimToArrivalMs",
+        kind: Kind::Distribution,
+        unit: "Milliseconds",
+        dimension_sets: &[TOTAL, &["vendor"]],
+        meaning: "From a claim's acceptance to its device's arrival in the OEM account",
+    },
+    MetricSpec {
+        name: "ClaimsExpired",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[TOTAL, &["by"]],
+        meaning: "Claims whose device did not arrive in time (by: sweep, or the read that noticed)",
+    },
+    MetricSpec {
+        name: "DevicesReleased",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["by"]],
+        meaning: "Devices released (by: owner or operator)",
+    },
+    MetricSpec {
+        name: "OutboxAgeSeconds",
+        kind: Kind::Gauge,
+        unit: "Seconds",
+        dimension_sets: &[TOTAL],
+        meaning: "Age of the oldest claim whose endpoint message is due, at each scheduled delivery run (0: none due)",
+    },
+    MetricSpec {
+        name: "DeviceArrivals",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "Devices connecting to the OEM endpoint, by what their arrival meant",
+    },
+    MetricSpec {
+        name: "Quarantines",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "Rogue-device gate decisions that deactivated (or would have) a certificate",
+    },
+    MetricSpec {
+        name: "IotEvents",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "IoT events that were not for this stack (ignored) or not readable (malformed)",
+    },
+    MetricSpec {
+        name: "AttemptCountFailures",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "Failed label-code attempts that could not be counted (table unavailable)",
+    },
+];
+
+/// The spec of `name` (tests and tools).
+pub fn spec(name: &str) -> Option<&'static MetricSpec> {
+    CATALOGUE.iter().find(|spec| spec.name == name)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
 
-    #[test]
-    fn a_count_is_a_valid_emf_document() {
-        let line = emf_line(
-            "ClaimRequests",
-            ("outcome", "created"),
-            1,
-            time::macros::datetime!(2026-01-01 0:00 UTC),
-        );
-        let doc: Value = serde_json::from_str(&line).expect("JSON");
-        assert_eq!(doc["_aws"]["Timestamp"], 1_767_225_600_000i64);
-        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Namespace"], NAMESPACE);
-        assert_eq!(directive["Dimensions"], json!([["outcome"]]));
-        assert_eq!(
-            directive["Metrics"][0],
-            json!({"Name": "ClaimRequests", "Unit": "Count"})
-        );
-        // Every dimension and metric named in the directive is a top-level member.
-        assert_eq!(doc["outcome"], "created");
-        assert_eq!(doc["ClaimRequests"], 1);
+pub fn claim_request(outcome: &'static str) {
+    counter!("ClaimRequests", "outcome" => outcome).increment(1);
+}
+
+pub fn claim_accepted(vendor: &str) {
+    counter!("ClaimsAccepted").increment(1);
+    counter!("ClaimsAccepted", "vendor" => vendor.to_owned()).increment(1);
+}
+
+/// An endpoint message acknowledged, `since_claim` after the claim was accepted, at its
+/// `attempts`-th attempt.
+pub fn endpoint_published(vendor: &str, transport: &'static str, since_claim: Duration, attempts: u32) {
+    let labels = [("transport", transport.to_owned()), ("vendor", vendor.to_owned())];
+    counter!("EndpointPublished").increment(1);
+    counter!("EndpointPublished", &labels).increment(1);
+    histogram!("ClaimToPublishMs").record(millis(since_claim));
+    histogram!("ClaimToPublishMs", &labels).record(millis(since_claim));
+    histogram!("PublishAttemptsPerClaim").record(f64::from(attempts));
+}
+
+pub fn publish_failed(vendor: &str, transport: &'static str, error_code: &'static str) {
+    let labels = [
+        ("error_code", error_code.to_owned()),
+        ("transport", transport.to_owned()),
+        ("vendor", vendor.to_owned()),
+    ];
+    counter!("PublishFailed").increment(1);
+    counter!("PublishFailed", &labels).increment(1);
+}
+
+pub fn claim_provisioned(vendor: &str, since_claim: Duration) {
+    counter!("ClaimsProvisioned").increment(1);
+    counter!("ClaimsProvisioned", "vendor" => vendor.to_owned()).increment(1);
+    histogram!("ClaimToArrivalMs").record(millis(since_claim));
+    histogram!("ClaimToArrivalMs", "vendor" => vendor.to_owned()).record(millis(since_claim));
+}
+
+pub fn claims_expired(by: &'static str, count: u64) {
+    counter!("ClaimsExpired").increment(count);
+    counter!("ClaimsExpired", "by" => by).increment(count);
+}
+
+pub fn device_released(by: &'static str) {
+    counter!("DevicesReleased", "by" => by).increment(1);
+}
+
+pub fn outbox_age(oldest_due: Duration) {
+    gauge!("OutboxAgeSeconds").set(oldest_due.as_secs_f64());
+}
+
+pub fn device_arrival(outcome: &'static str) {
+    counter!("DeviceArrivals", "outcome" => outcome).increment(1);
+}
+
+pub fn quarantine(outcome: &'static str) {
+    counter!("Quarantines", "outcome" => outcome).increment(1);
+}
+
+pub fn iot_event(outcome: &'static str) {
+    counter!("IotEvents", "outcome" => outcome).increment(1);
+}
+
+pub fn attempt_count_failure(outcome: &'static str) {
+    counter!("AttemptCountFailures", "outcome" => outcome).increment(1);
+}
+
+/// Installs the process-wide collector (once per execution environment, in `main`) and declares
+/// the catalogue's units. Its `MetricsLayer` writes the documents after every invocation.
+pub fn install() -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
+    let collector = metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace(NAMESPACE)
+        .init()
+        .map_err(|err| err.to_string())?;
+    describe_units();
+    Ok(collector)
+}
+
+/// Tells the recorder each metric's unit (the documents carry it).
+pub fn describe_units() {
+    for spec in CATALOGUE {
+        let unit = Unit::from_string(&spec.unit.to_ascii_lowercase()).unwrap_or(Unit::Count);
+        match spec.kind {
+            Kind::Count => metrics::describe_counter!(spec.name, unit, spec.meaning),
+            Kind::Distribution => metrics::describe_histogram!(spec.name, unit, spec.meaning),
+            Kind::Gauge => metrics::describe_gauge!(spec.name, unit, spec.meaning),
+        }
     }
 }

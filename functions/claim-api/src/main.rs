@@ -3,11 +3,16 @@
 
 use claim_api::{Api, ApiConfig};
 use claim_shared::wiring::Wiring;
-use lambda_http::{service_fn, Error};
+use lambda_http::{
+    lambda_runtime::{layers::TracingLayer, Runtime},
+    service_fn, Adapter, Error,
+};
+use metrics_cloudwatch_embedded::lambda::MetricsLayer;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     claim_shared::logging::init();
+    let metrics = claim_shared::metrics::install()?;
     let config = ApiConfig::from_env()?;
     let wiring = Wiring::from_env().await;
     let service = wiring
@@ -17,5 +22,10 @@ async fn main() -> Result<(), Error> {
     // Claims and enabling lift quarantines (the certificate is activated again).
     let service = wiring.with_certificates(service)?;
     let api = Api::new(service, config);
-    lambda_http::run(service_fn(|request| api.handle(request))).await
+    // As `lambda_http::run`, plus the metrics written after each invocation.
+    Runtime::new(Adapter::from(service_fn(|request| api.handle(request))))
+        .layer(TracingLayer::new())
+        .layer(MetricsLayer::new(metrics))
+        .run()
+        .await
 }

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use claim_shared::wiring::Wiring;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
+use metrics_cloudwatch_embedded::lambda::MetricsLayer;
 use serde_json::{json, Value};
 
 /// Leaves headroom below the function's 60 s timeout (template.yaml); each publish is also cut
@@ -20,9 +21,10 @@ const SWEEP_BATCH: u32 = 500;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     claim_shared::logging::init();
+    let metrics = claim_shared::metrics::install()?;
     let wiring = Wiring::from_env().await;
     let claims = wiring.service()?.with_delivery(wiring.delivery()?);
-    lambda_runtime::run(service_fn(|_event: LambdaEvent<Value>| {
+    let handler = service_fn(|_event: LambdaEvent<Value>| {
         let claims = &claims;
         async move {
             // The two jobs are independent: a failing sweep must not stop deliveries. A storage
@@ -38,6 +40,11 @@ async fn main() -> Result<(), Error> {
                 "out_of_time": report.out_of_time,
             }))
         }
-    }))
-    .await
+    });
+    // As `lambda_runtime::run`, plus the metrics written after each invocation.
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(MetricsLayer::new(metrics))
+        .run()
+        .await
 }

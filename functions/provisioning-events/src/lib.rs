@@ -49,7 +49,7 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
     let arrival = match meaning {
         Err(malformed) => return Ok(refuse(&malformed)),
         Ok(Meaning::Irrelevant(why)) => {
-            claim_shared::metrics::count("IotEvents", ("outcome", "ignored"));
+            claim_shared::metrics::iot_event("ignored");
             tracing::info!(event = "iot_event", outcome = "ignored", reason = why);
             return Ok(json!({"outcome": "ignored", "reason": why}));
         }
@@ -74,7 +74,7 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
 
 /// A malformed event: one log line and one metric; the answer says so, nothing else happens.
 fn refuse(malformed: &MalformedEvent) -> Value {
-    claim_shared::metrics::count("IotEvents", ("outcome", "malformed"));
+    claim_shared::metrics::iot_event("malformed");
     tracing::warn!(event = "iot_event", outcome = "malformed", error = %malformed);
     json!({"outcome": "malformed"})
 }

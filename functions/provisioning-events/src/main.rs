@@ -3,11 +3,13 @@
 
 use claim_shared::wiring::Wiring;
 use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
+use metrics_cloudwatch_embedded::lambda::MetricsLayer;
 use provisioning_events::raw::{RawPayload, RawPayloadLayer};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     claim_shared::logging::init();
+    let metrics = claim_shared::metrics::install()?;
     let wiring = Wiring::from_env().await;
     let region = wiring.aws().region().map(ToString::to_string);
     // With the control plane: the rogue-device gate (QUARANTINE_ROGUE_DEVICES).
@@ -26,10 +28,11 @@ async fn main() -> Result<(), Error> {
         }
     });
     // As `lambda_runtime::run`, plus `RawPayloadLayer` (runs first on each invocation, after
-    // tracing): any payload, even one that is not JSON, reaches the handler.
+    // tracing), and the metrics written after each invocation: any payload, even one that is not JSON, reaches the handler.
     Runtime::new(handler)
         .layer(RawPayloadLayer)
         .layer(TracingLayer::new())
+        .layer(MetricsLayer::new(metrics))
         .run()
         .await
 }

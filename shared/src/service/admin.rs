@@ -14,6 +14,7 @@ use crate::{
         history::{Actor, HistoryEntry},
         ids::{ThingName, UserId},
     },
+    metrics,
     ports::{DeviceChange, OwnershipStore, StoreError},
 };
 
@@ -220,6 +221,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             };
             let updated = change.device.clone();
             if self.try_commit(change, attempt).await? {
+                if released.is_some() {
+                    metrics::device_released("operator");
+                }
                 tracing::info!(
                     event = "release_decision",
                     outcome = if released.is_some() { "force_released" } else { "expired" },

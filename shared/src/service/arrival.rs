@@ -70,7 +70,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Ok(ArrivalOutcome::Completed(claim)) => Some(claim.claim_id.as_str()),
             _ => None,
         };
-        metrics::count("DeviceArrivals", ("outcome", name));
+        metrics::device_arrival(name);
+        if let Ok(ArrivalOutcome::Completed(claim)) = &outcome {
+            let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
+            metrics::claim_provisioned(&claim.vendor, since_claim);
+        }
         tracing::info!(
             event = "device_arrival",
             outcome = name,

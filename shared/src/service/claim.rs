@@ -155,7 +155,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Err(err) => (err.outcome(), None),
         };
         let error = result.as_ref().err().map(ToString::to_string);
-        metrics::count("ClaimRequests", ("outcome", outcome));
+        metrics::claim_request(outcome);
+        if let Ok(ClaimOutcome::Created(claim)) = &result {
+            metrics::claim_accepted(&claim.vendor);
+        }
         // Only a device the code resolved to is named (redacted); the code itself and its hash
         // are never logged: a code that resolved to nothing may be someone's label code.
         // With label codes on, a code shaped like a ThingName may be a mistyped label code: a
@@ -252,7 +255,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             .count_failed_attempt(scope, window.start, window.end + limits.window)
             .await
         {
-            metrics::count("AttemptCountFailures", ("outcome", "store_unavailable"));
+            metrics::attempt_count_failure("store_unavailable");
             tracing::warn!(event = "attempt_count_failed", outcome = "store_unavailable", error = %err);
         }
     }

@@ -28,7 +28,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
         }
         if expired > 0 {
-            metrics::count_n("ClaimsExpired", ("by", "sweep"), u64::from(expired));
+            metrics::claims_expired("sweep", u64::from(expired));
             tracing::info!(event = "expiry_sweep", expired);
         }
         Ok(expired)

@@ -29,6 +29,7 @@ use crate::{
         ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError},
     },
+    metrics,
     ports::{CredentialSource, EndpointPublisher, OwnershipStore, StoreError},
 };
 
@@ -156,11 +157,14 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         // Each claim is tried at most once per drain: if recording a result fails, the claim stays
         // due, and without this a drain would publish it again and again until its budget ran out.
         let mut tried: HashSet<ClaimId> = HashSet::new();
+        let mut first_round = true;
         loop {
-            let mut due = self
-                .store
-                .due_publishes(self.clock.now(), delivery.settings.batch)
-                .await?;
+            let now = self.clock.now();
+            let mut due = self.store.due_publishes(now, delivery.settings.batch).await?;
+            if std::mem::take(&mut first_round) {
+                let oldest = due.iter().map(|claim| now - claim.created_at).max();
+                metrics::outbox_age(oldest.map_or(StdDuration::ZERO, |age| age.unsigned_abs()));
+            }
             due.retain(|claim| !tried.contains(&claim.claim_id) && !busy.contains(&claim.vendor));
             let Some(vendor) = due.first().map(|claim| claim.vendor.clone()) else {
                 break;
@@ -244,13 +248,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 }
                 Err(err) => Err(err.clone()),
             };
+            let transport = credentials.as_ref().map_or("unknown", |c| c.transport.as_str());
             match sent {
                 Ok(()) => {
                     report.published += 1;
+                    let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
+                    metrics::endpoint_published(&claim.vendor, transport, since_claim, claim.publish_attempts + 1);
                     PublishAttempt::Sent
                 }
                 Err(err) => {
                     report.failed += 1;
+                    metrics::publish_failed(&claim.vendor, transport, err.code);
                     PublishAttempt::Failed(err)
                 }
             }

@@ -12,7 +12,6 @@ use crate::{
         ids::ClaimId,
         publish::PublishError,
     },
-    metrics,
     ports::{DeviceChange, OwnershipStore, StoreError},
 };
 
@@ -71,11 +70,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             PublishAttempt::Failed(err) => ("publish_failed", Some(err)),
             PublishAttempt::NotSent => ("not_sent", None),
         };
-        match attempt {
-            PublishAttempt::Sent => metrics::count("EndpointPublished", ("error_code", "none")),
-            PublishAttempt::Failed(err) => metrics::count("PublishFailed", ("error_code", err.code)),
-            PublishAttempt::NotSent => {}
-        }
         tracing::info!(
             event = "claim_publish",
             outcome = name,

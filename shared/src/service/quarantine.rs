@@ -91,7 +91,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let started = std::time::Instant::now();
         let result = self.try_gate(thing, certificate_id, reason).await;
         let name = result.as_ref().map(GateOutcome::name).unwrap_or("error");
-        metrics::count("Quarantines", ("outcome", name));
+        metrics::quarantine(name);
         tracing::info!(
             event = "quarantine",
             outcome = name,

@@ -12,6 +12,7 @@ use crate::{
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, ThingName, UserId},
     },
+    metrics,
     ports::{DeviceChange, OwnershipStore, StoreError},
 };
 
@@ -40,6 +41,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             Err(ReleaseError::Busy) => "busy",
             Err(ReleaseError::Store(_)) => "store_unavailable",
         };
+        if result.is_ok() {
+            metrics::device_released("owner");
+        }
         tracing::info!(
             event = "release_decision",
             outcome,
