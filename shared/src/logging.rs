@@ -17,11 +17,17 @@ use tracing_subscriber::{
     Layer,
 };
 
-/// Installs the JSON logger for this process, at the level Lambda asks for (`AWS_LAMBDA_LOG_LEVEL`,
-/// from the function's `ApplicationLogLevel`), else `RUST_LOG` when it is a plain level, else INFO.
+/// Installs the JSON logger for this process, at the stack's `LogLevel` (`LOG_LEVEL`), else the
+/// level Lambda filters at (`AWS_LAMBDA_LOG_LEVEL`, from `ApplicationLogLevel`), else `RUST_LOG`
+/// when it is a plain level, else INFO.
+///
+/// The template leaves Lambda's own filter open (`ApplicationLogLevel: TRACE`) and filters here:
+/// metric documents carry no `level`, so Lambda counts them as INFO, and a filter at WARN in
+/// Lambda would drop every metric and silence the alarms. Filtering in the process keeps them.
 pub fn init() {
     let level = level_from(
-        std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        std::env::var("LOG_LEVEL")
+            .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL"))
             .or_else(|_| std::env::var("RUST_LOG"))
             .ok()
             .as_deref(),

@@ -96,25 +96,28 @@ async fn every_payload_ends_in_a_response_and_the_runtime_lives_on() {
 /// Just enough of the [Lambda Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html)
 /// over HTTP/1.1 (request line, headers, `Content-Length` bodies, keep-alive), and the function's
 /// process.
-/// `ApplicationLogLevel: WARN` (Lambda sets `AWS_LAMBDA_LOG_LEVEL`): the warnings still reach the
-/// log with their level, the INFO lines do not.
+/// The stack's `LogLevel` at WARN, as the template deploys it (`LOG_LEVEL=WARN`, Lambda's own filter
+/// open at TRACE): the warnings reach the log with their level, the INFO lines do not, and every
+/// metric document still does (they carry no level: a filter in Lambda would drop them as INFO).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_warn_the_warnings_stay_and_the_info_lines_go() {
+async fn at_warn_the_warnings_and_the_metrics_stay_and_the_info_lines_go() {
     let payloads = vec![
         b"xyz".to_vec(),
         include_bytes!("fixtures/certificate_registered.json").to_vec(),
     ];
     let mut api = RuntimeApi::start(payloads).await;
-    let mut function = Function::start_with(api.address, &[("AWS_LAMBDA_LOG_LEVEL", "WARN")]);
+    let mut function = Function::start_with(api.address, &[("AWS_LAMBDA_LOG_LEVEL", "TRACE"), ("LOG_LEVEL", "WARN")]);
     for _ in 0..2 {
         assert!(matches!(api.next_report().await, Report::Response { .. }));
     }
+    // The metrics are written once the invocation is done, before the runtime asks for the next.
+    assert_eq!(api.next_report().await, Report::Idle);
     let output = function.stop();
-    let logged: Vec<Value> = output
+    let lines: Vec<Value> = output
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line.get("level").is_some())
         .collect();
+    let logged: Vec<&Value> = lines.iter().filter(|line| line.get("level").is_some()).collect();
     let malformed = logged
         .iter()
         .find(|line| line["event"] == "iot_event" && line["outcome"] == "malformed")
@@ -125,6 +128,16 @@ async fn at_warn_the_warnings_stay_and_the_info_lines_go() {
             .iter()
             .all(|line| line["level"] == "WARN" || line["level"] == "ERROR"),
         "only warnings and errors at WARN:\n{output}"
+    );
+    let metrics: Vec<&Value> = lines.iter().filter(|line| line.get("_aws").is_some()).collect();
+    let counted = |outcome: &str| {
+        metrics
+            .iter()
+            .any(|doc| doc["IotEvents"] == 1 && doc["outcome"] == outcome)
+    };
+    assert!(
+        counted("malformed") && counted("ignored"),
+        "both invocations' metrics are written at WARN:\n{output}"
     );
 }
 
