@@ -105,7 +105,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         kind: Kind::Count,
         unit: "Count",
         dimension_sets: &[TOTAL, &["by"]],
-        meaning: "Claims whose device did not arrive in time (by: sweep, or the read that noticed)",
+        meaning: "Claims whose device did not arrive in time (by: sweep, the scheduled run that records expiries)",
     },
     MetricSpec {
         name: "DevicesReleased",
@@ -133,7 +133,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         kind: Kind::Count,
         unit: "Count",
         dimension_sets: &[&["outcome"]],
-        meaning: "Rogue-device gate decisions that deactivated (or would have) a certificate",
+        meaning: "Rogue-device gate decisions by outcome: quarantined, or why the device was spared",
     },
     MetricSpec {
         name: "IotEvents",
@@ -147,7 +147,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         kind: Kind::Count,
         unit: "Count",
         dimension_sets: &[&["outcome"]],
-        meaning: "Failed label-code attempts that could not be counted (table unavailable)",
+        meaning: "Failed claims that could not be counted towards the rate limit (table unavailable)",
     },
 ];
 

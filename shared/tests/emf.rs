@@ -131,3 +131,42 @@ fn every_catalogue_metric_is_written_as_a_valid_emf_document_with_each_of_its_di
     );
     assert_eq!(seen[&("ClaimsAccepted".to_owned(), BTreeSet::new())][0], 1);
 }
+
+/// `docs/operations.md`'s metric table names every metric of the catalogue with its kind, unit and
+/// dimension sets, and no other.
+#[test]
+fn the_runbooks_metric_table_is_the_catalogue() {
+    let runbook = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md")).unwrap();
+    let table: BTreeMap<String, (String, String, String)> = runbook
+        .lines()
+        .skip_while(|line| !line.starts_with("| metric | kind | unit | dimension sets |"))
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            (
+                cells[1].trim_matches('`').to_owned(),
+                (cells[2].to_owned(), cells[3].to_owned(), cells[4].to_owned()),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, (String, String, String)> = CATALOGUE
+        .iter()
+        .map(|spec| {
+            let sets: Vec<String> = spec
+                .dimension_sets
+                .iter()
+                .map(|set| format!("`[{}]`", set.join(", ")))
+                .collect();
+            (
+                spec.name.to_owned(),
+                (
+                    format!("{:?}", spec.kind).to_lowercase(),
+                    spec.unit.to_owned(),
+                    sets.join(" "),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(table, expected);
+}

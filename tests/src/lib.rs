@@ -6,6 +6,7 @@ pub mod e2e;
 pub mod fixture;
 pub mod iotdata;
 pub mod local_iot;
+pub mod logs_insights;
 pub mod mqtt;
 pub mod pki;
 pub mod schema;

@@ -9,5 +9,6 @@ mod claim;
 mod endpoint_selection;
 mod hostile_corpus;
 mod label_codes;
+mod observability;
 mod rogue_devices;
 mod transports;
