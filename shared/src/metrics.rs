@@ -8,7 +8,8 @@
 //! invocation ([`install`]), which CloudWatch Logs turns into metrics: no client, no extra
 //! latency. Without an installed recorder (tests, `claimctl`) recording does nothing.
 //!
-//! Dimensions are bounded: outcome and reason names from the code, vendor names, transports.
+//! Dimensions are bounded: outcome and reason names from the code, vendor names, transports, and
+//! the OEM endpoints the stack is configured with.
 //! Never a device, user or claim. The funnel counts and distributions are recorded twice: once
 //! without dimensions (the total that alarms and the dashboard use) and once per vendor (and
 //! transport), because the collector writes one dimension set per document.
@@ -90,14 +91,14 @@ pub const CATALOGUE: &[MetricSpec] = &[
         name: "ClaimsProvisioned",
         kind: Kind::Count,
         unit: "Count",
-        dimension_sets: &[TOTAL, &["vendor"]],
+        dimension_sets: &[TOTAL, &["target_endpoint", "vendor"]],
         meaning: "Claims completed: the device arrived in the OEM account",
     },
     MetricSpec {
         name: "ClaimToArrivalMs",
         kind: Kind::Distribution,
         unit: "Milliseconds",
-        dimension_sets: &[TOTAL, &["vendor"]],
+        dimension_sets: &[TOTAL, &["target_endpoint", "vendor"]],
         meaning: "From a claim's acceptance to its device's arrival in the OEM account",
     },
     MetricSpec {
@@ -190,11 +191,17 @@ pub fn publish_failed(vendor: &str, transport: &'static str, error_code: &'stati
     counter!("PublishFailed", &labels).increment(1);
 }
 
-pub fn claim_provisioned(vendor: &str, since_claim: Duration) {
+/// A claim completed: its device arrived at `target_endpoint` (one of the OEM's configured
+/// endpoints, so a bounded dimension), `since_claim` after the claim was accepted.
+pub fn claim_provisioned(vendor: &str, target_endpoint: &str, since_claim: Duration) {
+    let labels = [
+        ("target_endpoint", target_endpoint.to_owned()),
+        ("vendor", vendor.to_owned()),
+    ];
     counter!("ClaimsProvisioned").increment(1);
-    counter!("ClaimsProvisioned", "vendor" => vendor.to_owned()).increment(1);
+    counter!("ClaimsProvisioned", &labels).increment(1);
     histogram!("ClaimToArrivalMs").record(millis(since_claim));
-    histogram!("ClaimToArrivalMs", "vendor" => vendor.to_owned()).record(millis(since_claim));
+    histogram!("ClaimToArrivalMs", &labels).record(millis(since_claim));
 }
 
 pub fn claims_expired(by: &'static str, count: u64) {

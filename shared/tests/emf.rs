@@ -20,7 +20,11 @@ fn record_one_of_each() {
     metrics::endpoint_published("acme", "mqtt", Duration::from_millis(1500), 2);
     metrics::endpoint_published("acme", "mqtt", Duration::from_millis(700), 1);
     metrics::publish_failed("acme", "https", "staging_timeout");
-    metrics::claim_provisioned("acme", Duration::from_secs(30));
+    metrics::claim_provisioned(
+        "acme",
+        "a1b2c3-ats.iot.eu-west-1.amazonaws.com",
+        Duration::from_secs(30),
+    );
     metrics::claims_expired("sweep", 3);
     metrics::device_released("owner");
     metrics::outbox_age(Duration::from_secs(42));

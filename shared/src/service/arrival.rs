@@ -73,7 +73,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         metrics::device_arrival(name);
         if let Ok(ArrivalOutcome::Completed(claim)) = &outcome {
             let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
-            metrics::claim_provisioned(&claim.vendor, since_claim);
+            metrics::claim_provisioned(&claim.vendor, &claim.target_endpoint, since_claim);
         }
         tracing::info!(
             event = "device_arrival",
