@@ -60,7 +60,7 @@ PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
-SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway publisher-schedule iot-events)
+SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway publisher-schedule iot-events lifecycle-stream)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -276,6 +276,8 @@ export CLAIM_API_LOG=$LOGS/claim-functions.log
 # Label codes distinct from the ThingName: the HMAC key's secret in moto (local-setup creates it with
 # 64 random characters, used as raw bytes, as GenerateSecretString does on AWS).
 export LABEL_CODE_KEY_SECRET=expresslink/label-code-key
+# Lifecycle events (lifecycle-events puts them on this bus in moto; local-setup creates it).
+export EVENT_BUS_NAME=expresslink-claims-local
 EOF
 }
 
@@ -404,10 +406,11 @@ start_engines() {
 # would otherwise change the functions' dependencies too.
 build_workspace() (
   cd "$ROOT"
-  for function in claim-api claim-publisher provisioning-events; do
+  for function in claim-api claim-publisher provisioning-events lifecycle-events; do
     cargo build -q --bin "$function" -F claim-api/local-auth
   done
-  cargo build -q --workspace --exclude claim-api --exclude claim-publisher --exclude provisioning-events --bins
+  cargo build -q --workspace --exclude claim-api --exclude claim-publisher --exclude provisioning-events \
+    --exclude lifecycle-events --bins
 )
 
 start_stack() {
@@ -443,6 +446,11 @@ start_stack() {
   start_service iot-events log_has "watching" -- "$(cargo_target_dir)/debug/local-iot-events" \
     --log "$LOGS/broker.log" --oem-port "$MQTT_OEM_PORT" --pki "$PKI_DIR" --things "$STATE/oem-things.txt" \
     --invoke "http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/provisioning-events/invocations"
+  # The table's change stream to lifecycle-events, as the event source mapping does on AWS; the
+  # function puts the events on the bus in moto (docs/events.md).
+  start_service lifecycle-stream log_has "watching" -- "$(cargo_target_dir)/debug/local-streams" \
+    --table "$CLAIMS_TABLE" \
+    --invoke "http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/lifecycle-events/invocations"
   # EventBridge's schedule, locally: invoke claim-publisher every few seconds.
   start_service publisher-schedule log_has "scheduled" -- bash -c "echo scheduled every $PUBLISH_EVERY s; \
     while sleep $PUBLISH_EVERY; do curl -s -o /dev/null -m 60 -X POST -d '{}' \
@@ -489,6 +497,8 @@ cmd_up() {
   say "the OEM account's side: IoT events to provisioning-events (log: $LOGS/iot-events.log):"
   sed -n '2,$s/^/    /p' "$LOGS/iot-events.log"
   show GET "/v1/claims/$claim_id" demo-user
+  say "the lifecycle events the OEM's other systems received on the bus $EVENT_BUS_NAME (docs/events.md):"
+  "$target/debug/local-events" --sink lifecycle-events-demo --until claim.provisioned --within 15 | sed 's/^/    /'
   show GET /v1/devices demo-user
   say "another user trying the same device"
   show POST /v1/claims someone-else "{\"code\":\"$DEMO_DEVICE\"}"
@@ -593,7 +603,7 @@ ensure_sam_venv() { python_venv "$SAM_VENV" "$ROOT/scripts/requirements-sam.txt"
 #   of the time.
 #   Its output goes to target/lambda-<profile>/ (never mistaken for the release artefacts) and its sizes
 #   are labelled with the profile: they are not the shipped sizes.
-LAMBDAS=(claim-api claim-publisher provisioning-events)
+LAMBDAS=(claim-api claim-publisher provisioning-events lifecycle-events)
 
 build_lambdas() { # profile
   local profile=${1:-release} packages=() bin args=(--arm64) lambda_dir

@@ -123,6 +123,13 @@ pub const CATALOGUE: &[MetricSpec] = &[
         meaning: "Age of the oldest claim whose endpoint message is due, at each scheduled delivery run (0: none due)",
     },
     MetricSpec {
+        name: "LifecycleEvents",
+        kind: Kind::Count,
+        unit: "Count",
+        dimension_sets: &[&["outcome"]],
+        meaning: "Lifecycle events put on the event bus (published), refused or not delivered (failed: retried), or stream records that could not be read (unreadable: skipped)",
+    },
+    MetricSpec {
         name: "DeviceArrivals",
         kind: Kind::Count,
         unit: "Count",
@@ -227,6 +234,10 @@ pub fn quarantine(outcome: &'static str) {
 
 pub fn iot_event(outcome: &'static str) {
     counter!("IotEvents", "outcome" => outcome).increment(1);
+}
+
+pub fn lifecycle_event(outcome: &'static str) {
+    counter!("LifecycleEvents", "outcome" => outcome).increment(1);
 }
 
 pub fn attempt_count_failure(outcome: &'static str) {

@@ -15,6 +15,7 @@ use crate::domain::{
     history::{HistoryEntry, NewHistoryEntry},
     ids::{ClaimId, ConfigTopic, IdempotencyKey, ThingName, UserId},
     label_code::CodeHash,
+    lifecycle::LifecycleEvent,
     publish::{ClaimThingCredentials, PublishError},
     quarantine::{CertificateFacts, Quarantine},
 };
@@ -215,6 +216,18 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next_token: Option<String>,
 }
+
+/// Where lifecycle events go for the OEM's other systems (an EventBridge bus on AWS).
+#[async_trait]
+pub trait LifecycleSink: Send + Sync {
+    /// Puts `events`, in order; the outcome of each, in the same order.
+    async fn put(&self, events: &[LifecycleEvent]) -> Vec<Result<(), SinkError>>;
+}
+
+/// An event the sink did not take (the bus unreachable, throttled, or the event refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
 
 #[async_trait]
 pub trait OwnershipStore: Send + Sync {

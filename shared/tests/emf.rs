@@ -32,6 +32,7 @@ fn record_one_of_each() {
     metrics::quarantine("quarantined");
     metrics::iot_event("ignored");
     metrics::attempt_count_failure("store_unavailable");
+    metrics::lifecycle_event("published");
 }
 
 type Seen = BTreeMap<(String, BTreeSet<String>), Vec<Value>>;

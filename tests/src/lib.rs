@@ -5,6 +5,7 @@ pub mod certificates;
 pub mod e2e;
 pub mod fixture;
 pub mod iotdata;
+pub mod lifecycle;
 pub mod local_iot;
 pub mod logs_insights;
 pub mod mqtt;

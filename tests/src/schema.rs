@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::{
     types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
-        ScalarAttributeType, TimeToLiveSpecification,
+        ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
     },
     Client,
 };
@@ -35,6 +35,8 @@ pub struct TableSchema {
     pub key_schema: Vec<KeySchemaElement>,
     pub indexes: Vec<GlobalSecondaryIndex>,
     pub ttl_attribute: Option<String>,
+    /// The change stream's view (`StreamSpecification.StreamViewType`), if the table has one.
+    pub stream_view: Option<String>,
 }
 
 impl TableSchema {
@@ -94,12 +96,29 @@ impl TableSchema {
         let ttl_attribute = (ttl["Enabled"].as_bool() == Some(true))
             .then(|| text_of(&ttl["AttributeName"], "TimeToLiveSpecification.AttributeName").map(str::to_owned))
             .transpose()?;
+        let stream_view = props["StreamSpecification"]["StreamViewType"]
+            .as_str()
+            .map(str::to_owned);
         Ok(Self {
             attributes,
             key_schema,
             indexes,
             ttl_attribute,
+            stream_view,
         })
+    }
+
+    fn stream_specification(&self) -> Result<Option<StreamSpecification>, SchemaError> {
+        self.stream_view
+            .as_deref()
+            .map(|view| {
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::from(view))
+                    .build()
+                    .map_err(|err| SchemaError::Shape(err.to_string()))
+            })
+            .transpose()
     }
 
     /// Creates the table under `name` unless it exists. Returns whether it created it.
@@ -111,6 +130,7 @@ impl TableSchema {
             .set_attribute_definitions(Some(self.attributes.clone()))
             .set_key_schema(Some(self.key_schema.clone()))
             .set_global_secondary_indexes(Some(self.indexes.clone()).filter(|i| !i.is_empty()))
+            .set_stream_specification(self.stream_specification()?)
             .send()
             .await;
         match created {

@@ -10,6 +10,7 @@ pub mod funnel;
 pub mod history;
 pub mod ids;
 pub mod label_code;
+pub mod lifecycle;
 pub mod publish;
 pub mod quarantine;
 pub mod registry;

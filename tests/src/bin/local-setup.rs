@@ -20,6 +20,9 @@ use claim_tests::{
     LocalStack,
 };
 
+/// The queue that records the demo devices' lifecycle events (`local-events` prints them).
+const DEMO_EVENTS_SINK: &str = "lifecycle-events-demo";
+
 /// The vendor of the demo devices; its secret is `<prefix>demo-vendor`.
 const DEMO_VENDOR: &str = "demo-vendor";
 
@@ -94,6 +97,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
         }
     }
+
+    // The lifecycle events' bus, and a sink that records the demo devices' events for `up` to show.
+    let bus = claim_tests::lifecycle::bus_name();
+    let demo_things: Vec<&str> = demo_devices.iter().map(ThingName::as_str).collect();
+    claim_tests::lifecycle::EventSink::create(DEMO_EVENTS_SINK, serde_json::json!({ "thing_name": demo_things }))
+        .await
+        .map_err(|err| format!("cannot set up the event bus {bus}: {err}"))?;
+    println!("event bus {bus}: the demo devices' lifecycle events go to the queue {DEMO_EVENTS_SINK}");
 
     let service = ClaimService::new(
         DynamoOwnershipStore::new(client, &stack.table),

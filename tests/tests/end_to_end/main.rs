@@ -9,6 +9,7 @@ mod claim;
 mod endpoint_selection;
 mod hostile_corpus;
 mod label_codes;
+mod lifecycle_events;
 mod observability;
 mod rogue_devices;
 mod transports;

@@ -18,6 +18,7 @@ use crate::{
         history::{Actor, HistoryEntry, HistoryEvent},
         ids::{ClaimId, ThingName, UserId},
         label_code::CodeHash,
+        lifecycle::HistoryContext,
         quarantine::{Quarantine, QuarantineReason},
     },
     ports::{IdempotencyRecord, StoreError},
@@ -318,9 +319,13 @@ pub(super) fn claim_from(item: &Item) -> Result<Claim, StoreError> {
     })
 }
 
-pub(super) fn history_item(thing: &ThingName, entry: &HistoryEntry) -> Item {
+/// A history entry's item, with the context its lifecycle event names (the device's vendor, and
+/// the user and endpoint of the claim the change wrote with it), so the change stream alone makes
+/// the event.
+pub(super) fn history_item(device: &Device, entry: &HistoryEntry, claim: Option<&Claim>) -> Item {
     let mut item = Item::from([
-        ("pk".to_owned(), s(device_pk(thing))),
+        ("pk".to_owned(), s(device_pk(&device.thing_name))),
+        ("vendor".to_owned(), s(&device.vendor)),
         ("sk".to_owned(), s(format!("HISTORY#{:010}", entry.seq))),
         ("entity".to_owned(), s("history")),
         ("seq".to_owned(), n(entry.seq)),
@@ -342,7 +347,28 @@ pub(super) fn history_item(thing: &ThingName, entry: &HistoryEntry) -> Item {
     if let Some(reason) = &entry.reason {
         item.insert("reason".to_owned(), s(reason));
     }
+    if let Some(claim) = claim {
+        item.insert("claim_user".to_owned(), s(claim.user.as_str()));
+        item.insert("target_endpoint".to_owned(), s(&claim.target_endpoint));
+    }
     item
+}
+
+/// The thing a history item belongs to and its lifecycle context (see [`history_item`]).
+pub(super) fn history_context_from(item: &Item) -> Result<(ThingName, HistoryContext), StoreError> {
+    let pk = str_attr(item, "pk")?;
+    let thing = pk
+        .strip_prefix("DEVICE#")
+        .and_then(|raw| ThingName::parse(raw).ok())
+        .ok_or_else(|| corrupt("pk", pk))?;
+    let context = HistoryContext {
+        vendor: opt_str_attr(item, "vendor")?.map(str::to_owned),
+        claim_user: opt_str_attr(item, "claim_user")?
+            .map(|raw| UserId::parse(raw).map_err(|_| corrupt("claim_user", raw)))
+            .transpose()?,
+        target_endpoint: opt_str_attr(item, "target_endpoint")?.map(str::to_owned),
+    };
+    Ok((thing, context))
 }
 
 pub(super) fn history_from(item: &Item) -> Result<HistoryEntry, StoreError> {

@@ -26,6 +26,7 @@ mod items;
 mod keys;
 mod quarantine;
 mod store;
+pub mod stream;
 
 pub use keys::{BY_STATE_INDEX, BY_USER_INDEX, OUTBOX_INDEX};
 pub use store::DynamoOwnershipStore;

@@ -115,7 +115,12 @@ impl DynamoOwnershipStore {
             writes.push((Part::Claim, put));
         }
         for entry in &change.history {
-            let item = history_item(&change.device.thing_name, entry);
+            let claim = change
+                .claims
+                .iter()
+                .map(|write| &write.claim)
+                .find(|claim| Some(&claim.claim_id) == entry.claim_id.as_ref());
+            let item = history_item(&change.device, entry, claim);
             writes.push((Part::History, self.put(item, "attribute_not_exists(pk)", Item::new())?));
         }
         writes.extend(self.code_writes(change)?);
