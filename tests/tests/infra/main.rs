@@ -1,8 +1,10 @@
-//! The deployment and the docs as written: `template.yaml` (least privilege, settings, wiring), the
+//! The deployment and the docs as written: `template.yaml` (least privilege, settings, wiring, the
+//! alarms and dashboard against the metric catalogue), the
 //! scripts in `infra/` run with the AWS CLI against moto, the event forwarder template, and the
 //! documentation (links resolve, nothing cited that the repository lacks, the API routes listed).
 
 mod docs;
 mod event_forwarder;
 mod infra_scripts;
+mod monitoring;
 mod template;

@@ -9,16 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use claim_tests::schema::template_path;
 use serde_yaml::{value::TaggedValue, Mapping, Value};
 
-fn template() -> Value {
+pub(crate) fn template() -> Value {
     let text = std::fs::read_to_string(template_path()).expect("template.yaml");
     serde_yaml::from_str(&text).expect("template.yaml is YAML")
 }
 
-fn resources(template: &Value) -> &Mapping {
+pub(crate) fn resources(template: &Value) -> &Mapping {
     template["Resources"].as_mapping().expect("Resources")
 }
 
-fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+pub(crate) fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
     resources(template)
         .iter()
         .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
@@ -27,7 +27,7 @@ fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
 }
 
 /// A scalar or a list of scalars as a list.
-fn list(value: &Value) -> Vec<&Value> {
+pub(crate) fn list(value: &Value) -> Vec<&Value> {
     match value {
         Value::Sequence(items) => items.iter().collect(),
         Value::Null => Vec::new(),
@@ -37,7 +37,7 @@ fn list(value: &Value) -> Vec<&Value> {
 
 /// A resource expression in a form tests can compare: `!GetAtt X.Arn` → `X.Arn`, `!Ref X` → `ref:X`,
 /// `!Sub "…"` → the string, a literal → itself.
-fn render(value: &Value) -> String {
+pub(crate) fn render(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Tagged(tagged) => {
@@ -57,13 +57,13 @@ fn render(value: &Value) -> String {
 }
 
 #[derive(Debug, Clone)]
-struct Statement {
-    sid: String,
-    actions: Vec<String>,
-    resources: Vec<String>,
+pub(crate) struct Statement {
+    pub(crate) sid: String,
+    pub(crate) actions: Vec<String>,
+    pub(crate) resources: Vec<String>,
 }
 
-fn role_statements(role: &Value) -> Vec<Statement> {
+pub(crate) fn role_statements(role: &Value) -> Vec<Statement> {
     let mut statements = Vec::new();
     for policy in list(&role["Properties"]["Policies"]) {
         for statement in list(&policy["PolicyDocument"]["Statement"]) {
@@ -436,6 +436,7 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
             payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"),
             "{name}"
         );
+        assert_eq!(payload["AwsIotSqlVersion"].as_str(), Some("2016-03-23"), "{name}");
         assert_eq!(
             render(&payload["Actions"][0]["Lambda"]["FunctionArn"]),
             "ProvisioningEventsFunction.Arn",
@@ -570,71 +571,4 @@ fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
             "{name:?}: {body}"
         );
     }
-}
-
-/// The metrics the code emits in the stack's own namespace, with their dimension: every
-/// `metrics::count("Name", ("dimension", …))` in the functions and the shared crate.
-fn emitted_metrics() -> BTreeSet<(String, String)> {
-    let root = template_path().with_file_name("");
-    let mut sources = Vec::new();
-    for dir in ["shared/src", "functions"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(path) = stack.pop() {
-            if path.is_dir() {
-                stack.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-            } else if path.extension().is_some_and(|ext| ext == "rs") {
-                sources.push(std::fs::read_to_string(&path).unwrap());
-            }
-        }
-    }
-    let calls = ["count(\"", "count_n(\""];
-    sources
-        .iter()
-        .flat_map(|source| calls.iter().flat_map(move |call| source.split(call).skip(1)))
-        .filter_map(|rest| {
-            let (name, rest) = rest.split_once('"')?;
-            let dimension = rest.split_once("(\"")?.1.split_once('"')?.0;
-            Some((name.to_owned(), dimension.to_owned()))
-        })
-        .collect()
-}
-
-#[test]
-fn every_alarm_on_the_stacks_own_metrics_watches_a_metric_the_code_emits() {
-    let template = template();
-    let emitted = emitted_metrics();
-    assert!(
-        emitted.contains(&("PublishFailed".to_owned(), "error_code".to_owned())),
-        "{emitted:?}"
-    );
-    let mut checked = 0;
-    for (name, alarm) in of_type(&template, "AWS::CloudWatch::Alarm") {
-        let properties = &alarm["Properties"];
-        let watched: Vec<(String, String)> = if properties["Namespace"].as_str() == Some("ExpressLinkClaims") {
-            let dimension = properties["Dimensions"][0]["Name"].as_str().unwrap_or_default();
-            vec![(
-                properties["MetricName"].as_str().unwrap_or_default().to_owned(),
-                dimension.to_owned(),
-            )]
-        } else {
-            // Metrics Insights: SELECT SUM(<metric>) FROM SCHEMA(ExpressLinkClaims, <dimension>)
-            list(&properties["Metrics"])
-                .iter()
-                .filter_map(|query| query["Expression"].as_str())
-                .filter_map(|expression| {
-                    let metric = expression.split_once("SUM(")?.1.split_once(')')?.0;
-                    let dimension = expression.split_once("SCHEMA(ExpressLinkClaims,")?.1.split_once(')')?.0;
-                    Some((metric.to_owned(), dimension.trim().trim_matches('"').to_owned()))
-                })
-                .collect()
-        };
-        for metric in watched {
-            assert!(
-                emitted.contains(&metric),
-                "{name} watches {metric:?}, which nothing emits: {emitted:?}"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 3, "the stack's own metrics are alarmed on");
 }
