@@ -267,26 +267,34 @@ fn no_other_role_or_policy_in_the_template_has_a_wildcard_action_or_resource() {
                 assert_ne!(resource, "*", "{name}/{}", statement.sid);
             }
         }
-        // Only JITP's role uses a managed policy, the one JITP needs (not the logging and rule
-        // actions policies the OEM guide also names: their actions on every resource go unused).
+        // Managed policies only where the service's documentation names one: JITP's role (not the
+        // logging and rule actions policies the OEM guide also names: their actions on every
+        // resource go unused), and API Gateway's account-wide CloudWatch role, which must reach
+        // the log groups of every API in the region.
         let managed: Vec<String> = list(&role["Properties"]["ManagedPolicyArns"])
             .into_iter()
             .map(render)
             .collect();
-        if name == "ProvisioningRole" {
-            let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
-            assert_eq!(names, ["AWSIoTThingsRegistration"]);
-        } else {
-            assert!(managed.is_empty(), "{name}: {managed:?}");
+        let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
+        match name {
+            "ProvisioningRole" => assert_eq!(names, ["AWSIoTThingsRegistration"]),
+            "ApiGatewayCloudWatchRole" => assert_eq!(names, ["AmazonAPIGatewayPushToCloudWatchLogs"]),
+            _ => assert!(managed.is_empty(), "{name}: {managed:?}"),
         }
         // Each role is assumed by one AWS service only; one that is not Lambda only on behalf of
-        // this account (the confused-deputy guard).
+        // this account (the confused-deputy guard). API Gateway documents no such condition for
+        // its CloudWatch role (and a role is passed to it only from its own account).
         let trust = list(&role["Properties"]["AssumeRolePolicyDocument"]["Statement"]);
         assert_eq!(trust.len(), 1, "{name}: one trust statement");
         let service = trust[0]["Principal"]["Service"].as_str().unwrap_or_default();
         assert!(service.ends_with(".amazonaws.com"), "{name}: {service:?}");
         assert_eq!(trust[0]["Action"].as_str(), Some("sts:AssumeRole"), "{name}");
-        if service != "lambda.amazonaws.com" {
+        if service == "apigateway.amazonaws.com" {
+            assert_eq!(
+                name, "ApiGatewayCloudWatchRole",
+                "only the account's CloudWatch role trusts API Gateway"
+            );
+        } else if service != "lambda.amazonaws.com" {
             assert!(
                 !trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"].is_null(),
                 "{name}: assumable by {service} for any account"
