@@ -413,6 +413,40 @@ fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requ
     }
 }
 
+/// A topic rule's SQL: as written, or `!If [<condition>, !Sub <narrowed>, <unfiltered>]` when a
+/// condition adds a WHERE clause (the presence rule's lookup).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleSql {
+    pub(crate) unfiltered: String,
+    /// The condition and the SQL with its WHERE clause, `${…}` references unresolved.
+    pub(crate) narrowed: Option<(String, String)>,
+}
+
+pub(crate) fn rule_sql(rule: &Value) -> RuleSql {
+    let sql = &rule["Properties"]["TopicRulePayload"]["Sql"];
+    if let Some(unfiltered) = sql.as_str() {
+        return RuleSql {
+            unfiltered: unfiltered.to_owned(),
+            narrowed: None,
+        };
+    }
+    let Value::Tagged(tagged) = sql else {
+        panic!("Sql is neither a string nor an intrinsic: {sql:?}")
+    };
+    assert_eq!(tagged.tag.to_string(), "!If", "{sql:?}");
+    let branches = tagged.value.as_sequence().expect("!If [condition, then, else]");
+    let condition = branches[0].as_str().expect("a condition name").to_owned();
+    let narrowed = render(&branches[1]);
+    let unfiltered = branches[2]
+        .as_str()
+        .expect("the unfiltered SQL is a plain string")
+        .to_owned();
+    RuleSql {
+        unfiltered,
+        narrowed: Some((condition, narrowed)),
+    }
+}
+
 #[test]
 fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     let template = template();
@@ -420,7 +454,7 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     let sources: BTreeSet<String> = rules
         .iter()
         .map(|(_, rule)| {
-            let sql = rule["Properties"]["TopicRulePayload"]["Sql"].as_str().expect("Sql");
+            let sql = rule_sql(rule).unfiltered;
             sql.rsplit("FROM '")
                 .next()
                 .unwrap_or_default()
@@ -440,10 +474,15 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     );
     for (name, rule) in &rules {
         let payload = &rule["Properties"]["TopicRulePayload"];
-        assert!(
-            payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"),
-            "{name}"
-        );
+        let sql = rule_sql(rule);
+        assert!(sql.unfiltered.contains("AS event_kind"), "{name}");
+        // A narrowed rule is the same rule with a WHERE clause: it selects and adds the same fields.
+        if let Some((_, narrowed)) = &sql.narrowed {
+            assert!(
+                narrowed.starts_with(&format!("{} WHERE ", sql.unfiltered)),
+                "{name}: {narrowed}"
+            );
+        }
         assert_eq!(payload["AwsIotSqlVersion"].as_str(), Some("2016-03-23"), "{name}");
         assert_eq!(
             render(&payload["Actions"][0]["Lambda"]["FunctionArn"]),
