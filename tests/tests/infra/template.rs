@@ -9,16 +9,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use claim_tests::schema::template_path;
 use serde_yaml::{value::TaggedValue, Mapping, Value};
 
-fn template() -> Value {
+pub(crate) fn template() -> Value {
     let text = std::fs::read_to_string(template_path()).expect("template.yaml");
     serde_yaml::from_str(&text).expect("template.yaml is YAML")
 }
 
-fn resources(template: &Value) -> &Mapping {
+pub(crate) fn resources(template: &Value) -> &Mapping {
     template["Resources"].as_mapping().expect("Resources")
 }
 
-fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+pub(crate) fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
     resources(template)
         .iter()
         .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
@@ -27,7 +27,7 @@ fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
 }
 
 /// A scalar or a list of scalars as a list.
-fn list(value: &Value) -> Vec<&Value> {
+pub(crate) fn list(value: &Value) -> Vec<&Value> {
     match value {
         Value::Sequence(items) => items.iter().collect(),
         Value::Null => Vec::new(),
@@ -37,7 +37,7 @@ fn list(value: &Value) -> Vec<&Value> {
 
 /// A resource expression in a form tests can compare: `!GetAtt X.Arn` → `X.Arn`, `!Ref X` → `ref:X`,
 /// `!Sub "…"` → the string, a literal → itself.
-fn render(value: &Value) -> String {
+pub(crate) fn render(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         Value::Tagged(tagged) => {
@@ -57,13 +57,13 @@ fn render(value: &Value) -> String {
 }
 
 #[derive(Debug, Clone)]
-struct Statement {
-    sid: String,
-    actions: Vec<String>,
-    resources: Vec<String>,
+pub(crate) struct Statement {
+    pub(crate) sid: String,
+    pub(crate) actions: Vec<String>,
+    pub(crate) resources: Vec<String>,
 }
 
-fn role_statements(role: &Value) -> Vec<Statement> {
+pub(crate) fn role_statements(role: &Value) -> Vec<Statement> {
     let mut statements = Vec::new();
     for policy in list(&role["Properties"]["Policies"]) {
         for statement in list(&policy["PolicyDocument"]["Statement"]) {
@@ -267,26 +267,34 @@ fn no_other_role_or_policy_in_the_template_has_a_wildcard_action_or_resource() {
                 assert_ne!(resource, "*", "{name}/{}", statement.sid);
             }
         }
-        // Only JITP's role uses a managed policy, the one JITP needs (not the logging and rule
-        // actions policies the OEM guide also names: their actions on every resource go unused).
+        // Managed policies only where the service's documentation names one: JITP's role (not the
+        // logging and rule actions policies the OEM guide also names: their actions on every
+        // resource go unused), and API Gateway's account-wide CloudWatch role, which must reach
+        // the log groups of every API in the region.
         let managed: Vec<String> = list(&role["Properties"]["ManagedPolicyArns"])
             .into_iter()
             .map(render)
             .collect();
-        if name == "ProvisioningRole" {
-            let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
-            assert_eq!(names, ["AWSIoTThingsRegistration"]);
-        } else {
-            assert!(managed.is_empty(), "{name}: {managed:?}");
+        let names: Vec<&str> = managed.iter().filter_map(|arn| arn.rsplit('/').next()).collect();
+        match name {
+            "ProvisioningRole" => assert_eq!(names, ["AWSIoTThingsRegistration"]),
+            "ApiGatewayCloudWatchRole" => assert_eq!(names, ["AmazonAPIGatewayPushToCloudWatchLogs"]),
+            _ => assert!(managed.is_empty(), "{name}: {managed:?}"),
         }
         // Each role is assumed by one AWS service only; one that is not Lambda only on behalf of
-        // this account (the confused-deputy guard).
+        // this account (the confused-deputy guard). API Gateway documents no such condition for
+        // its CloudWatch role (and a role is passed to it only from its own account).
         let trust = list(&role["Properties"]["AssumeRolePolicyDocument"]["Statement"]);
         assert_eq!(trust.len(), 1, "{name}: one trust statement");
         let service = trust[0]["Principal"]["Service"].as_str().unwrap_or_default();
         assert!(service.ends_with(".amazonaws.com"), "{name}: {service:?}");
         assert_eq!(trust[0]["Action"].as_str(), Some("sts:AssumeRole"), "{name}");
-        if service != "lambda.amazonaws.com" {
+        if service == "apigateway.amazonaws.com" {
+            assert_eq!(
+                name, "ApiGatewayCloudWatchRole",
+                "only the account's CloudWatch role trusts API Gateway"
+            );
+        } else if service != "lambda.amazonaws.com" {
             assert!(
                 !trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"].is_null(),
                 "{name}: assumable by {service} for any account"
@@ -405,6 +413,40 @@ fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requ
     }
 }
 
+/// A topic rule's SQL: as written, or `!If [<condition>, !Sub <narrowed>, <unfiltered>]` when a
+/// condition adds a WHERE clause (the presence rule's lookup).
+#[derive(Debug, Clone)]
+pub(crate) struct RuleSql {
+    pub(crate) unfiltered: String,
+    /// The condition and the SQL with its WHERE clause, `${…}` references unresolved.
+    pub(crate) narrowed: Option<(String, String)>,
+}
+
+pub(crate) fn rule_sql(rule: &Value) -> RuleSql {
+    let sql = &rule["Properties"]["TopicRulePayload"]["Sql"];
+    if let Some(unfiltered) = sql.as_str() {
+        return RuleSql {
+            unfiltered: unfiltered.to_owned(),
+            narrowed: None,
+        };
+    }
+    let Value::Tagged(tagged) = sql else {
+        panic!("Sql is neither a string nor an intrinsic: {sql:?}")
+    };
+    assert_eq!(tagged.tag.to_string(), "!If", "{sql:?}");
+    let branches = tagged.value.as_sequence().expect("!If [condition, then, else]");
+    let condition = branches[0].as_str().expect("a condition name").to_owned();
+    let narrowed = render(&branches[1]);
+    let unfiltered = branches[2]
+        .as_str()
+        .expect("the unfiltered SQL is a plain string")
+        .to_owned();
+    RuleSql {
+        unfiltered,
+        narrowed: Some((condition, narrowed)),
+    }
+}
+
 #[test]
 fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     let template = template();
@@ -412,7 +454,7 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     let sources: BTreeSet<String> = rules
         .iter()
         .map(|(_, rule)| {
-            let sql = rule["Properties"]["TopicRulePayload"]["Sql"].as_str().expect("Sql");
+            let sql = rule_sql(rule).unfiltered;
             sql.rsplit("FROM '")
                 .next()
                 .unwrap_or_default()
@@ -432,10 +474,16 @@ fn every_iot_rule_feeds_provisioning_events_and_has_a_dead_letter_queue() {
     );
     for (name, rule) in &rules {
         let payload = &rule["Properties"]["TopicRulePayload"];
-        assert!(
-            payload["Sql"].as_str().unwrap_or_default().contains("AS event_kind"),
-            "{name}"
-        );
+        let sql = rule_sql(rule);
+        assert!(sql.unfiltered.contains("AS event_kind"), "{name}");
+        // A narrowed rule is the same rule with a WHERE clause: it selects and adds the same fields.
+        if let Some((_, narrowed)) = &sql.narrowed {
+            assert!(
+                narrowed.starts_with(&format!("{} WHERE ", sql.unfiltered)),
+                "{name}: {narrowed}"
+            );
+        }
+        assert_eq!(payload["AwsIotSqlVersion"].as_str(), Some("2016-03-23"), "{name}");
         assert_eq!(
             render(&payload["Actions"][0]["Lambda"]["FunctionArn"]),
             "ProvisioningEventsFunction.Arn",
@@ -570,71 +618,4 @@ fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
             "{name:?}: {body}"
         );
     }
-}
-
-/// The metrics the code emits in the stack's own namespace, with their dimension: every
-/// `metrics::count("Name", ("dimension", …))` in the functions and the shared crate.
-fn emitted_metrics() -> BTreeSet<(String, String)> {
-    let root = template_path().with_file_name("");
-    let mut sources = Vec::new();
-    for dir in ["shared/src", "functions"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(path) = stack.pop() {
-            if path.is_dir() {
-                stack.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
-            } else if path.extension().is_some_and(|ext| ext == "rs") {
-                sources.push(std::fs::read_to_string(&path).unwrap());
-            }
-        }
-    }
-    let calls = ["count(\"", "count_n(\""];
-    sources
-        .iter()
-        .flat_map(|source| calls.iter().flat_map(move |call| source.split(call).skip(1)))
-        .filter_map(|rest| {
-            let (name, rest) = rest.split_once('"')?;
-            let dimension = rest.split_once("(\"")?.1.split_once('"')?.0;
-            Some((name.to_owned(), dimension.to_owned()))
-        })
-        .collect()
-}
-
-#[test]
-fn every_alarm_on_the_stacks_own_metrics_watches_a_metric_the_code_emits() {
-    let template = template();
-    let emitted = emitted_metrics();
-    assert!(
-        emitted.contains(&("PublishFailed".to_owned(), "error_code".to_owned())),
-        "{emitted:?}"
-    );
-    let mut checked = 0;
-    for (name, alarm) in of_type(&template, "AWS::CloudWatch::Alarm") {
-        let properties = &alarm["Properties"];
-        let watched: Vec<(String, String)> = if properties["Namespace"].as_str() == Some("ExpressLinkClaims") {
-            let dimension = properties["Dimensions"][0]["Name"].as_str().unwrap_or_default();
-            vec![(
-                properties["MetricName"].as_str().unwrap_or_default().to_owned(),
-                dimension.to_owned(),
-            )]
-        } else {
-            // Metrics Insights: SELECT SUM(<metric>) FROM SCHEMA(ExpressLinkClaims, <dimension>)
-            list(&properties["Metrics"])
-                .iter()
-                .filter_map(|query| query["Expression"].as_str())
-                .filter_map(|expression| {
-                    let metric = expression.split_once("SUM(")?.1.split_once(')')?.0;
-                    let dimension = expression.split_once("SCHEMA(ExpressLinkClaims,")?.1.split_once(')')?.0;
-                    Some((metric.to_owned(), dimension.trim().trim_matches('"').to_owned()))
-                })
-                .collect()
-        };
-        for metric in watched {
-            assert!(
-                emitted.contains(&metric),
-                "{name} watches {metric:?}, which nothing emits: {emitted:?}"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 3, "the stack's own metrics are alarmed on");
 }
