@@ -26,6 +26,7 @@ pub struct ThingEvent {
 
 /// `$aws/events/presence/connected/<clientId>` (lifecycle events, always on).
 /// Rule: `SELECT *, topic(5) AS client_id_from_topic, 'presence_connected' AS event_kind FROM '$aws/events/presence/connected/+'`
+/// (with `NarrowPresenceRule`, a WHERE clause skips owned, fully recorded devices: template.yaml).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceEvent {
