@@ -13,7 +13,7 @@ const DEFAULT_SOURCE: &str = "expresslink.claims";
 async fn main() -> Result<(), Error> {
     claim_shared::logging::init();
     let metrics = claim_shared::metrics::install()?;
-    let bus = std::env::var("EVENT_BUS_NAME").map_err(|_| "configuration: EVENT_BUS_NAME is required")?;
+    let bus = claim_shared::config::required("EVENT_BUS_NAME")?;
     let source = std::env::var("EVENT_SOURCE").unwrap_or_else(|_| DEFAULT_SOURCE.to_owned());
     let wiring = Wiring::from_env().await;
     let sink = EventBridgeSink::new(aws_sdk_eventbridge::Client::new(wiring.aws()), bus, source);

@@ -41,7 +41,7 @@ fn lambda_keeps_every_line_and_the_functions_filter_at_the_log_level_parameter()
     assert_eq!(template["Parameters"]["LogLevel"]["Default"].as_str(), Some("INFO"));
     let globals = &template["Globals"]["Function"]["Environment"]["Variables"];
     let functions = of_type(&template, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 4);
     for (name, function) in functions {
         let properties = &function["Properties"];
         let logging = &properties["LoggingConfig"];

@@ -397,7 +397,9 @@ fn the_catalogue_check_refuses_names_dimension_sets_and_statistics_the_code_does
         Ok(())
     );
     assert_eq!(
-        widget(serde_json::json!([["ExpressLinkClaims", "ClaimToArrivalMs", "vendor", "espressif", {"stat": "p50"}]])),
+        widget(
+            serde_json::json!([["ExpressLinkClaims", "ClaimToArrivalMs", "target_endpoint", "a1-ats.iot.eu-west-1.amazonaws.com", "vendor", "espressif", {"stat": "p50"}]])
+        ),
         Ok(())
     );
     assert!(widget(serde_json::json!([["ExpressLinkClaims", "ClaimsAccepted", "sku", "A"]])).is_err());

@@ -27,9 +27,14 @@ pub(crate) fn of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a 
 }
 
 /// A scalar or a list of scalars as a list.
+/// The items of a list (a single value is a list of one); `!If [condition, a, b]` is both branches.
 pub(crate) fn list(value: &Value) -> Vec<&Value> {
     match value {
-        Value::Sequence(items) => items.iter().collect(),
+        Value::Sequence(items) => items.iter().flat_map(list).collect(),
+        Value::Tagged(tagged) if tagged.tag == "!If" => match &tagged.value {
+            Value::Sequence(parts) if parts.len() == 3 => parts[1..].iter().flat_map(list).collect(),
+            _ => vec![value],
+        },
         Value::Null => Vec::new(),
         other => vec![other],
     }
@@ -132,11 +137,31 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
             .into_iter()
             .chain(["EventsDeadLetterQueue.Arn".into(), CERTIFICATES.into()])
             .collect(),
+        // The table's change stream (not the table), the bus it puts events on, the dead-letter
+        // queue of its stream positions.
+        "LifecycleEventsFunction" => [
+            STREAMS.to_owned(),
+            "LifecycleEventBus.Arn".to_owned(),
+            "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}".to_owned(),
+            "EventsDeadLetterQueue.Arn".to_owned(),
+        ]
+        .into_iter()
+        .collect(),
         other => panic!("a function this test does not know: {other}; say what it may reach"),
     };
     allowed.insert(format!("{}LogGroup.Arn", function.trim_end_matches("Function")));
     allowed
 }
+
+/// The table's change streams (lifecycle-events reads them through its event source mapping).
+const STREAMS: &str = "${ClaimsTable.Arn}/stream/*";
+
+const DYNAMODB_STREAM_ACTIONS: [&str; 4] = [
+    "dynamodb:DescribeStream",
+    "dynamodb:GetRecords",
+    "dynamodb:GetShardIterator",
+    "dynamodb:ListStreams",
+];
 
 const DYNAMODB_ITEM_ACTIONS: [&str; 6] = [
     "dynamodb:GetItem",
@@ -151,7 +176,7 @@ const DYNAMODB_ITEM_ACTIONS: [&str; 6] = [
 fn every_function_has_its_own_role_with_every_permission_written_out() {
     let template = template();
     let roles = function_roles(&template);
-    assert_eq!(roles.len(), 3, "{roles:?}");
+    assert_eq!(roles.len(), 4, "{roles:?}");
     let distinct: BTreeSet<_> = roles.values().collect();
     assert_eq!(distinct.len(), roles.len(), "functions share a role: {roles:?}");
     for (function, role) in &roles {
@@ -209,6 +234,9 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                 Some("secretsmanager") => Box::new(|r: &str| r == SECRETS || r == LABEL_CODE_KEY),
                 Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS || r == CERTIFICATES),
                 Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
+                Some("events") => {
+                    Box::new(|r: &str| r == "LifecycleEventBus.Arn" || r.ends_with(":event-bus/${EventBusName}"))
+                }
                 other => panic!("{function}/{sid}: unexpected service {other:?}"),
             };
             for resource in resources {
@@ -220,7 +248,11 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
             for action in actions {
                 let allowed_action = match services.first().copied() {
                     Some("logs") => ["logs:CreateLogStream", "logs:PutLogEvents"].contains(&action.as_str()),
-                    Some("dynamodb") => DYNAMODB_ITEM_ACTIONS.contains(&action.as_str()),
+                    // Items of the table; the change stream's read actions only on its streams.
+                    Some("dynamodb") => match resources.first().map(String::as_str) {
+                        Some(STREAMS) => DYNAMODB_STREAM_ACTIONS.contains(&action.as_str()),
+                        _ => DYNAMODB_ITEM_ACTIONS.contains(&action.as_str()),
+                    },
                     Some("secretsmanager") => {
                         ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"].contains(&action.as_str())
                     }
@@ -235,6 +267,7 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                         _ => false,
                     },
                     Some("sqs") => action == "sqs:SendMessage",
+                    Some("events") => action == "events:PutEvents",
                     _ => false,
                 };
                 assert!(allowed_action, "{function}/{sid}: {action} is more than it needs");
@@ -250,7 +283,7 @@ fn only_the_functions_that_hold_publisher_leases_may_delete_items() {
         let deletes = role_statements(&resources(&template)[role.as_str()])
             .iter()
             .any(|statement| statement.actions.iter().any(|action| action == "dynamodb:DeleteItem"));
-        let holds_leases = function != "ProvisioningEventsFunction";
+        let holds_leases = ["ClaimApiFunction", "ClaimPublisherFunction"].contains(&function.as_str());
         assert_eq!(deletes, holds_leases, "{function}");
     }
 }
@@ -388,9 +421,14 @@ fn every_function_is_built_from_a_workspace_binary_and_gets_the_settings_it_requ
     }
     assert_eq!(
         binaries,
-        ["claim-api", "claim-publisher", "provisioning-events"]
-            .map(str::to_owned)
-            .into(),
+        [
+            "claim-api",
+            "claim-publisher",
+            "lifecycle-events",
+            "provisioning-events"
+        ]
+        .map(str::to_owned)
+        .into(),
     );
     // claim-api reads its endpoints in ApiConfig::from_env rather than main.rs.
     let api_env = &resources(&template)["ClaimApiFunction"]["Properties"]["Environment"]["Variables"];
@@ -618,4 +656,78 @@ fn gateway_responses_map_headers_only_from_sources_api_gateway_documents() {
             "{name:?}: {body}"
         );
     }
+}
+
+/// Lifecycle events (docs/events.md): the table's stream with both images, read in order from the
+/// start with partial batch responses, retried until the stream drops a record and then
+/// dead-lettered, filtered to the two kinds of records that can be events (the entity names the
+/// store writes), and put on the stack's own bus unless EventBusName names one.
+#[test]
+fn lifecycle_events_read_the_tables_stream_with_partial_batches_and_a_dead_letter_queue() {
+    let template = template();
+    let table = &resources(&template)["ClaimsTable"]["Properties"];
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("NEW_AND_OLD_IMAGES")
+    );
+    let function = &resources(&template)["LifecycleEventsFunction"]["Properties"];
+    let source = &function["Events"]["TableStream"];
+    assert_eq!(source["Type"].as_str(), Some("DynamoDB"));
+    let properties = &source["Properties"];
+    assert_eq!(render(&properties["Stream"]), "ClaimsTable.StreamArn");
+    assert_eq!(properties["StartingPosition"].as_str(), Some("TRIM_HORIZON"));
+    assert_eq!(
+        list(&properties["FunctionResponseTypes"])
+            .into_iter()
+            .map(render)
+            .collect::<Vec<_>>(),
+        ["ReportBatchItemFailures"]
+    );
+    assert_eq!(
+        properties["MaximumRetryAttempts"].as_i64(),
+        Some(-1),
+        "retried, not dropped"
+    );
+    assert_eq!(
+        render(&properties["DestinationConfig"]["OnFailure"]["Destination"]),
+        "EventsDeadLetterQueue.Arn"
+    );
+    let patterns: Vec<serde_json::Value> = list(&properties["FilterCriteria"]["Filters"])
+        .into_iter()
+        .map(|filter| serde_json::from_str(filter["Pattern"].as_str().unwrap()).unwrap())
+        .collect();
+    let entities: BTreeSet<(String, String)> = patterns
+        .iter()
+        .map(|p| {
+            (
+                p["eventName"][0].as_str().unwrap().to_owned(),
+                p["dynamodb"]["NewImage"]["entity"]["S"][0].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entities,
+        [("INSERT", "history"), ("MODIFY", "claim")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .into()
+    );
+    // The store writes these entity names (shared/src/adapters/dynamodb/items.rs).
+    let items =
+        std::fs::read_to_string(template_path().with_file_name("shared/src/adapters/dynamodb/items.rs")).unwrap();
+    for entity in ["history", "claim"] {
+        assert!(
+            items.contains(&format!("(\"entity\".to_owned(), s(\"{entity}\"))")),
+            "{entity}"
+        );
+    }
+    let parameters = &template["Parameters"];
+    assert_eq!(parameters["EventBusName"]["Default"].as_str(), Some(""));
+    assert_eq!(
+        parameters["EventSource"]["Default"].as_str(),
+        Some("expresslink.claims")
+    );
+    assert_eq!(
+        resources(&template)["LifecycleEventBus"]["Condition"].as_str(),
+        Some("CreateEventBus")
+    );
 }
