@@ -3,6 +3,7 @@
 
 pub mod certificates;
 pub mod e2e;
+pub mod engines;
 pub mod fixture;
 pub mod iotdata;
 pub mod local_iot;
