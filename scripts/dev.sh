@@ -276,6 +276,10 @@ export CLAIM_API_LOG=$LOGS/claim-functions.log
 # Label codes distinct from the ThingName: the HMAC key's secret in moto (local-setup creates it with
 # 64 random characters, used as raw bytes, as GenerateSecretString does on AWS).
 export LABEL_CODE_KEY_SECRET=expresslink/label-code-key
+# Not endpoints: the engines themselves, for tests that start private ones to freeze
+# (functions/claim-api/tests/frozen_engines.rs, claim_tests::engines).
+export DYNAMODB_LOCAL_DIR=$(ddb_local_dir)
+export MOTO_PYTHON=$VENV/bin/python
 EOF
 }
 

@@ -10,6 +10,7 @@ pub mod local_iot;
 pub mod logs_insights;
 pub mod mqtt;
 pub mod pki;
+pub mod runtime_api;
 pub mod schema;
 
 use std::sync::{
