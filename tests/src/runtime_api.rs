@@ -15,7 +15,7 @@ use std::{
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
@@ -31,7 +31,8 @@ use tokio::{
 
 const INVOCATION: &str = "/2018-06-01/runtime/invocation/";
 
-/// How long each invocation may run, as Lambda tells the function (`lambda-runtime-deadline-ms`).
+/// How long each invocation may run, as Lambda tells the function (`lambda-runtime-deadline-ms`),
+/// unless [`RuntimeApi::set_deadline`] says otherwise.
 pub const INVOCATION_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What the function told the emulator, in order.
@@ -47,11 +48,12 @@ pub enum Report {
     Other { method: String, path: String, body: String },
 }
 
-/// The invocations waiting for the runtime, and a wake-up for a held `GET /next`.
-#[derive(Default)]
+/// The invocations waiting for the runtime, a wake-up for a held `GET /next`, and the deadline
+/// each invocation gets (milliseconds after it is handed out).
 struct Queue {
     waiting: Mutex<VecDeque<(String, Vec<u8>)>>,
     added: Notify,
+    deadline_ms: AtomicU64,
 }
 
 pub struct RuntimeApi {
@@ -71,7 +73,11 @@ impl RuntimeApi {
         let address = listener
             .local_addr()
             .unwrap_or_else(|err| panic!("the runtime API's address: {err}"));
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue {
+            waiting: Mutex::default(),
+            added: Notify::new(),
+            deadline_ms: AtomicU64::new(duration_ms(INVOCATION_DEADLINE)),
+        });
         let api_queue = queue.clone();
         let (sender, reports) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -97,6 +103,12 @@ impl RuntimeApi {
         lock(&self.queue.waiting).push_back((request_id.clone(), payload));
         self.queue.added.notify_one();
         request_id
+    }
+
+    /// The time the invocations handed out from now on may run (their `lambda-runtime-deadline-ms`
+    /// is this much after they are handed out), as a function's timeout would set it.
+    pub fn set_deadline(&self, after: Duration) {
+        self.queue.deadline_ms.store(duration_ms(after), Ordering::SeqCst);
     }
 
     /// The next report, within 60 s.
@@ -142,7 +154,8 @@ async fn serve(stream: TcpStream, queue: Arc<Queue>, reports: mpsc::UnboundedSen
         let text = String::from_utf8_lossy(&request.body).into_owned();
         let (status, headers, body) = if request.method == "GET" && request.path == format!("{INVOCATION}next") {
             let (request_id, payload) = next_invocation(&queue, &reports).await;
-            (200, invocation_headers(&request_id), payload)
+            let deadline = Duration::from_millis(queue.deadline_ms.load(Ordering::SeqCst));
+            (200, invocation_headers(&request_id, deadline), payload)
         } else {
             let report = match request
                 .path
@@ -190,9 +203,13 @@ async fn next_invocation(queue: &Queue, reports: &mpsc::UnboundedSender<Report>)
     }
 }
 
-fn invocation_headers(request_id: &str) -> Vec<(&'static str, String)> {
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn invocation_headers(request_id: &str, after: Duration) -> Vec<(&'static str, String)> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let deadline = now + INVOCATION_DEADLINE;
+    let deadline = now + after;
     vec![
         ("lambda-runtime-aws-request-id", request_id.to_owned()),
         ("lambda-runtime-deadline-ms", deadline.as_millis().to_string()),

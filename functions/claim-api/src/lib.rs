@@ -52,18 +52,25 @@ pub const INVOCATION_MARGIN: Duration = Duration::from_millis(1000);
 /// How long the request may still take: its budget, or less when the invocation's deadline (the
 /// function's timeout) is nearer.
 pub fn request_budget(request: &Request, budget: Duration) -> Duration {
-    let Some(deadline_ms) = request
-        .lambda_context_ref()
-        .map(|context| context.deadline)
-        .filter(|deadline| *deadline > 0)
-    else {
-        return budget;
-    };
+    let deadline_ms = request.lambda_context_ref().map(|context| context.deadline);
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |now| u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
-    let left = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-    budget.min(left.saturating_sub(INVOCATION_MARGIN))
+    budget_within(budget, deadline_ms, now_ms)
+}
+
+/// `budget`, cut to what the invocation's deadline (`deadline_ms`, Unix milliseconds) leaves minus
+/// [`INVOCATION_MARGIN`]. A deadline that is not a real one is ignored: none, one already past
+/// when the request starts (`cargo lambda watch` sends a fixed 600000, i.e. 1970), or one beyond
+/// Lambda's longest timeout (15 minutes).
+pub fn budget_within(budget: Duration, deadline_ms: Option<u64>, now_ms: u64) -> Duration {
+    const LONGEST_TIMEOUT_MS: u64 = 15 * 60 * 1000;
+    match deadline_ms {
+        Some(deadline) if deadline > now_ms && deadline - now_ms <= LONGEST_TIMEOUT_MS => {
+            budget.min(Duration::from_millis(deadline - now_ms).saturating_sub(INVOCATION_MARGIN))
+        }
+        _ => budget,
+    }
 }
 
 /// The id API Gateway gave the request (the one in its access logs), else the Lambda request id.
@@ -168,4 +175,27 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
 
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_cut_to_the_invocations_deadline_when_that_is_a_real_one() {
+        let budget = Duration::from_millis(3000);
+        let now = 1_800_000_000_000;
+        assert_eq!(budget_within(budget, None, now), budget);
+        assert_eq!(budget_within(budget, Some(now + 10_000), now), budget, "10 s left");
+        assert_eq!(
+            budget_within(budget, Some(now + 2_500), now),
+            Duration::from_millis(1500),
+            "2.5 s left, less the margin"
+        );
+        assert_eq!(budget_within(budget, Some(now + 500), now), Duration::ZERO);
+        // Not real deadlines: past (cargo lambda watch's fixed 600000), or beyond 15 minutes.
+        assert_eq!(budget_within(budget, Some(600_000), now), budget);
+        assert_eq!(budget_within(budget, Some(now), now), budget);
+        assert_eq!(budget_within(budget, Some(now + 16 * 60_000), now), budget);
+    }
 }

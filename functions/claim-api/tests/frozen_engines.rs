@@ -286,9 +286,24 @@ async fn a_frozen_table_answers_503_within_the_budget_and_writes_nothing() {
         let latency = line["latency_ms"].as_u64().unwrap();
         assert!((1000..1000 + SLACK.as_millis() as u64).contains(&latency), "{line}");
     }
+    // An invocation whose own deadline (the function's timeout) is nearer than the budget is
+    // answered before it: the budget is cut to what it leaves, less 1 s.
+    default.api.set_deadline(Duration::from_millis(2500));
+    let near = default.send(&Served::devices()).await;
+    assert_unavailable(
+        &near,
+        Duration::from_millis(1500),
+        "GET /v1/devices, table frozen, 2.5 s left",
+    );
+    let near_cut = default.events("request_budget_exhausted");
+    assert_eq!(near_cut.len(), 1, "{}", default.function.output());
+    let cut_to = near_cut[0]["budget_ms"].as_u64().unwrap();
+    assert!((1000..=1500).contains(&cut_to), "{}", near_cut[0]);
+    default.api.set_deadline(claim_tests::runtime_api::INVOCATION_DEADLINE);
     eprintln!(
-        "table frozen: default budget POST {:?} GET {:?}; 1 s budget POST {:?} GET {:?}",
-        claim.took, list.took, cut.took, cut_list.took
+        "table frozen: default budget POST {:?} GET {:?}; 1 s budget POST {:?} GET {:?}; 2.5 s to the \
+         invocation's deadline GET {:?}",
+        claim.took, list.took, cut.took, cut_list.took, near.took
     );
     assert!(default.function.is_running() && tight.function.is_running());
     frozen.thaw();
