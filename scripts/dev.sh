@@ -278,6 +278,10 @@ export CLAIM_API_LOG=$LOGS/claim-functions.log
 export LABEL_CODE_KEY_SECRET=expresslink/label-code-key
 # Lifecycle events (lifecycle-events puts them on this bus in moto; local-setup creates it).
 export EVENT_BUS_NAME=expresslink-claims-local
+# Not endpoints: the engines themselves, for tests that start private ones to freeze
+# (functions/claim-api/tests/frozen_engines.rs, claim_tests::engines).
+export DYNAMODB_LOCAL_DIR=$(ddb_local_dir)
+export MOTO_PYTHON=$VENV/bin/python
 EOF
 }
 

@@ -21,9 +21,16 @@ use crate::domain::{
 };
 
 /// Where a module vendor's claim-thing credentials come from (Secrets Manager in production).
+/// Callers bound each lookup with a deadline of their own (`DeliverySettings::credentials_timeout`):
+/// one that does not answer in time is `credentials_unavailable`, never a staging failure.
 #[async_trait]
 pub trait CredentialSource: Send + Sync {
     async fn claim_thing(&self, vendor: &str) -> Result<ClaimThingCredentials, PublishError>;
+
+    /// The dependency behind it, as errors and logs name it.
+    fn source_name(&self) -> &'static str {
+        "the credential source"
+    }
 }
 
 /// Delivers one message to the staging endpoint as the claim-thing and returns once the endpoint

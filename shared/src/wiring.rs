@@ -10,10 +10,14 @@
 //! | `CLAIM_THING_SECRET_PREFIX`, `CLAIM_THING_SECRET_TTL_SECONDS` | vendor profiles ([`Wiring::delivery`]) |
 //! | `QUARANTINE_ROGUE_DEVICES`, `VENDOR_CA_CERTIFICATE_IDS` | the rogue-device gate ([`Wiring::with_certificates`]) |
 //! | `AWS_REGION`, `AWS_ENDPOINT_URL*`, credentials | the AWS SDK's own configuration |
+//!
+//! Every AWS client built here (DynamoDB, Secrets Manager and its cache, the IoT control plane, the
+//! IoT data plane of the `iam` transport) comes from one [`SdkConfig`] that carries the SDK's own
+//! deadlines ([`sdk_timeouts`]): no call to a dependency can hang a function.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use aws_config::BehaviorVersion;
+use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 use aws_types::SdkConfig;
 
 use crate::{
@@ -28,6 +32,36 @@ use crate::{
     service::{ClaimService, Delivery, DeliverySettings, SystemClock},
 };
 
+/// Connecting to an AWS endpoint (TCP and TLS). In-region connects take milliseconds; one that takes
+/// a second is going nowhere (a blackholed address, a dead host), and the SDK's default (3.1 s)
+/// would spend most of a request's budget on it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One attempt of one call, from sending the request to the last byte of the answer. DynamoDB
+/// documents single-digit-millisecond reads and writes (transactions: a few times that), Secrets
+/// Manager and the IoT control plane answer in tens to hundreds of milliseconds: an attempt still
+/// open after a second is stuck (a frozen node, a half-open connection), and cutting it lets the
+/// SDK's standard retry try again on a fresh connection, within [`OPERATION_TIMEOUT`].
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One call, all its attempts and the backoff between them included: at most two attempts. Below
+/// the API's request budget (3 s by default, `REQUEST_BUDGET_MS`), so a dependency that does not
+/// answer fails the call with an error that names it (`503 unavailable`) while the request still
+/// has time to answer; the budget cuts requests whose many calls are each slow but not stuck.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The SDK deadlines every client of [`Wiring`] gets (see the constants). A call past one fails
+/// with the SDK's timeout error, which each adapter maps to its port's error naming the dependency
+/// (`StoreError::Unavailable` "DynamoDB: …", `credentials_unavailable` "Secrets Manager: …",
+/// `ControlError` "IoT control plane: …").
+pub fn sdk_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
 /// The claim service as deployed: DynamoDB and the system clock.
 pub type Service = ClaimService<DynamoOwnershipStore, SystemClock>;
 
@@ -37,11 +71,21 @@ pub struct Wiring {
 
 impl Wiring {
     /// The AWS SDK configuration from the environment: default credential chain and region, and
-    /// `AWS_ENDPOINT_URL*` (the local stack).
+    /// `AWS_ENDPOINT_URL*` (the local stack); with the deadlines of [`sdk_timeouts`].
     pub async fn from_env() -> Self {
-        Self {
-            aws: aws_config::load_defaults(BehaviorVersion::latest()).await,
-        }
+        Self::from_config(
+            aws_config::defaults(BehaviorVersion::latest())
+                .timeout_config(sdk_timeouts())
+                .load()
+                .await,
+        )
+    }
+
+    /// The wiring on a given SDK configuration (tests: a local engine's). Its timeouts are
+    /// replaced by [`sdk_timeouts`], so every client built here has the deployed deadlines.
+    pub fn from_config(aws: SdkConfig) -> Self {
+        let aws = aws.into_builder().timeout_config(sdk_timeouts()).build();
+        Self { aws }
     }
 
     pub fn aws(&self) -> &SdkConfig {
@@ -102,5 +146,34 @@ impl Wiring {
             Arc::new(TransportRouter::from_aws(&self.aws)),
             DeliverySettings::default(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_of_the_wiring_has_the_sdk_deadlines() {
+        let bare = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .timeout_config(TimeoutConfig::disabled())
+            .build();
+        let wiring = Wiring::from_config(bare);
+        let expected = sdk_timeouts();
+        assert_eq!(wiring.aws().timeout_config(), Some(&expected));
+        assert_eq!(expected.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(expected.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(expected.operation_timeout(), Some(OPERATION_TIMEOUT));
+        let dynamodb = aws_sdk_dynamodb::Client::new(wiring.aws());
+        let secrets = aws_sdk_secretsmanager::Client::new(wiring.aws());
+        let iot = aws_sdk_iot::Client::new(wiring.aws());
+        assert_eq!(dynamodb.config().timeout_config(), Some(&expected));
+        assert_eq!(secrets.config().timeout_config(), Some(&expected));
+        assert_eq!(iot.config().timeout_config(), Some(&expected));
+        assert!(
+            OPERATION_TIMEOUT < std::time::Duration::from_millis(3000),
+            "below the default request budget"
+        );
     }
 }

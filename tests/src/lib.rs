@@ -3,6 +3,7 @@
 
 pub mod certificates;
 pub mod e2e;
+pub mod engines;
 pub mod fixture;
 pub mod iotdata;
 pub mod lifecycle;
@@ -10,6 +11,7 @@ pub mod local_iot;
 pub mod logs_insights;
 pub mod mqtt;
 pub mod pki;
+pub mod runtime_api;
 pub mod schema;
 
 use std::sync::{

@@ -10,6 +10,7 @@ use claim_shared::{
 };
 use lambda_http::Request;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::{
     errors::ApiError,
@@ -18,17 +19,22 @@ use crate::{
     router::AdminRoute,
 };
 
+/// Time an import keeps for one more row: rows not started with less than this left of the
+/// request's budget are answered `rejected` ("send it again") instead of running the request out.
+pub const IMPORT_ROW_RESERVE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Runs an admin route for `operator` and logs one `admin_action` event.
 pub async fn handle<S: OwnershipStore, C: Clock>(
     service: &ClaimService<S, C>,
     route: AdminRoute,
     operator: &str,
     request: &Request,
+    deadline: Instant,
 ) -> Result<Answer, ApiError> {
     let started = std::time::Instant::now();
     let action = route.template();
     let (thing, result) = match route {
-        AdminRoute::Import => (None, import_devices(service, operator, request).await),
+        AdminRoute::Import => (None, import_devices(service, operator, request, deadline).await),
         AdminRoute::Inspect(raw) => (Some(raw.clone()), inspect(service, &raw, request).await),
         AdminRoute::Release(raw) => (Some(raw.clone()), force_release(service, operator, &raw, request).await),
         AdminRoute::Disable(raw) => (
@@ -58,18 +64,22 @@ pub async fn handle<S: OwnershipStore, C: Clock>(
 }
 
 /// `PUT /v1/admin/devices`: one result per item; already imported items stay imported, so the
-/// whole request can be sent again.
+/// whole request can be sent again. Rows the request's budget leaves no time for are `rejected`
+/// ("send it again"), so a long import on a slow table still answers.
 async fn import_devices<S: OwnershipStore, C: Clock>(
     service: &ClaimService<S, C>,
     operator: &str,
     request: &Request,
+    deadline: Instant,
 ) -> Result<Answer, ApiError> {
     let body = import_body(request)?;
     let mut results = Vec::with_capacity(body.devices.len());
     for item in &body.devices {
         let thing_name = item.get("thing_name").cloned().unwrap_or(Value::Null);
+        let out_of_time = deadline.saturating_duration_since(Instant::now()) < IMPORT_ROW_RESERVE;
         let outcome = match import_item(item, service.label_code_key()) {
             Err(reason) => Err(reason),
+            Ok(_) if out_of_time => Err("not imported: the request ran out of time; send it again".to_owned()),
             Ok(device) => match service.import(&device, Actor::Operator(operator.to_owned())).await {
                 Ok(outcome) => Ok(outcome),
                 Err(DeviceOpError::Store(err)) => return Err(err.into()),

@@ -1,8 +1,9 @@
 //! What the claim API reads at cold start besides the shared wiring: where devices are sent
-//! (`OEM_ENDPOINT` or `OEM_ENDPOINTS`) and who may use the admin routes (`OPERATOR_PRINCIPALS`).
-//! A bad value stops the cold start with a message that names the setting.
+//! (`OEM_ENDPOINT` or `OEM_ENDPOINTS`), who may use the admin routes (`OPERATOR_PRINCIPALS`) and
+//! how long a request may take (`REQUEST_BUDGET_MS`). A bad value stops the cold start with a
+//! message that names the setting.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 pub use claim_shared::config::ConfigError;
 use claim_shared::{
@@ -12,12 +13,42 @@ use claim_shared::{
 
 use crate::identity::OperatorAllowlist;
 
+/// `REQUEST_BUDGET_MS` when it is not set. An app's user waits at most this long for an answer. A
+/// claim normally takes about 10 DynamoDB calls (milliseconds each) and an inline publish (a TLS
+/// connection and a PUBACK, 0.1–0.5 s), so 3 s leaves the publish over 2 s; and it is above the
+/// SDK's 2 s deadline of one call (`claim_shared::wiring::OPERATION_TIMEOUT`), so a dependency that
+/// hangs is reported by its own error, naming it, before the budget runs out.
+pub const DEFAULT_REQUEST_BUDGET: Duration = Duration::from_millis(3000);
+
+/// The least `REQUEST_BUDGET_MS` may be: a claim with its inline publish still fits.
+pub const MIN_REQUEST_BUDGET: Duration = Duration::from_millis(1000);
+
+/// The most `REQUEST_BUDGET_MS` may be: 2 s below the function's timeout ([`FUNCTION_TIMEOUT`]),
+/// far below API Gateway's ([`API_GATEWAY_TIMEOUT`]), so the function always answers `503` itself
+/// instead of being cut off by Lambda (`502`) or API Gateway (`504`).
+pub const MAX_REQUEST_BUDGET: Duration = Duration::from_millis(8000);
+
+/// The function's timeout in `template.yaml` (`Globals.Function.Timeout`; a test checks it).
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// API Gateway's integration timeout for a REST API (29 s, its default and usual maximum).
+pub const API_GATEWAY_TIMEOUT: Duration = Duration::from_secs(29);
+
+const _: () = assert!(
+    MAX_REQUEST_BUDGET.as_millis() + 2000 <= FUNCTION_TIMEOUT.as_millis()
+        && FUNCTION_TIMEOUT.as_millis() < API_GATEWAY_TIMEOUT.as_millis()
+        && MIN_REQUEST_BUDGET.as_millis() <= DEFAULT_REQUEST_BUDGET.as_millis()
+        && DEFAULT_REQUEST_BUDGET.as_millis() <= MAX_REQUEST_BUDGET.as_millis()
+);
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// The OEM AWS IoT endpoints devices are sent to, and the rules that choose one.
     pub endpoints: Arc<EndpointPlan>,
     /// Who may use the admin routes, beyond what IAM authorization already checked.
     pub operators: OperatorAllowlist,
+    /// How long one request may take before it answers `503 unavailable` (`REQUEST_BUDGET_MS`).
+    pub request_budget: Duration,
 }
 
 impl ApiConfig {
@@ -42,7 +73,7 @@ impl ApiConfig {
     /// `OEM_ENDPOINTS` when it is set and not empty, otherwise `OEM_ENDPOINT`; either way checked
     /// against where the stack runs (`AWS_REGION`, always set in Lambda; `STACK_ACCOUNT_ID`, from
     /// template.yaml): a device sent to an endpoint whose IoT events never reach this stack's topic
-    /// rules would never complete its claim. Then `OPERATOR_PRINCIPALS`.
+    /// rules would never complete its claim. Then `OPERATOR_PRINCIPALS` and `REQUEST_BUDGET_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let (config, setting) = match std::env::var("OEM_ENDPOINTS")
             .ok()
@@ -60,13 +91,16 @@ impl ApiConfig {
             .endpoints
             .check_events_reach(stack)
             .map_err(|err| ConfigError(format!("{setting}: {err}")))?;
-        config.with_operators(&env_or("OPERATOR_PRINCIPALS", ""))
+        let mut config = config.with_operators(&env_or("OPERATOR_PRINCIPALS", ""))?;
+        config.request_budget = request_budget_from(std::env::var("REQUEST_BUDGET_MS").ok().as_deref())?;
+        Ok(config)
     }
 
     fn with_plan(plan: EndpointPlan) -> Self {
         Self {
             endpoints: Arc::new(plan),
             operators: OperatorAllowlist::default(),
+            request_budget: DEFAULT_REQUEST_BUDGET,
         }
     }
 
@@ -77,9 +111,43 @@ impl ApiConfig {
     }
 }
 
+/// `REQUEST_BUDGET_MS`: whole milliseconds in `MIN_REQUEST_BUDGET..=MAX_REQUEST_BUDGET`;
+/// [`DEFAULT_REQUEST_BUDGET`] when unset or empty.
+pub fn request_budget_from(raw: Option<&str>) -> Result<Duration, ConfigError> {
+    let Some(raw) = raw.filter(|raw| !raw.trim().is_empty()) else {
+        return Ok(DEFAULT_REQUEST_BUDGET);
+    };
+    let (min, max) = (MIN_REQUEST_BUDGET.as_millis(), MAX_REQUEST_BUDGET.as_millis());
+    raw.trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|budget| (MIN_REQUEST_BUDGET..=MAX_REQUEST_BUDGET).contains(budget))
+        .ok_or_else(|| {
+            ConfigError(format!(
+                "REQUEST_BUDGET_MS must be {min}..={max} (milliseconds; well below the function's {} s timeout \
+                 and API Gateway's {} s), got {raw:?}",
+                FUNCTION_TIMEOUT.as_secs(),
+                API_GATEWAY_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_budget_defaults_to_3_s_and_stays_well_below_the_timeouts() {
+        assert_eq!(request_budget_from(None), Ok(Duration::from_millis(3000)));
+        assert_eq!(request_budget_from(Some("")), Ok(Duration::from_millis(3000)));
+        assert_eq!(request_budget_from(Some("1500")), Ok(Duration::from_millis(1500)));
+        assert_eq!(request_budget_from(Some("8000")), Ok(Duration::from_millis(8000)));
+        for bad in ["999", "8001", "10000", "29000", "-1", "3s", "3000.5", "abc"] {
+            let err = request_budget_from(Some(bad)).expect_err(bad);
+            assert!(err.0.contains("REQUEST_BUDGET_MS must be 1000..=8000"), "{err}");
+        }
+    }
 
     #[test]
     fn the_endpoint_must_be_a_host_name() {

@@ -8,16 +8,24 @@ use claim_shared::{
 };
 use lambda_http::http::StatusCode;
 
+/// `Retry-After` of every `503 unavailable`, in seconds: a dependency that did not answer in time,
+/// or contention on one device, is worth trying again soon (the request itself already waited up
+/// to its budget, so clients do not retry faster than once per few seconds).
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 1;
+
 /// An error answer: `{"error": {"code", "message", "request_id"}}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Seconds for a `Retry-After` header (`429`).
+    /// Seconds for a `Retry-After` header (`429`, `503`).
     pub retry_after: Option<u64>,
     /// The methods of an `Allow` header (`405`).
     pub allow: Option<&'static str>,
+    /// Why, for the log only (`http_request`'s `error`): the dependency that failed and how. Never
+    /// part of the answer.
+    pub detail: Option<String>,
 }
 
 impl ApiError {
@@ -28,7 +36,14 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             allow: None,
+            detail: None,
         }
+    }
+
+    /// The same answer, with why it was given (logged, never sent).
+    pub(crate) fn because(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     /// `429 rate_limited` with `Retry-After` in whole seconds, rounded up (at least 1).
@@ -103,12 +118,30 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// `503 unavailable` with `Retry-After`.
     pub(crate) fn unavailable() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "The service is temporarily unavailable; nothing was changed. Please try again.",
-        )
+        Self {
+            retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The service is temporarily unavailable; nothing was changed. Please try again.",
+            )
+        }
+    }
+
+    /// `503 unavailable`: the request's budget ran out before its answer was ready. Whatever it
+    /// committed is whole (a claim accepted by then is owed in the outbox and answered `200` to a
+    /// repeat), so a retry is safe.
+    pub(crate) fn budget_exhausted(budget: std::time::Duration) -> Self {
+        Self {
+            message: "The service did not answer in time. Please try again.".to_owned(),
+            ..Self::unavailable()
+        }
+        .because(format!(
+            "the request budget of {} ms ran out (a dependency answered too slowly)",
+            budget.as_millis()
+        ))
     }
 
     pub(crate) fn internal() -> Self {
@@ -122,9 +155,10 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        let detail = err.to_string();
         match err {
-            StoreError::Unavailable(_) => Self::unavailable(),
-            StoreError::Corrupt(_) => Self::internal(),
+            StoreError::Unavailable(_) => Self::unavailable().because(detail),
+            StoreError::Corrupt(_) => Self::internal().because(detail),
         }
     }
 }
@@ -146,7 +180,8 @@ impl From<ClaimError> for ApiError {
                 Self::invalid_request("This Idempotency-Key was already used for a different request.")
             }
             ClaimError::RateLimited { retry_after } => Self::rate_limited(retry_after),
-            ClaimError::Busy | ClaimError::CertificateControl(_) => Self::unavailable(),
+            ClaimError::Busy => Self::unavailable().because("contention: lost the race on the device too often"),
+            ClaimError::CertificateControl(err) => Self::unavailable().because(err.to_string()),
             ClaimError::Store(err) => err.into(),
         }
     }
@@ -167,7 +202,8 @@ impl From<RetryError> for ApiError {
                     "This claim was retried a moment ago. Please wait a few seconds.",
                 )
             },
-            RetryError::Busy | RetryError::CertificateControl(_) => Self::unavailable(),
+            RetryError::Busy => Self::unavailable().because("contention: lost the race on the device too often"),
+            RetryError::CertificateControl(err) => Self::unavailable().because(err.to_string()),
             RetryError::Store(err) => err.into(),
         }
     }
@@ -180,7 +216,7 @@ impl From<ReleaseError> for ApiError {
             ReleaseError::MidClaim => {
                 Self::conflict("This device is still being claimed; wait until the claim completes or expires.")
             }
-            ReleaseError::Busy => Self::unavailable(),
+            ReleaseError::Busy => Self::unavailable().because("contention: lost the race on the device too often"),
             ReleaseError::Store(err) => err.into(),
         }
     }
@@ -204,7 +240,8 @@ impl From<DeviceOpError> for ApiError {
                 "device_not_found",
                 "No device has this ThingName.",
             ),
-            DeviceOpError::Busy | DeviceOpError::Control(_) => Self::unavailable(),
+            DeviceOpError::Busy => Self::unavailable().because("contention: lost the race on the device too often"),
+            DeviceOpError::Control(err) => Self::unavailable().because(err.to_string()),
             DeviceOpError::CodeInUse => Self::conflict("The label code is already used by another device."),
             DeviceOpError::Store(err) => err.into(),
         }

@@ -13,6 +13,7 @@ use lambda_http::{
     Request,
 };
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use crate::{
     config::ApiConfig,
@@ -24,13 +25,14 @@ use crate::{
 /// Devices per page of `GET /v1/devices`.
 pub const DEVICES_PAGE_SIZE: u32 = 25;
 
-/// `POST /v1/claims`: `202` with a new claim (published inline when possible), `200` with the one
-/// the caller already holds.
+/// `POST /v1/claims`: `202` with a new claim (published inline when possible, before `deadline`),
+/// `200` with the one the caller already holds.
 pub async fn create_claim<S: OwnershipStore, C: Clock>(
     service: &ClaimService<S, C>,
     config: &ApiConfig,
     user: &UserId,
     request: &Request,
+    deadline: Instant,
 ) -> Result<Answer, ApiError> {
     let claim_request = match claim_request(service, config, user, request) {
         Ok(claim_request) => claim_request,
@@ -43,7 +45,7 @@ pub async fn create_claim<S: OwnershipStore, C: Clock>(
             return Err(invalid);
         }
     };
-    let outcome = service.claim_and_publish(&claim_request).await?;
+    let outcome = service.claim_and_publish(&claim_request, Some(deadline)).await?;
     let now = service.now();
     Ok(match outcome {
         ClaimOutcome::Created(claim) => (
@@ -74,14 +76,16 @@ fn claim_request<S: OwnershipStore, C: Clock>(
     })
 }
 
-/// `POST /v1/claims/{claim_id}/retry`: `202` with the claim, published again or renewed.
+/// `POST /v1/claims/{claim_id}/retry`: `202` with the claim, published again or renewed (inline,
+/// before `deadline`, when possible).
 pub async fn retry_claim<S: OwnershipStore, C: Clock>(
     service: &ClaimService<S, C>,
     user: &UserId,
     raw_id: &str,
+    deadline: Instant,
 ) -> Result<Answer, ApiError> {
     let claim_id = ClaimId::parse(raw_id).ok_or_else(ApiError::claim_not_found)?;
-    let claim = service.retry_and_publish(user, &claim_id).await?;
+    let claim = service.retry_and_publish(user, &claim_id, Some(deadline)).await?;
     Ok((
         StatusCode::ACCEPTED,
         Vec::new(),

@@ -76,23 +76,37 @@ fn the_inspection_schema_names_exactly_the_fields_inspect_returns() {
     assert_eq!(returned, documented);
 }
 
+/// Every error answer has the error shape; every operation can answer `503` (a dependency or the
+/// request budget), and a `503` always carries `Retry-After`.
 #[test]
 fn every_error_status_uses_the_error_shape() {
     let doc = document();
     for (path, operations) in doc["paths"].as_mapping().unwrap() {
         for (method, operation) in operations.as_mapping().unwrap() {
-            for (status, response) in operation["responses"].as_mapping().unwrap() {
+            let responses = operation["responses"].as_mapping().unwrap();
+            for (status, response) in responses {
                 let status: u16 = status.as_str().unwrap().parse().unwrap();
-                if status >= 400 {
-                    assert_eq!(
-                        response["$ref"].as_str(),
-                        Some("#/components/responses/Error"),
-                        "{method:?} {path:?} {status}"
-                    );
-                }
+                let expected = match status {
+                    503 => "#/components/responses/Unavailable",
+                    400.. => "#/components/responses/Error",
+                    _ => continue,
+                };
+                assert_eq!(
+                    response["$ref"].as_str(),
+                    Some(expected),
+                    "{method:?} {path:?} {status}"
+                );
             }
+            assert!(responses.contains_key("503"), "{method:?} {path:?} can answer 503");
         }
     }
+    let responses = &doc["components"]["responses"];
+    assert_eq!(
+        responses["Unavailable"]["content"], responses["Error"]["content"],
+        "the error shape"
+    );
+    let retry_after = &responses["Unavailable"]["headers"]["Retry-After"];
+    assert_eq!(retry_after["required"].as_bool(), Some(true), "{retry_after:?}");
 }
 
 #[test]

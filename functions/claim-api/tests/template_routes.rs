@@ -73,3 +73,26 @@ fn admin_routes_use_iam_authorization() {
     let served: BTreeSet<String> = ADMIN_ROUTES.iter().map(|route| (*route).to_owned()).collect();
     assert_eq!(deployed, served);
 }
+
+/// The request budget's bounds are checked against the deployed function's timeout: the function
+/// always answers (`503` at worst) before Lambda cuts it off. A budget the template sets must be
+/// one the function accepts.
+#[test]
+fn the_request_budget_stays_well_below_the_deployed_function_timeout() {
+    use claim_api::config::{request_budget_from, FUNCTION_TIMEOUT, MAX_REQUEST_BUDGET};
+    let template = template();
+    let function = &template["Resources"]["ClaimApiFunction"]["Properties"];
+    let timeout = function["Timeout"]
+        .as_u64()
+        .or_else(|| template["Globals"]["Function"]["Timeout"].as_u64())
+        .unwrap();
+    assert_eq!(
+        timeout,
+        FUNCTION_TIMEOUT.as_secs(),
+        "claim_api::config::FUNCTION_TIMEOUT"
+    );
+    assert!(MAX_REQUEST_BUDGET + std::time::Duration::from_secs(2) <= FUNCTION_TIMEOUT);
+    if let Some(budget) = function["Environment"]["Variables"]["REQUEST_BUDGET_MS"].as_str() {
+        request_budget_from(Some(budget)).unwrap();
+    }
+}

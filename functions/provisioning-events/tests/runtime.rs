@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use runtime_api::{Function, Report, RuntimeApi};
+use claim_tests::runtime_api::{Function, Report, RuntimeApi};
 use serde_json::{json, Value};
 
 /// In every garbage payload that has room for it; must never show up in the function's output.
@@ -38,7 +38,7 @@ async fn every_payload_ends_in_a_response_and_the_runtime_lives_on() {
     ];
 
     let mut api = RuntimeApi::start(invocations.iter().map(|(_, payload, _)| payload.clone()).collect()).await;
-    let mut function = Function::start(api.address);
+    let mut function = start_function(&api, &[]);
     for (index, (name, _, expected)) in invocations.iter().enumerate() {
         let report = api.next_report().await;
         assert_eq!(
@@ -93,9 +93,6 @@ async fn every_payload_ends_in_a_response_and_the_runtime_lives_on() {
     );
 }
 
-/// Just enough of the [Lambda Runtime API](https://docs.aws.amazon.com/lambda/latest/dg/runtimes-api.html)
-/// over HTTP/1.1 (request line, headers, `Content-Length` bodies, keep-alive), and the function's
-/// process.
 /// The stack's `LogLevel` at WARN, as the template deploys it (`LOG_LEVEL=WARN`, Lambda's own filter
 /// open at TRACE): the warnings reach the log with their level, the INFO lines do not, and every
 /// metric document still does (they carry no level: a filter in Lambda would drop them as INFO).
@@ -106,7 +103,7 @@ async fn at_warn_the_warnings_and_the_metrics_stay_and_the_info_lines_go() {
         include_bytes!("fixtures/certificate_registered.json").to_vec(),
     ];
     let mut api = RuntimeApi::start(payloads).await;
-    let mut function = Function::start_with(api.address, &[("AWS_LAMBDA_LOG_LEVEL", "TRACE"), ("LOG_LEVEL", "WARN")]);
+    let mut function = start_function(&api, &[("AWS_LAMBDA_LOG_LEVEL", "TRACE"), ("LOG_LEVEL", "WARN")]);
     for _ in 0..2 {
         assert!(matches!(api.next_report().await, Report::Response { .. }));
     }
@@ -141,251 +138,10 @@ async fn at_warn_the_warnings_and_the_metrics_stay_and_the_info_lines_go() {
     );
 }
 
-mod runtime_api {
-    use std::{
-        collections::VecDeque,
-        io::Read,
-        net::SocketAddr,
-        process::{Child, Command, Stdio},
-        sync::{Arc, Mutex},
-        thread::JoinHandle,
-        time::{Duration, SystemTime, UNIX_EPOCH},
-    };
-
-    use serde_json::Value;
-    use tokio::{
-        io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-        net::{TcpListener, TcpStream},
-        sync::mpsc,
-    };
-
-    const INVOCATION: &str = "/2018-06-01/runtime/invocation/";
-    const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:provisioning-events";
-
-    /// What the function told the emulator, in order.
-    #[derive(Debug, PartialEq)]
-    pub enum Report {
-        /// `GET /next` with no invocation left: the runtime waits for more (the emulator never answers).
-        Idle,
-        /// `POST /invocation/{id}/response`, its body as JSON.
-        Response { request_id: String, body: Value },
-        /// `POST /invocation/{id}/error`: Lambda would count a failed invocation.
-        Error { request_id: String, body: String },
-        /// Any other request, e.g. `/init/error` when the function does not start.
-        Other { method: String, path: String, body: String },
-    }
-
-    pub struct RuntimeApi {
-        pub address: SocketAddr,
-        reports: mpsc::UnboundedReceiver<Report>,
-    }
-
-    type Queue = Arc<Mutex<VecDeque<(String, Vec<u8>)>>>;
-
-    impl RuntimeApi {
-        /// Serves `payloads` as invocations `request-0`, `request-1`, … in order.
-        pub async fn start(payloads: Vec<Vec<u8>>) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let address = listener.local_addr().unwrap();
-            let queue: Queue = Arc::new(Mutex::new(
-                payloads
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, payload)| (format!("request-{index}"), payload))
-                    .collect(),
-            ));
-            let (sender, reports) = mpsc::unbounded_channel();
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    tokio::spawn(serve(stream, queue.clone(), sender.clone()));
-                }
-            });
-            Self { address, reports }
-        }
-
-        pub async fn next_report(&mut self) -> Report {
-            tokio::time::timeout(Duration::from_secs(60), self.reports.recv())
-                .await
-                .expect("no word from the function within 60 s")
-                .expect("the emulator stopped")
-        }
-    }
-
-    struct Request {
-        method: String,
-        path: String,
-        body: Vec<u8>,
-    }
-
-    /// One connection: requests one after another (the runtime's client keeps connections alive).
-    async fn serve(stream: TcpStream, queue: Queue, reports: mpsc::UnboundedSender<Report>) {
-        let mut stream = BufReader::new(stream);
-        while let Some(request) = read_request(&mut stream).await {
-            let text = String::from_utf8_lossy(&request.body).into_owned();
-            let (status, headers, body) = if request.method == "GET" && request.path == format!("{INVOCATION}next") {
-                let next = queue.lock().unwrap().pop_front();
-                let Some((request_id, payload)) = next else {
-                    let _ = reports.send(Report::Idle);
-                    return std::future::pending().await;
-                };
-                (200, invocation_headers(&request_id), payload)
-            } else {
-                let report = match request
-                    .path
-                    .strip_prefix(INVOCATION)
-                    .and_then(|rest| rest.split_once('/'))
-                {
-                    Some((request_id, "response")) if request.method == "POST" => Report::Response {
-                        request_id: request_id.to_owned(),
-                        body: serde_json::from_slice(&request.body).unwrap_or(Value::String(text)),
-                    },
-                    Some((request_id, "error")) if request.method == "POST" => Report::Error {
-                        request_id: request_id.to_owned(),
-                        body: text,
-                    },
-                    _ => Report::Other {
-                        method: request.method,
-                        path: request.path,
-                        body: text,
-                    },
-                };
-                let _ = reports.send(report);
-                (202, Vec::new(), br#"{"status":"OK"}"#.to_vec())
-            };
-            if write_response(stream.get_mut(), status, &headers, &body).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    fn invocation_headers(request_id: &str) -> Vec<(&'static str, String)> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        let deadline = now + Duration::from_secs(60);
-        vec![
-            ("lambda-runtime-aws-request-id", request_id.to_owned()),
-            ("lambda-runtime-deadline-ms", deadline.as_millis().to_string()),
-            ("lambda-runtime-invoked-function-arn", FUNCTION_ARN.to_owned()),
-            (
-                "lambda-runtime-trace-id",
-                "Root=1-00000000-000000000000000000000000".to_owned(),
-            ),
-        ]
-    }
-
-    /// `None` when the connection closes (or speaks something else than this emulator knows).
-    async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
-        let mut line = String::new();
-        if stream.read_line(&mut line).await.ok()? == 0 {
-            return None;
-        }
-        let mut words = line.split_whitespace();
-        let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
-        let mut length = 0;
-        loop {
-            let mut header = String::new();
-            stream.read_line(&mut header).await.ok()?;
-            let Some((name, value)) = header.trim_end().split_once(':') else {
-                break;
-            };
-            assert!(
-                !name.eq_ignore_ascii_case("transfer-encoding"),
-                "the emulator reads Content-Length bodies only"
-            );
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().ok()?;
-            }
-        }
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.ok()?;
-        Some(Request { method, path, body })
-    }
-
-    async fn write_response(
-        stream: &mut TcpStream,
-        status: u16,
-        headers: &[(&str, String)],
-        body: &[u8],
-    ) -> std::io::Result<()> {
-        let mut head = format!("HTTP/1.1 {status} OK\r\ncontent-length: {}\r\n", body.len());
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        stream.flush().await
-    }
-
-    /// The built function, configured as Lambda would, with JSON logs; killed when dropped.
-    pub struct Function {
-        child: Child,
-        output: Vec<JoinHandle<Vec<u8>>>,
-    }
-
-    impl Function {
-        pub fn start(api: SocketAddr) -> Self {
-            Self::start_with(api, &[])
-        }
-
-        /// With more environment variables (the function's settings as Lambda sets them).
-        pub fn start_with(api: SocketAddr, more: &[(&str, &str)]) -> Self {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_provisioning-events"))
-                .env_clear()
-                .envs([
-                    ("AWS_LAMBDA_RUNTIME_API", api.to_string().as_str()),
-                    ("AWS_LAMBDA_FUNCTION_NAME", "provisioning-events"),
-                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
-                    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-                    ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
-                    ("AWS_REGION", "us-east-1"),
-                    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-                    ("AWS_SECRET_ACCESS_KEY", "dummy"),
-                    ("AWS_EC2_METADATA_DISABLED", "true"),
-                    ("CLAIMS_TABLE", "no-table-needed"),
-                ])
-                .envs(more.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start the provisioning-events binary");
-            let stdout = drain(child.stdout.take().unwrap());
-            let stderr = drain(child.stderr.take().unwrap());
-            Self {
-                child,
-                output: vec![stdout, stderr],
-            }
-        }
-
-        pub fn is_running(&mut self) -> bool {
-            self.child.try_wait().unwrap().is_none()
-        }
-
-        /// Stops the process; its stdout and stderr.
-        pub fn stop(&mut self) -> String {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            let output: Vec<u8> = self
-                .output
-                .drain(..)
-                .flat_map(|reader| reader.join().unwrap())
-                .collect();
-            String::from_utf8_lossy(&output).into_owned()
-        }
-    }
-
-    impl Drop for Function {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut output = Vec::new();
-            let _ = pipe.read_to_end(&mut output);
-            output
-        })
-    }
+/// The built function under the emulator (`claim_tests::runtime_api`); malformed payloads touch no
+/// table, so its name is a placeholder.
+fn start_function(api: &RuntimeApi, more: &[(&str, &str)]) -> Function {
+    let mut vars = vec![("CLAIMS_TABLE", "no-table-needed")];
+    vars.extend_from_slice(more);
+    Function::start(env!("CARGO_BIN_EXE_provisioning-events"), api.address, &vars)
 }

@@ -12,7 +12,9 @@ use crate::{
     ports::{CertificateControl, ControlError},
 };
 
-/// Upper bound for one control-plane call, retries included.
+/// Upper bound for one control-plane call, retries included, whatever client it is given. The
+/// functions' clients carry the SDK's own, shorter deadlines (`wiring::sdk_timeouts`: 2 s a call),
+/// which then end the call first.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]

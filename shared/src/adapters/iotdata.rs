@@ -10,7 +10,8 @@
 //!
 //! Both are QoS 1: a 2xx answer means AWS IoT accepted the message. Anything else is a failed
 //! publish whose message keeps the HTTP status and the AWS error code; the outbox retries it. The
-//! SDK's own retries are off, so the outbox's backoff is the only one.
+//! SDK's own retries are off, so the outbox's backoff is the only one. Both clients carry the SDK's
+//! own deadlines ([`publish_timeouts`]) besides the publish timeout around each call.
 
 use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
@@ -26,7 +27,7 @@ use aws_smithy_runtime_api::client::{
     result::ConnectorError,
     runtime_components::RuntimeComponents,
 };
-use aws_smithy_types::{body::SdkBody, retry::RetryConfig};
+use aws_smithy_types::{body::SdkBody, retry::RetryConfig, timeout::TimeoutConfig};
 use rumqttc::tokio_rustls::rustls;
 
 use crate::{
@@ -40,6 +41,22 @@ use crate::{
 
 /// ALPN AWS IoT requires for HTTPS with a client certificate on port 443 (8443 needs none).
 pub const ALPN_HTTP_CA: &[u8] = b"x-amzn-http-ca";
+
+/// Connecting to a staging endpoint (TCP and TLS): a vendor's endpoint may be in another region,
+/// where a handshake takes a few hundred milliseconds, so more than the 1 s of the functions' own
+/// AWS clients; still well inside one publish's [`PUBLISH_TIMEOUT`].
+pub const PUBLISH_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The SDK deadlines of one data-plane publish: connect within [`PUBLISH_CONNECT_TIMEOUT`], the
+/// whole call (one attempt: SDK retries are off) within [`PUBLISH_TIMEOUT`], like an MQTT publish.
+/// These replace the functions' shorter defaults (`wiring::sdk_timeouts`) for publishes only.
+pub fn publish_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(PUBLISH_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(PUBLISH_TIMEOUT)
+        .operation_timeout(PUBLISH_TIMEOUT)
+        .build()
+}
 
 /// Publishes over HTTPS with the claim-thing's certificate (mutual TLS), unsigned.
 #[derive(Debug, Clone)]
@@ -76,6 +93,7 @@ impl HttpsPublisher {
             .http_client(http)
             .allow_no_auth()
             .retry_config(RetryConfig::disabled())
+            .timeout_config(publish_timeouts())
             .build();
         let client = aws_sdk_iotdataplane::Client::from_conf(config);
         send(&client, topic, payload, self.timeout).await
@@ -114,10 +132,11 @@ pub struct IamPublisher {
 
 impl IamPublisher {
     /// A client from the function's SDK configuration (its role, its region, and endpoint
-    /// overrides such as `AWS_ENDPOINT_URL`), without SDK retries.
+    /// overrides such as `AWS_ENDPOINT_URL`), without SDK retries, with [`publish_timeouts`].
     pub fn new(aws: &aws_types::SdkConfig) -> Self {
         let config = aws_sdk_iotdataplane::config::Builder::from(aws)
             .retry_config(RetryConfig::disabled())
+            .timeout_config(publish_timeouts())
             .build();
         Self {
             client: aws_sdk_iotdataplane::Client::from_conf(config),
@@ -320,7 +339,7 @@ impl MtlsHttpClient {
             .use_preconfigured_tls(tls)
             .https_only(true)
             .tcp_nodelay(true)
-            .connect_timeout(timeout)
+            .connect_timeout(timeout.min(PUBLISH_CONNECT_TIMEOUT))
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -482,6 +501,13 @@ mod tests {
             .http_client(captured.clone())
             .build();
         (IamPublisher::new(&aws), captured)
+    }
+
+    #[test]
+    fn publishes_have_the_sdk_deadlines_of_a_publish() {
+        let (iam, _) = iam_publisher(200);
+        assert_eq!(iam.client.config().timeout_config(), Some(&publish_timeouts()));
+        assert_eq!(publish_timeouts().operation_timeout(), Some(PUBLISH_TIMEOUT));
     }
 
     #[tokio::test]

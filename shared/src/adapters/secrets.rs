@@ -52,17 +52,21 @@ impl CredentialSource for SecretsManagerCredentials {
             return Err(PublishError::new("vendor_not_configured", "vendor name is not valid"));
         }
         let name = self.secret_name(vendor);
-        // The caching client's error is not Send: turn it into text before any await.
+        // The caching client's error is not Send: turn it into text before any await. Its client
+        // carries the SDK deadlines of the wiring: a hung Secrets Manager is a timeout error here.
         let text = match self.cache.get_secret_value(&name, None, None, false).await {
             Ok(output) => output.secret_string,
             Err(err) => {
-                let detail = err.to_string();
+                let detail = error_chain(err.as_ref());
                 let code = if detail.contains("ResourceNotFound") {
                     "vendor_not_configured"
                 } else {
                     "credentials_unavailable"
                 };
-                return Err(PublishError::new(code, format!("secret {name}: {detail}")));
+                return Err(PublishError::new(
+                    code,
+                    format!("Secrets Manager, secret {name}: {detail}"),
+                ));
             }
         };
         let text =
@@ -71,6 +75,26 @@ impl CredentialSource for SecretsManagerCredentials {
         ClaimThingCredentials::parse(&text)
             .map_err(|detail| PublishError::new("credentials_invalid", format!("secret {name}: {detail}")))
     }
+
+    fn source_name(&self) -> &'static str {
+        "Secrets Manager"
+    }
+}
+
+/// An error and its causes, one after another (the SDK's top-level message alone says only
+/// "dispatch failure" or "timeout").
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Loads the label code key (`LABEL_CODE_KEY_SECRET`) once, at cold start: the secret's string

@@ -99,11 +99,16 @@ impl ClaimError {
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// `POST /v1/claims` as the API runs it: [`Self::claim`], then a new claim's endpoint message is
-    /// published at once if its vendor's claim-thing is free (within the inline budget). The answer
-    /// is the claim as far as it got; what is not published now is published by the schedule.
-    pub async fn claim_and_publish(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+    /// published at once if its vendor's claim-thing is free (within the inline budget, and with
+    /// the request's `deadline`, returning before it). The answer is the claim as far as it got;
+    /// what is not published now is published by the schedule.
+    pub async fn claim_and_publish(
+        &self,
+        request: &ClaimRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<ClaimOutcome, ClaimError> {
         Ok(match self.claim(request).await? {
-            ClaimOutcome::Created(claim) => ClaimOutcome::Created(self.publish_accepted(claim).await),
+            ClaimOutcome::Created(claim) => ClaimOutcome::Created(self.publish_accepted(claim, deadline).await),
             existing @ ClaimOutcome::Existing(_) => existing,
         })
     }

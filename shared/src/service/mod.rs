@@ -30,7 +30,7 @@ pub use self::{
     arrival::ArrivalOutcome,
     claim::{ClaimError, ClaimOutcome, ClaimRequest},
     devices::ImportOutcome,
-    outbox::{Delivery, DeliverySettings, DrainReport, InlinePublish},
+    outbox::{Delivery, DeliverySettings, DrainReport, InlinePublish, INLINE_STOP_MARGIN, MIN_INLINE_PUBLISH},
     publish::{Progress, PublishAttempt},
     quarantine::{GateOutcome, LiftOutcome},
     release::ReleaseError,

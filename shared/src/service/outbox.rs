@@ -9,13 +9,18 @@
 //! backoff and ordering are the same whichever transport a vendor uses. Who delivers:
 //!
 //! - the API, right after accepting (or retrying) a claim: [`ClaimService::publish_now`] delivers
-//!   that claim if its vendor's lease is free, within the inline budget;
+//!   that claim if its vendor's lease is free, within the inline budget and what the request's own
+//!   deadline leaves (see [`DeliverySettings`]);
 //! - the scheduled `claim-publisher`: [`ClaimService::drain`] delivers every due claim, vendor by
 //!   vendor, skipping vendors whose lease another delivery holds.
 //!
 //! Every decision uses a fresh, strongly consistent read of the claim (the index may lag), and a
 //! failed publish is recorded on the claim ([`super::publish`]) and retried with backoff until it
 //! succeeds or the claim expires, without anyone asking again.
+//!
+//! Deadlines: reading a vendor's profile has its own ([`DeliverySettings::credentials_timeout`]), so
+//! a hung credential store fails as `credentials_unavailable`, not as a staging timeout; the publish
+//! gets what is left of the delivery's time. The store's calls are bounded by the SDK's deadlines.
 
 use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 
@@ -40,8 +45,18 @@ pub struct DeliverySettings {
     /// Claims read from the outbox per round.
     pub batch: u32,
     /// How long a request may spend publishing the claim it accepted before it answers; what is
-    /// left is published by the schedule.
+    /// left is published by the schedule. A request with a deadline of its own (the API's request
+    /// budget) gets less when less is left: see `record_reserve`.
     pub inline_budget: StdDuration,
+    /// Of a request's own time, what an inline publish leaves for recording its result and
+    /// answering: the message must be confirmed, or given up, this long before the request's
+    /// deadline (a few DynamoDB calls, milliseconds each), so a slow staging endpoint never makes
+    /// an accepted claim miss its answer.
+    pub record_reserve: StdDuration,
+    /// How long reading a vendor's claim-thing profile may take (a warm cache answers at once,
+    /// Secrets Manager in tens of milliseconds): past it the attempt fails as
+    /// `credentials_unavailable`, and the publish is not tried.
+    pub credentials_timeout: StdDuration,
 }
 
 impl Default for DeliverySettings {
@@ -50,9 +65,19 @@ impl Default for DeliverySettings {
             lease_for: Duration::seconds(30),
             batch: 1000,
             inline_budget: StdDuration::from_secs(3),
+            record_reserve: StdDuration::from_millis(500),
+            credentials_timeout: StdDuration::from_secs(1),
         }
     }
 }
+
+/// Below this much time an inline publish is not tried at all: the claim stays owed and the
+/// schedule delivers it (a publish cut off at once would only record a false `staging_timeout`).
+pub const MIN_INLINE_PUBLISH: StdDuration = StdDuration::from_millis(250);
+
+/// An inline publish as a whole (lease, profile, publish, record) ends this long before the
+/// request's deadline, whatever it waits for, so the request can still answer with the claim.
+pub const INLINE_STOP_MARGIN: StdDuration = StdDuration::from_millis(100);
 
 /// How endpoint messages go out: where vendor profiles come from, the transport, and the
 /// outbox's settings.
@@ -103,10 +128,50 @@ struct Lease {
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// A claim this request just accepted or made due, published now if possible: the claim as far
-    /// as it got. A failure here is not the caller's: the claim is accepted, and the lease holder
-    /// or the schedule delivers it.
-    pub(super) async fn publish_accepted(&self, claim: Claim) -> Claim {
-        match self.publish_now(&claim).await {
+    /// as it got. A failure here is not the caller's: the claim is accepted (committed, and owed in
+    /// the outbox), and the lease holder or the schedule delivers it. With the request's
+    /// `deadline`, this returns before it: the message must be confirmed `record_reserve` before it
+    /// (a slow staging endpoint is cut off and recorded as a failed attempt), and whatever else is
+    /// slow (the store) is abandoned `INLINE_STOP_MARGIN` before it, leaving the claim owed.
+    pub(super) async fn publish_accepted(&self, claim: Claim, deadline: Option<Instant>) -> Claim {
+        let Some(delivery) = &self.delivery else {
+            return claim;
+        };
+        let now = Instant::now();
+        let mut publish_by = now + delivery.settings.inline_budget;
+        if let Some(deadline) = deadline {
+            publish_by = publish_by.min(deadline.checked_sub(delivery.settings.record_reserve).unwrap_or(now));
+        }
+        let left = publish_by.saturating_duration_since(now);
+        if left < MIN_INLINE_PUBLISH {
+            tracing::info!(
+                event = "outbox_inline_skipped",
+                claim_id = claim.claim_id.as_str(),
+                left_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+            );
+            return claim;
+        }
+        let publish = self.publish_until(&claim, publish_by);
+        let outcome = match deadline {
+            None => publish.await,
+            Some(deadline) => {
+                let stop = deadline.checked_sub(INLINE_STOP_MARGIN).unwrap_or(now);
+                match tokio::time::timeout_at(stop, publish).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        // The store did not answer in time (lease, claim read or record); the
+                        // claim is owed, and a lease taken lapses within `lease_for`.
+                        tracing::warn!(
+                            event = "outbox_inline_cut",
+                            claim_id = claim.claim_id.as_str(),
+                            latency_ms = u64::try_from(now.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        );
+                        return claim;
+                    }
+                }
+            }
+        };
+        match outcome {
             Ok(InlinePublish {
                 claim: Some(latest), ..
             }) => latest,
@@ -119,9 +184,19 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// Delivers one claim now if it still owes a publish and its vendor's lease is free (otherwise
-    /// the lease holder or the schedule delivers it). Never takes much longer than the inline
-    /// budget. Without a delivery configured it does nothing.
+    /// the lease holder or the schedule delivers it), within the inline budget. Without a delivery
+    /// configured it does nothing.
     pub async fn publish_now(&self, claim: &Claim) -> Result<InlinePublish, StoreError> {
+        let budget = self
+            .delivery
+            .as_ref()
+            .map_or(StdDuration::ZERO, |delivery| delivery.settings.inline_budget);
+        self.publish_until(claim, Instant::now() + budget).await
+    }
+
+    /// [`Self::publish_now`] with the message confirmed (or given up) by `publish_by`. The store's
+    /// own calls are bounded by its deadlines, not by `publish_by`.
+    pub async fn publish_until(&self, claim: &Claim, publish_by: Instant) -> Result<InlinePublish, StoreError> {
         let mut done = InlinePublish {
             report: DrainReport::default(),
             claim: None,
@@ -129,12 +204,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let Some(delivery) = &self.delivery else {
             return Ok(done);
         };
-        let deadline = Instant::now() + delivery.settings.inline_budget;
+        let deadline = publish_by;
         let Some(lease) = self.take_lease(delivery, &claim.vendor, None).await? else {
             done.report.busy_vendors = 1;
             return Ok(done);
         };
-        let credentials = delivery.credentials.claim_thing(&claim.vendor).await;
+        let credentials = self.credentials_for(delivery, &claim.vendor, deadline).await;
         let delivered = self
             .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut done.report)
             .await;
@@ -174,7 +249,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 report.busy_vendors += 1;
                 continue;
             };
-            let credentials = delivery.credentials.claim_thing(&vendor).await;
+            let credentials = self.credentials_for(delivery, &vendor, deadline).await;
             let mut outcome = Ok(None);
             for claim in due.iter().filter(|claim| claim.vendor == vendor) {
                 tried.insert(claim.claim_id.clone());
@@ -272,6 +347,32 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
                 Ok(Some(claim))
             }
+        }
+    }
+
+    /// The vendor's claim-thing profile, read within `credentials_timeout` (and by `deadline`): a
+    /// source that does not answer in time is `credentials_unavailable` naming it, so the claim's
+    /// failure says which dependency hung.
+    async fn credentials_for(
+        &self,
+        delivery: &Delivery,
+        vendor: &str,
+        deadline: Instant,
+    ) -> Result<ClaimThingCredentials, PublishError> {
+        let limit = delivery
+            .settings
+            .credentials_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(limit, delivery.credentials.claim_thing(vendor)).await {
+            Ok(found) => found,
+            Err(_) => Err(PublishError::new(
+                "credentials_unavailable",
+                format!(
+                    "{} did not answer within {} ms",
+                    delivery.credentials.source_name(),
+                    limit.as_millis()
+                ),
+            )),
         }
     }
 

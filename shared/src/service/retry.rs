@@ -40,10 +40,15 @@ pub enum RetryError {
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// The retry as the API runs it: [`Self::retry`], then the publish it made due at once, as far
-    /// as the inline budget allows (see [`Self::claim_and_publish`]).
-    pub async fn retry_and_publish(&self, user: &UserId, claim_id: &ClaimId) -> Result<Claim, RetryError> {
+    /// as the inline budget and the request's `deadline` allow (see [`Self::claim_and_publish`]).
+    pub async fn retry_and_publish(
+        &self,
+        user: &UserId,
+        claim_id: &ClaimId,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Claim, RetryError> {
         let claim = self.retry(user, claim_id).await?;
-        Ok(self.publish_accepted(claim).await)
+        Ok(self.publish_accepted(claim, deadline).await)
     }
 
     /// Makes the claim's endpoint message due now: for a live claim, or by renewing an expired one.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod claiming;
+mod deadlines;
 mod label_codes;
 mod lifecycle;
 mod quarantine;

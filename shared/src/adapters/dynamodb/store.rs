@@ -575,12 +575,21 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
     }
 }
 
+/// A call that failed: DynamoDB named, and whether it ran out of time (the SDK's deadlines, see
+/// `wiring::sdk_timeouts`), so the log says which dependency a `503` came from.
 pub(super) fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Unavailable(DisplayErrorContext(&err).to_string())
+    let timed_out = matches!(&err, SdkError::TimeoutError(_))
+        || matches!(&err, SdkError::DispatchFailure(failure) if failure.is_timeout());
+    let what = if timed_out {
+        "DynamoDB did not answer in time"
+    } else {
+        "DynamoDB"
+    };
+    StoreError::Unavailable(format!("{what}: {}", DisplayErrorContext(&err)))
 }
 
 #[cfg(test)]

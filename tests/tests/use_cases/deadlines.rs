@@ -1,0 +1,210 @@
+//! The deadlines of delivering a claim's endpoint message (`service/outbox.rs`): reading the vendor
+//! profile has its own, so a hung credential store is named as such (`credentials_unavailable`)
+//! instead of passing for a staging timeout; an inline publish fits in what the request's deadline
+//! leaves, so a slow staging endpoint never costs an accepted claim its answer; with no time left
+//! the claim is left owed, untried. The credential store and the staging endpoint are fakes that
+//! hang; the store is real.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration as StdDuration,
+};
+
+use async_trait::async_trait;
+use claim_shared::{
+    domain::{
+        claim::ClaimState,
+        ids::ConfigTopic,
+        publish::{ClaimThingCredentials, PublishError, PublishTransport},
+    },
+    ports::{CredentialSource, EndpointPublisher},
+    service::{ClaimOutcome, ClaimService, ClaimSettings, Clock, Delivery, DeliverySettings},
+};
+use claim_tests::{
+    fixture::{Fixture, TestStore},
+    on_both_stores, ManualClock,
+};
+use tokio::time::Instant;
+
+use super::{request, CapturedLogs, Steps};
+
+on_both_stores!(
+    a_hung_credential_store_fails_the_attempt_as_credentials_unavailable_in_time,
+    a_slow_staging_endpoint_is_cut_off_before_the_requests_deadline,
+    with_no_time_left_the_claim_stays_owed_and_nothing_is_tried,
+);
+
+/// A credential store that never answers (Secrets Manager frozen).
+struct HungCredentials;
+
+#[async_trait]
+impl CredentialSource for HungCredentials {
+    async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
+        std::future::pending().await
+    }
+
+    fn source_name(&self) -> &'static str {
+        "the hung test store"
+    }
+}
+
+struct FixedCredentials;
+
+#[async_trait]
+impl CredentialSource for FixedCredentials {
+    async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
+        Ok(ClaimThingCredentials {
+            transport: PublishTransport::Mqtt,
+            certificate_pem: String::new(),
+            private_key_pem: String::new(),
+            client_id: "claim-thing".into(),
+            staging_endpoint: "staging.invalid".into(),
+            port: 8883,
+            ca_pem: None,
+        })
+    }
+}
+
+/// A staging endpoint that takes `delay` to confirm, counting the publishes it was given.
+struct SlowStaging {
+    delay: StdDuration,
+    publishes: AtomicUsize,
+}
+
+#[async_trait]
+impl EndpointPublisher for SlowStaging {
+    async fn publish(&self, _: &ClaimThingCredentials, _: &ConfigTopic, _: &[u8]) -> Result<(), PublishError> {
+        self.publishes.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+fn slow_staging(delay: StdDuration) -> Arc<SlowStaging> {
+    Arc::new(SlowStaging {
+        delay,
+        publishes: AtomicUsize::new(0),
+    })
+}
+
+fn delivering<S: TestStore>(
+    fx: &Fixture<S>,
+    credentials: Arc<dyn CredentialSource>,
+    staging: Arc<SlowStaging>,
+    settings: DeliverySettings,
+) -> ClaimService<S, ManualClock> {
+    fx.service_with(ClaimSettings::default())
+        .with_delivery(Delivery::new(credentials, staging, settings))
+}
+
+async fn a_hung_credential_store_fails_the_attempt_as_credentials_unavailable_in_time<S: TestStore>(fx: Fixture<S>) {
+    fx.import("hung-secrets-1").await;
+    let staging = slow_staging(StdDuration::ZERO);
+    let settings = DeliverySettings {
+        credentials_timeout: StdDuration::from_millis(300),
+        ..DeliverySettings::default()
+    };
+    let service = delivering(&fx, Arc::new(HungCredentials), staging.clone(), settings);
+    let logs = CapturedLogs::new();
+    let started = Instant::now();
+    let deadline = started + StdDuration::from_secs(3);
+    let outcome = logs
+        .during(service.claim_and_publish(&request("alice", "hung-secrets-1", None), Some(deadline)))
+        .await
+        .unwrap();
+    let ClaimOutcome::Created(claim) = outcome else {
+        panic!("accepted: {outcome:?}")
+    };
+    assert!(Instant::now() < deadline, "answered in {:?}", started.elapsed());
+    assert_eq!(claim.effective_state(fx.clock.now()), ClaimState::Pending);
+    let failure = claim.failure.as_ref().expect("the failed attempt is recorded");
+    assert_eq!(failure.code, "credentials_unavailable", "not a staging failure");
+    assert!(claim.next_publish_at.is_some(), "still owed");
+    assert_eq!(
+        staging.publishes.load(Ordering::SeqCst),
+        0,
+        "nothing sent without a profile"
+    );
+    let logged = logs
+        .events()
+        .into_iter()
+        .find(|event| event["event"] == "claim_publish")
+        .unwrap_or_else(|| panic!("{}", logs.text()));
+    assert_eq!(logged["error_code"], "credentials_unavailable");
+    assert_eq!(
+        logged["error"], "the hung test store did not answer within 300 ms",
+        "the dependency is named"
+    );
+
+    // The schedule's drain does not wait out its whole budget for it either.
+    fx.clock.advance(time::Duration::minutes(1));
+    let started = Instant::now();
+    let report = service.drain(StdDuration::from_secs(30)).await.unwrap();
+    assert_eq!((report.published, report.failed), (0, 1), "{report:?}");
+    assert!(
+        started.elapsed() < StdDuration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let claim = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+    assert_eq!(claim.publish_attempts, 2);
+}
+
+async fn a_slow_staging_endpoint_is_cut_off_before_the_requests_deadline<S: TestStore>(fx: Fixture<S>) {
+    fx.import("slow-staging-1").await;
+    let staging = slow_staging(StdDuration::from_secs(30));
+    let service = delivering(
+        &fx,
+        Arc::new(FixedCredentials),
+        staging.clone(),
+        DeliverySettings::default(),
+    );
+    let started = Instant::now();
+    // The inline budget alone (3 s) would run past it.
+    let deadline = started + StdDuration::from_millis(2500);
+    let outcome = service
+        .claim_and_publish(&request("bob", "slow-staging-1", None), Some(deadline))
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let ClaimOutcome::Created(claim) = outcome else {
+        panic!("accepted: {outcome:?}")
+    };
+    assert!(answered < deadline, "answered in {:?}", answered - started);
+    assert!(
+        answered - started >= StdDuration::from_millis(1900),
+        "the publish had the budget minus the record reserve: {:?}",
+        answered - started
+    );
+    assert_eq!(staging.publishes.load(Ordering::SeqCst), 1);
+    assert_eq!(claim.failure.as_ref().map(|f| f.code.as_str()), Some("staging_timeout"));
+    assert!(claim.next_publish_at.is_some(), "owed: the schedule publishes it again");
+}
+
+async fn with_no_time_left_the_claim_stays_owed_and_nothing_is_tried<S: TestStore>(fx: Fixture<S>) {
+    fx.import("no-time-1").await;
+    let staging = slow_staging(StdDuration::ZERO);
+    let service = delivering(
+        &fx,
+        Arc::new(FixedCredentials),
+        staging.clone(),
+        DeliverySettings::default(),
+    );
+    // Less than the record reserve (500 ms) plus the least worth trying (250 ms).
+    let deadline = Instant::now() + StdDuration::from_millis(600);
+    let ClaimOutcome::Created(claim) = service
+        .claim_and_publish(&request("carol", "no-time-1", None), Some(deadline))
+        .await
+        .unwrap()
+    else {
+        panic!("accepted")
+    };
+    assert!(Instant::now() < deadline);
+    assert_eq!(staging.publishes.load(Ordering::SeqCst), 0);
+    assert_eq!((claim.publish_attempts, claim.failure.clone()), (0, None));
+    let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+    assert!(stored.next_publish_at.is_some(), "owed in the outbox: {stored:?}");
+}
