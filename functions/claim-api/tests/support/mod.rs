@@ -223,8 +223,18 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// The handler as deployed, except for the request budget: these tests send up to a hundred
+/// requests at once into one process (on AWS, as many Lambda instances), so a request's wall time
+/// here includes waiting for the others. The budget itself is tested in `deadlines.rs` and
+/// `frozen_engines.rs`.
 pub async fn fixture() -> Fixture {
-    fixture_with(ApiConfig::new(ENDPOINT).unwrap()).await
+    fixture_with(unhurried(ApiConfig::new(ENDPOINT).unwrap())).await
+}
+
+/// `config` with a request budget no test of many concurrent requests runs into (see [`fixture`]).
+pub fn unhurried(mut config: ApiConfig) -> ApiConfig {
+    config.request_budget = std::time::Duration::from_secs(60);
+    config
 }
 
 pub async fn fixture_with(config: ApiConfig) -> Fixture {
@@ -305,6 +315,6 @@ pub fn assert_error(answer: &Answer, status: StatusCode, code: &str) {
 
 pub async fn fixture_with_label_codes() -> (Fixture, LabelCodeKey) {
     let key = LabelCodeKey::new(b"handler-test-label-code-key-0123456789").unwrap();
-    let fx = fixture_on(ApiConfig::new(ENDPOINT).unwrap(), Some(key.clone())).await;
+    let fx = fixture_on(unhurried(ApiConfig::new(ENDPOINT).unwrap()), Some(key.clone())).await;
     (fx, key)
 }
