@@ -13,7 +13,8 @@
 //!
 //! Every AWS client built here (DynamoDB, Secrets Manager and its cache, the IoT control plane, the
 //! IoT data plane of the `iam` transport) comes from one [`SdkConfig`] that carries the SDK's own
-//! deadlines ([`sdk_timeouts`]): no call to a dependency can hang a function.
+//! deadlines ([`sdk_timeouts`]; `claimctl`'s, run by a person over any network, are looser:
+//! [`operator_timeouts`]): no call to a dependency can hang a function or the operator's tool.
 
 use std::{sync::Arc, time::Duration};
 
@@ -62,6 +63,17 @@ pub fn sdk_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The deadlines of `claimctl`: an operator's tool, run over any network (a slow or distant link
+/// included), that reads pages of up to 1 MB; at 1 s an attempt would fail on a link slower than
+/// about 8 Mbit/s. Still deadlines, so it never hangs either, but ones a person's network meets.
+pub fn operator_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(60))
+        .build()
+}
+
 /// The claim service as deployed: DynamoDB and the system clock.
 pub type Service = ClaimService<DynamoOwnershipStore, SystemClock>;
 
@@ -73,12 +85,17 @@ impl Wiring {
     /// The AWS SDK configuration from the environment: default credential chain and region, and
     /// `AWS_ENDPOINT_URL*` (the local stack); with the deadlines of [`sdk_timeouts`].
     pub async fn from_env() -> Self {
-        Self::from_config(
-            aws_config::defaults(BehaviorVersion::latest())
-                .timeout_config(sdk_timeouts())
+        Self::from_env_with(sdk_timeouts()).await
+    }
+
+    /// [`Self::from_env`] with other deadlines (`claimctl`: [`operator_timeouts`]).
+    pub async fn from_env_with(timeouts: TimeoutConfig) -> Self {
+        Self {
+            aws: aws_config::defaults(BehaviorVersion::latest())
+                .timeout_config(timeouts)
                 .load()
                 .await,
-        )
+        }
     }
 
     /// The wiring on a given SDK configuration (tests: a local engine's). Its timeouts are
@@ -175,5 +192,21 @@ mod tests {
             OPERATION_TIMEOUT < std::time::Duration::from_millis(3000),
             "below the default request budget"
         );
+    }
+
+    #[test]
+    fn the_operators_deadlines_are_looser_but_there() {
+        let operator = operator_timeouts();
+        let functions = sdk_timeouts();
+        for (looser, tighter) in [
+            (operator.connect_timeout(), functions.connect_timeout()),
+            (
+                operator.operation_attempt_timeout(),
+                functions.operation_attempt_timeout(),
+            ),
+            (operator.operation_timeout(), functions.operation_timeout()),
+        ] {
+            assert!(looser.is_some() && looser > tighter, "{looser:?} {tighter:?}");
+        }
     }
 }

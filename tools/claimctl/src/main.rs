@@ -20,7 +20,7 @@ use claim_shared::{
     ports::StoreError,
     service::{DeviceOpError, LiftOutcome},
     views::{admin_claim_view, funnel_view, inspection_view, quarantine_view, timestamp},
-    wiring::{Service, Wiring},
+    wiring::{operator_timeouts, Service, Wiring},
 };
 use claimctl::{
     import::{count_rows, read_rows, Format, ImportError, Importer, Report},
@@ -164,8 +164,8 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     // The functions' settings (CLAIM_DEADLINE_SECONDS, FAILED_CLAIMS_*), so claimctl judges claims
-    // and attempts as the stack does.
-    let wiring = Wiring::from_env().await;
+    // and attempts as the stack does; deadlines fit for an operator's network (no call hangs).
+    let wiring = Wiring::from_env_with(operator_timeouts()).await;
     let service = match wiring.service_on(&table) {
         Ok(service) => service,
         Err(err) => {
