@@ -79,7 +79,9 @@ fn admin_routes_use_iam_authorization() {
 /// one the function accepts.
 #[test]
 fn the_request_budget_stays_well_below_the_deployed_function_timeout() {
-    use claim_api::config::{request_budget_from, FUNCTION_TIMEOUT, MAX_REQUEST_BUDGET};
+    use claim_api::config::{
+        request_budget_from, DEFAULT_REQUEST_BUDGET, FUNCTION_TIMEOUT, MAX_REQUEST_BUDGET, MIN_REQUEST_BUDGET,
+    };
     let template = template();
     let function = &template["Resources"]["ClaimApiFunction"]["Properties"];
     let timeout = function["Timeout"]
@@ -92,7 +94,21 @@ fn the_request_budget_stays_well_below_the_deployed_function_timeout() {
         "claim_api::config::FUNCTION_TIMEOUT"
     );
     assert!(MAX_REQUEST_BUDGET + std::time::Duration::from_secs(2) <= FUNCTION_TIMEOUT);
-    if let Some(budget) = function["Environment"]["Variables"]["REQUEST_BUDGET_MS"].as_str() {
-        request_budget_from(Some(budget)).unwrap();
+    // The stack parameter feeds REQUEST_BUDGET_MS; its bounds and default are the function's.
+    assert_eq!(
+        function["Environment"]["Variables"]["REQUEST_BUDGET_MS"],
+        serde_yaml::from_str::<serde_yaml::Value>("!Ref RequestBudgetMs").unwrap()
+    );
+    let parameter = &template["Parameters"]["RequestBudgetMs"];
+    let millis = |key: &str| {
+        parameter[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("RequestBudgetMs.{key}"))
+    };
+    assert_eq!(millis("MinValue"), MIN_REQUEST_BUDGET.as_millis() as u64);
+    assert_eq!(millis("MaxValue"), MAX_REQUEST_BUDGET.as_millis() as u64);
+    assert_eq!(millis("Default"), DEFAULT_REQUEST_BUDGET.as_millis() as u64);
+    for bound in ["MinValue", "Default", "MaxValue"] {
+        request_budget_from(Some(&millis(bound).to_string())).unwrap();
     }
 }
