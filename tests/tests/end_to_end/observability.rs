@@ -72,7 +72,8 @@ async fn the_log_is_cloudwatch_json_the_metrics_are_the_catalogues_and_the_runbo
         })
         .await;
 
-    // The runner writes the functions' output as it comes; wait until this test's is there.
+    // The runner writes the functions' output as it comes; wait until this test's is there, and a
+    // scheduled publisher run (every 2 s locally) has written its outbox gauge since the start.
     let started = std::time::Instant::now();
     let log = loop {
         let log = read_log(&stack);
@@ -82,7 +83,10 @@ async fn the_log_is_cloudwatch_json_the_metrics_are_the_catalogues_and_the_runbo
         let failed = story(&log, &failing_id)
             .iter()
             .any(|row| row["outcome"] == "publish_failed");
-        if (arrived && failed) || started.elapsed() > Duration::from_secs(10) {
+        let gauged = function_lines(&log)
+            .into_iter()
+            .any(|line| line.contains("\"OutboxAgeSeconds\"") && written_at(line).is_some_and(|at| at >= since));
+        if (arrived && failed && gauged) || started.elapsed() > Duration::from_secs(30) {
             break log;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
