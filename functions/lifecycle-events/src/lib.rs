@@ -3,7 +3,8 @@
 //! order. A record whose event the sink did not take is reported as the batch's first failure
 //! (Lambda's partial batch response): Lambda retries from it, so nothing is lost and the events
 //! after it may be delivered twice (consumers deduplicate on `event_id`). A record that can never
-//! be read is logged and skipped: it must not block the stream.
+//! be read is logged and skipped: it must not block the stream. The log names the device only
+//! shortened, as every log line does: not even the event id (which contains the ThingName).
 
 use claim_shared::{
     adapters::dynamodb::stream::{lifecycle_event, StreamChange},
@@ -66,7 +67,6 @@ pub async fn handle(sink: &dyn LifecycleSink, event: &Value) -> Value {
             event = "lifecycle_event",
             outcome,
             r#type = event.kind.as_str(),
-            event_id = event.event_id.as_str(),
             claim_id = event.claim_id.as_ref().map(|id| id.as_str()),
             thing_name = %event.thing_name.redacted(),
             error,

@@ -360,7 +360,8 @@ pub(super) fn history_context_from(item: &Item) -> Result<(ThingName, HistoryCon
     let thing = pk
         .strip_prefix("DEVICE#")
         .and_then(|raw| ThingName::parse(raw).ok())
-        .ok_or_else(|| corrupt("pk", pk))?;
+        // The key names the device: never in an error (it ends up in logs).
+        .ok_or_else(|| corrupt("pk", "not a device key"))?;
     let context = HistoryContext {
         vendor: opt_str_attr(item, "vendor")?.map(str::to_owned),
         claim_user: opt_str_attr(item, "claim_user")?
