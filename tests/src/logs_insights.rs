@@ -20,7 +20,7 @@ pub type Row = Map<String, Value>;
 /// them and no documented query matches them).
 pub fn run(query: &str, lines: &[&str]) -> Result<Vec<Row>, String> {
     let mut rows: Vec<Row> = lines.iter().filter_map(|line| event(line)).collect();
-    for command in split_top_level(query, '|') {
+    for command in split_outside(query, "|") {
         let command = command.trim();
         let (verb, rest) = command.split_once(char::is_whitespace).unwrap_or((command, ""));
         let rest = rest.trim();
@@ -58,19 +58,24 @@ fn event(line: &str) -> Option<Row> {
     Some(row)
 }
 
-/// Splits on `separator` outside quotes and parentheses.
-fn split_top_level(text: &str, separator: char) -> Vec<&str> {
-    let (mut parts, mut depth, mut quote, mut start) = (Vec::new(), 0i32, None, 0);
-    for (index, ch) in text.char_indices() {
+/// Splits on `needle` outside quotes and parentheses.
+fn split_outside<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0i32, None);
+    let mut chars = text.char_indices();
+    while let Some((index, ch)) = chars.next() {
         match (quote, ch) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), _) => {}
             (None, '"' | '\'') => quote = Some(ch),
             (None, '(') => depth += 1,
             (None, ')') => depth -= 1,
-            (None, c) if c == separator && depth == 0 => {
+            (None, _) if depth == 0 && text[index..].starts_with(needle) => {
                 parts.push(&text[start..index]);
-                start = index + c.len_utf8();
+                start = index + needle.len();
+                // Skip the rest of the needle.
+                for _ in 1..needle.chars().count() {
+                    chars.next();
+                }
             }
             _ => {}
         }
@@ -81,29 +86,7 @@ fn split_top_level(text: &str, separator: char) -> Vec<&str> {
 
 /// Splits on a keyword (` and `, ` or `, ` by `, ` as `) outside quotes and parentheses.
 fn split_keyword<'a>(text: &'a str, keyword: &str) -> Vec<&'a str> {
-    let needle = format!(" {keyword} ");
-    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0i32, None);
-    let mut chars = text.char_indices();
-    while let Some((index, ch)) = chars.next() {
-        match (quote, ch) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '"' | '\'') => quote = Some(ch),
-            (None, '(') => depth += 1,
-            (None, ')') => depth -= 1,
-            (None, _) if depth == 0 && index >= start && text[index..].starts_with(&needle) => {
-                parts.push(&text[start..index]);
-                start = index + needle.len();
-                // Skip the rest of the keyword (the needle is ASCII).
-                for _ in 1..needle.len() {
-                    chars.next();
-                }
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts
+    split_outside(text, &format!(" {keyword} "))
 }
 
 enum Condition {
@@ -223,7 +206,7 @@ fn sort(mut rows: Vec<Row>, spec: &str) -> Result<Vec<Row>, String> {
 
 fn stats(rows: &[Row], spec: &str) -> Result<Vec<Row>, String> {
     let by = split_keyword(spec, "by");
-    let aggregates: Vec<(String, String)> = split_top_level(by[0], ',')
+    let aggregates: Vec<(String, String)> = split_outside(by[0], ",")
         .into_iter()
         .map(|part| {
             let parts = split_keyword(part.trim(), "as");
@@ -234,12 +217,7 @@ fn stats(rows: &[Row], spec: &str) -> Result<Vec<Row>, String> {
         .collect();
     let groups: Vec<String> = by
         .get(1)
-        .map(|g| {
-            split_top_level(g, ',')
-                .into_iter()
-                .map(|f| f.trim().to_owned())
-                .collect()
-        })
+        .map(|g| split_outside(g, ",").into_iter().map(|f| f.trim().to_owned()).collect())
         .unwrap_or_default();
     let mut grouped: BTreeMap<Vec<String>, Vec<&Row>> = BTreeMap::new();
     for row in rows {
