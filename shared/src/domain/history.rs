@@ -24,7 +24,7 @@ pub enum HistoryEvent {
 }
 
 impl HistoryEvent {
-    const ALL: [HistoryEvent; 11] = [
+    pub const ALL: [HistoryEvent; 11] = [
         HistoryEvent::Imported,
         HistoryEvent::Claimed,
         HistoryEvent::EndpointPublished,

@@ -199,21 +199,12 @@ mod tests {
 
     #[test]
     fn every_history_event_but_import_is_an_event() {
-        use HistoryEvent::*;
-        for event in [
-            Claimed,
-            EndpointPublished,
-            Provisioned,
-            Expired,
-            Released,
-            Failed,
-            Disabled,
-            Enabled,
-            Quarantined,
-            QuarantineLifted,
-        ] {
-            assert!(LifecycleKind::of_history(event).is_some(), "{event:?}");
+        for event in HistoryEvent::ALL {
+            assert_eq!(
+                LifecycleKind::of_history(event).is_none(),
+                event == HistoryEvent::Imported,
+                "{event:?}"
+            );
         }
-        assert_eq!(LifecycleKind::of_history(Imported), None);
     }
 }
