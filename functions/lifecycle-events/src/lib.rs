@@ -40,10 +40,14 @@ fn read_record(raw: &Value) -> Result<(String, Option<LifecycleEvent>), String> 
 pub async fn handle(sink: &dyn LifecycleSink, event: &Value) -> Value {
     let started = std::time::Instant::now();
     let records = event["Records"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let mut events: Vec<(String, LifecycleEvent)> = Vec::new();
+    // The events in stream order, and the sequence number of the record each came from.
+    let (mut sequences, mut events): (Vec<String>, Vec<LifecycleEvent>) = (Vec::new(), Vec::new());
     for raw in records {
         match read_record(raw) {
-            Ok((sequence, Some(event))) => events.push((sequence, event)),
+            Ok((sequence, Some(event))) => {
+                sequences.push(sequence);
+                events.push(event);
+            }
             Ok((_, None)) => {}
             Err(error) => {
                 metrics::lifecycle_event("unreadable");
@@ -55,11 +59,9 @@ pub async fn handle(sink: &dyn LifecycleSink, event: &Value) -> Value {
             }
         }
     }
-    let results = sink
-        .put(&events.iter().map(|(_, event)| event.clone()).collect::<Vec<_>>())
-        .await;
+    let results = sink.put(&events).await;
     let mut first_failure: Option<&str> = None;
-    for ((sequence, event), result) in events.iter().zip(&results) {
+    for ((sequence, event), result) in sequences.iter().zip(&events).zip(&results) {
         let outcome = if result.is_ok() { "published" } else { "failed" };
         metrics::lifecycle_event(outcome);
         let error = result.as_ref().err().map(ToString::to_string);
