@@ -410,11 +410,12 @@ start_engines() {
 # would otherwise change the functions' dependencies too.
 build_workspace() (
   cd "$ROOT"
-  for function in claim-api claim-publisher provisioning-events lifecycle-events; do
+  local function excludes=()
+  for function in "${LAMBDAS[@]}"; do
     cargo build -q --bin "$function" -F claim-api/local-auth
+    excludes+=(--exclude "$function")
   done
-  cargo build -q --workspace --exclude claim-api --exclude claim-publisher --exclude provisioning-events \
-    --exclude lifecycle-events --bins
+  cargo build -q --workspace "${excludes[@]}" --bins
 )
 
 start_stack() {
