@@ -195,3 +195,25 @@ pub fn local_claim_thing_secret(pki: &pki::LocalPki, staging_port: u16) -> Resul
         "ca_pem": pki.ca_pem()?,
     }))
 }
+
+/// A vendor profile that is always there and never used for a real connection: for tests whose
+/// staging endpoint is a fake (the profile only has to exist).
+pub struct FixedCredentials;
+
+#[async_trait::async_trait]
+impl claim_shared::ports::CredentialSource for FixedCredentials {
+    async fn claim_thing(
+        &self,
+        _vendor: &str,
+    ) -> Result<claim_shared::domain::publish::ClaimThingCredentials, claim_shared::domain::publish::PublishError> {
+        Ok(claim_shared::domain::publish::ClaimThingCredentials {
+            transport: claim_shared::domain::publish::PublishTransport::Mqtt,
+            certificate_pem: String::new(),
+            private_key_pem: String::new(),
+            client_id: "claim-thing".into(),
+            staging_endpoint: "staging.invalid".into(),
+            port: 8883,
+            ca_pem: None,
+        })
+    }
+}

@@ -18,14 +18,14 @@ use claim_shared::{
     domain::{
         claim::ClaimState,
         ids::ConfigTopic,
-        publish::{ClaimThingCredentials, PublishError, PublishTransport},
+        publish::{ClaimThingCredentials, PublishError},
     },
     ports::{CredentialSource, EndpointPublisher},
     service::{ClaimOutcome, ClaimService, ClaimSettings, Clock, Delivery, DeliverySettings},
 };
 use claim_tests::{
     fixture::{Fixture, TestStore},
-    on_both_stores, ManualClock,
+    on_both_stores, FixedCredentials, ManualClock,
 };
 use tokio::time::Instant;
 
@@ -48,23 +48,6 @@ impl CredentialSource for HungCredentials {
 
     fn source_name(&self) -> &'static str {
         "the hung test store"
-    }
-}
-
-struct FixedCredentials;
-
-#[async_trait]
-impl CredentialSource for FixedCredentials {
-    async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
-        Ok(ClaimThingCredentials {
-            transport: PublishTransport::Mqtt,
-            certificate_pem: String::new(),
-            private_key_pem: String::new(),
-            client_id: "claim-thing".into(),
-            staging_endpoint: "staging.invalid".into(),
-            port: 8883,
-            ca_pem: None,
-        })
     }
 }
 

@@ -18,7 +18,7 @@ use claim_shared::{
         publish::{ClaimThingCredentials, PublishError},
         registry::NewDevice,
     },
-    ports::{CredentialSource, EndpointPublisher, OwnershipStore},
+    ports::{EndpointPublisher, OwnershipStore},
     service::{ClaimSettings, Delivery, DeliverySettings},
 };
 use claim_tests::{
@@ -175,22 +175,7 @@ pub fn url_encode(raw: &str) -> String {
         .collect()
 }
 
-pub struct FixedCredentials;
-
-#[async_trait]
-impl CredentialSource for FixedCredentials {
-    async fn claim_thing(&self, _vendor: &str) -> Result<ClaimThingCredentials, PublishError> {
-        Ok(ClaimThingCredentials {
-            transport: claim_shared::domain::publish::PublishTransport::Mqtt,
-            certificate_pem: String::new(),
-            private_key_pem: String::new(),
-            client_id: "claim-thing".into(),
-            staging_endpoint: "staging.invalid".into(),
-            port: 8883,
-            ca_pem: None,
-        })
-    }
-}
+pub use claim_tests::FixedCredentials;
 
 /// Records what would have been published.
 #[derive(Default)]
