@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 
 use serde_yaml::Value;
 
-use super::template::{list, of_type, render, resources, role_statements, template};
+use super::template::{
+    assert_trusted_by_this_accounts_iot, list, of_type, render, resources, role_statements, template,
+};
 
 /// `!If [condition, then, else]` as its three parts.
 fn if_parts(value: &Value) -> (&str, &Value, &Value) {
@@ -214,12 +216,7 @@ fn aws_iot_logging_is_off_unless_asked_and_its_role_writes_only_the_iot_log_grou
     let role_name = role_name.strip_suffix(".Arn").expect("!GetAtt <role>.Arn");
     let role = &resources(&template)[role_name];
     assert_eq!(role["Condition"].as_str(), Some("IotLoggingOn"));
-    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
-    assert_eq!(trust["Principal"]["Service"].as_str(), Some("iot.amazonaws.com"));
-    assert_eq!(
-        render(&trust["Condition"]["StringEquals"]["aws:SourceAccount"]),
-        "ref:AWS::AccountId"
-    );
+    assert_trusted_by_this_accounts_iot(role);
     let statements = role_statements(role);
     assert!(!statements.is_empty());
     let documented = [

@@ -34,7 +34,9 @@ use claim_tests::{
 };
 use serde_yaml::Value;
 
-use super::template::{list, render, resources, role_statements, rule_sql, template};
+use super::template::{
+    assert_trusted_by_this_accounts_iot, list, render, resources, role_statements, rule_sql, template,
+};
 
 /// The narrowed SQL of the presence rule, `${…}` unresolved.
 fn narrowed_sql(template: &Value) -> String {
@@ -135,12 +137,7 @@ fn the_presence_lookup_reads_the_device_item_of_the_claims_table_with_a_read_onl
     assert_eq!(args[5], "'${PresenceLookupRole.Arn}'");
     let role = &resources(&template)["PresenceLookupRole"];
     assert_eq!(role["Condition"].as_str(), Some("NarrowPresence"));
-    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
-    assert_eq!(trust["Principal"]["Service"].as_str(), Some("iot.amazonaws.com"));
-    assert_eq!(
-        render(&trust["Condition"]["StringEquals"]["aws:SourceAccount"]),
-        "ref:AWS::AccountId"
-    );
+    assert_trusted_by_this_accounts_iot(role);
     let statements = role_statements(role);
     assert_eq!(statements.len(), 1);
     assert_eq!(statements[0].actions, ["dynamodb:GetItem"]);

@@ -61,6 +61,16 @@ pub(crate) fn render(value: &Value) -> String {
     }
 }
 
+/// `role` is assumable by AWS IoT on behalf of this account only (its first trust statement).
+pub(crate) fn assert_trusted_by_this_accounts_iot(role: &Value) {
+    let trust = &role["Properties"]["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(trust["Principal"]["Service"].as_str(), Some("iot.amazonaws.com"));
+    assert_eq!(
+        render(&trust["Condition"]["StringEquals"]["aws:SourceAccount"]),
+        "ref:AWS::AccountId"
+    );
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Statement {
     pub(crate) sid: String,
