@@ -87,10 +87,8 @@ fn read_document(line: &str, seen: &mut Seen) {
     }
 }
 
-#[test]
-fn every_catalogue_metric_is_written_as_a_valid_emf_document_with_each_of_its_dimension_sets() {
-    let collector = metrics::install().expect("the first collector of this process");
-    record_one_of_each();
+/// What one flush of the collector writes: the text, and its documents read and checked.
+fn flush(collector: &metrics_cloudwatch_embedded::Collector) -> (String, Seen) {
     let mut out = Vec::new();
     collector.flush(&mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -98,6 +96,14 @@ fn every_catalogue_metric_is_written_as_a_valid_emf_document_with_each_of_its_di
     for line in text.lines() {
         read_document(line, &mut seen);
     }
+    (text, seen)
+}
+
+#[test]
+fn every_catalogue_metric_is_written_as_a_valid_emf_document_with_each_of_its_dimension_sets() {
+    let collector = metrics::install().expect("the first collector of this process");
+    record_one_of_each();
+    let (text, seen) = flush(collector);
 
     let mut expected = BTreeSet::new();
     for spec in CATALOGUE {
@@ -121,13 +127,7 @@ fn every_catalogue_metric_is_written_as_a_valid_emf_document_with_each_of_its_di
 
     // A second flush writes only what was recorded since: nothing counted twice.
     metrics::claim_accepted("acme");
-    let mut again = Vec::new();
-    collector.flush(&mut again).unwrap();
-    let again = String::from_utf8(again).unwrap();
-    let mut seen = Seen::new();
-    for line in again.lines() {
-        read_document(line, &mut seen);
-    }
+    let (again, seen) = flush(collector);
     let names: BTreeSet<&str> = seen.keys().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
         names,
