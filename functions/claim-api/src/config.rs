@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 pub use claim_shared::config::ConfigError;
 use claim_shared::{
     config::{env_or, required},
-    domain::endpoints::{is_host_name, EndpointPlan, StackLocation},
+    domain::{
+        endpoints::{is_host_name, EndpointPlan, StackLocation},
+        forwarding::Forwarders,
+    },
 };
 
 use crate::identity::OperatorAllowlist;
@@ -73,7 +76,8 @@ impl ApiConfig {
     /// `OEM_ENDPOINTS` when it is set and not empty, otherwise `OEM_ENDPOINT`; either way checked
     /// against where the stack runs (`AWS_REGION`, always set in Lambda; `STACK_ACCOUNT_ID`, from
     /// template.yaml): a device sent to an endpoint whose IoT events never reach this stack's topic
-    /// rules would never complete its claim. Then `OPERATOR_PRINCIPALS` and `REQUEST_BUDGET_MS`.
+    /// rules would never complete its claim; a forwarded endpoint of another account must be one of
+    /// `FORWARDING_ACCOUNT_IDS`. Then `OPERATOR_PRINCIPALS` and `REQUEST_BUDGET_MS`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let (config, setting) = match std::env::var("OEM_ENDPOINTS")
             .ok()
@@ -83,9 +87,12 @@ impl ApiConfig {
             None => (Self::new(&required("OEM_ENDPOINT")?)?, "OEM_ENDPOINT"),
         };
         let (region, account) = (env_or("AWS_REGION", ""), env_or("STACK_ACCOUNT_ID", ""));
+        let account = Some(account.as_str()).filter(|a| !a.is_empty());
+        let forwarders = Forwarders::parse(account, &env_or("FORWARDING_ACCOUNT_IDS", "")).map_err(ConfigError)?;
         let stack = StackLocation {
-            account: Some(account.as_str()).filter(|a| !a.is_empty()),
+            account,
             region: Some(region.as_str()).filter(|r| !r.is_empty()),
+            forwarders: Some(&forwarders),
         };
         config
             .endpoints

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::forwarding::{is_account_id, Forwarders};
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OemEndpoint {
@@ -60,6 +62,8 @@ pub enum EventRoute {
 pub struct StackLocation<'a> {
     pub account: Option<&'a str>,
     pub region: Option<&'a str>,
+    /// The accounts whose forwarded events the stack takes (`None`: none besides its own).
+    pub forwarders: Option<&'a Forwarders>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -172,7 +176,7 @@ impl EndpointPlan {
                 ));
             }
             if let Some(account) = &endpoint.account {
-                if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                if !is_account_id(account) {
                     return Err(format!(
                         "endpoints.{name}.account {account:?} is not a 12-digit AWS account id"
                     ));
@@ -231,7 +235,18 @@ impl EndpointPlan {
     pub fn check_events_reach(&self, stack: StackLocation<'_>) -> Result<(), String> {
         for (name, endpoint) in &self.endpoints {
             if endpoint.events == EventRoute::Forwarded {
-                continue;
+                // Forwarded events reach the stack from its own account (any region) and from the
+                // accounts allowed to forward; an entry that names another account must be one.
+                match endpoint.account.as_deref() {
+                    Some(account)
+                        if stack.account != Some(account) && !stack.forwarders.is_some_and(|f| f.admits(account)) =>
+                    {
+                        return Err(format!(
+                            "endpoint {name:?} is in account {account}, which may not forward events to this stack: add it to the template parameter ForwardingAccountIds (FORWARDING_ACCOUNT_IDS) so that its forwarder's events are taken (infra/README.md)"
+                        ));
+                    }
+                    _ => continue,
+                }
             }
             let region = endpoint.region.clone().or_else(|| host_region(&endpoint.host));
             let checks = [
@@ -387,6 +402,7 @@ mod tests {
     const STACK: StackLocation<'static> = StackLocation {
         account: Some("111122223333"),
         region: Some("us-east-1"),
+        forwarders: None,
     };
 
     fn reach(text: &str, stack: StackLocation<'_>) -> Result<(), String> {
@@ -454,12 +470,35 @@ mod tests {
             "us": {"host": "a-ats.iot.us-east-1.amazonaws.com", "account": "111122223333", "region": "us-east-1"},
             "eu": {"host": "b-ats.iot.eu-west-1.amazonaws.com", "account": "444455556666", "events": "forwarded"}},
             "default": "us"}"#;
-        assert_eq!(reach(forwarded, STACK), Ok(()));
+        let forwarders = Forwarders::parse(Some("111122223333"), "444455556666").unwrap_or_default();
+        let allowed = StackLocation {
+            forwarders: Some(&forwarders),
+            ..STACK
+        };
+        assert_eq!(reach(forwarded, allowed), Ok(()));
+        // Its own account's forwarders (other regions) need no list.
+        let own = r#"{"endpoints": {"eu": {"host": "b-ats.iot.eu-west-1.amazonaws.com", "account": "111122223333", "events": "forwarded"}}, "default": "eu"}"#;
+        assert_eq!(reach(own, STACK), Ok(()));
         // A host that is not AWS-shaped and names no region or account cannot be checked.
         let unplaced = r#"{"endpoints": {"x": {"host": "iot.example.com"}}, "default": "x"}"#;
         assert_eq!(reach(unplaced, StackLocation::default()), Ok(()));
         let explicit = r#"{"endpoints": {"x": {"host": "a-ats.iot.us-east-1.amazonaws.com", "events": "direct"}}, "default": "x"}"#;
         assert_eq!(reach(explicit, STACK), Ok(()));
+    }
+
+    #[test]
+    fn a_forwarded_endpoint_in_an_account_not_allowed_to_forward_is_refused_naming_it() {
+        let plan = r#"{"endpoints": {"us": {"host": "a-ats.iot.us-east-1.amazonaws.com"},
+            "eu": {"host": "b-ats.iot.eu-west-1.amazonaws.com", "account": "444455556666", "events": "forwarded"}},
+            "default": "us"}"#;
+        let others = Forwarders::parse(Some("111122223333"), "777788889999").unwrap_or_default();
+        for forwarders in [None, Some(&others)] {
+            let err = reach(plan, StackLocation { forwarders, ..STACK }).unwrap_err();
+            assert_eq!(
+                err,
+                r#"endpoint "eu" is in account 444455556666, which may not forward events to this stack: add it to the template parameter ForwardingAccountIds (FORWARDING_ACCOUNT_IDS) so that its forwarder's events are taken (infra/README.md)"#
+            );
+        }
     }
 
     #[test]

@@ -85,11 +85,37 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         certificate_id: Option<&str>,
         outcome: &ArrivalOutcome,
     ) -> Result<GateOutcome, DeviceOpError> {
+        self.gate(thing, certificate_id, outcome, false).await
+    }
+
+    /// As [`Self::gate_arrival`], for an arrival forwarded from another account or region: its
+    /// certificate is in that account's AWS IoT, which this stack cannot switch off, so the gate
+    /// only reports the unexpected arrival (`spared`, `forwarded`).
+    pub async fn gate_forwarded_arrival(
+        &self,
+        thing: &ThingName,
+        certificate_id: Option<&str>,
+        outcome: &ArrivalOutcome,
+    ) -> Result<GateOutcome, DeviceOpError> {
+        self.gate(thing, certificate_id, outcome, true).await
+    }
+
+    async fn gate(
+        &self,
+        thing: &ThingName,
+        certificate_id: Option<&str>,
+        outcome: &ArrivalOutcome,
+        forwarded: bool,
+    ) -> Result<GateOutcome, DeviceOpError> {
         let Some(reason) = outcome.quarantine_reason() else {
             return Ok(GateOutcome::Expected);
         };
         let started = std::time::Instant::now();
-        let result = self.try_gate(thing, certificate_id, reason).await;
+        let result = if forwarded {
+            Ok(GateOutcome::Spared("forwarded"))
+        } else {
+            self.try_gate(thing, certificate_id, reason).await
+        };
         let name = result.as_ref().map(GateOutcome::name).unwrap_or("error");
         metrics::quarantine(name);
         tracing::info!(

@@ -116,6 +116,14 @@ const SECRETS: &str =
 const LABEL_CODE_KEY: &str = "ref:LabelCodeKeySecret";
 const CONFIG_TOPICS: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/*/expresslink_config";
 const CERTIFICATES: &str = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:cert/*";
+const FORWARDED_EVENTS: &str = "ForwardedEventsQueue.Arn";
+/// What an SQS event source mapping needs of its queue.
+const SQS_POLLER_ACTIONS: [&str; 4] = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:ChangeMessageVisibility",
+];
 
 /// What each function may reach: its own log group, the claims table (and only the indexes it
 /// queries), the claim-thing secrets, the configuration topics, the dead-letter queue.
@@ -145,7 +153,11 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
             .collect(),
         "ProvisioningEventsFunction" => table(&[])
             .into_iter()
-            .chain(["EventsDeadLetterQueue.Arn".into(), CERTIFICATES.into()])
+            .chain([
+                "EventsDeadLetterQueue.Arn".into(),
+                FORWARDED_EVENTS.into(),
+                CERTIFICATES.into(),
+            ])
             .collect(),
         // The table's change stream (not the table), the bus it puts events on, the dead-letter
         // queue of its stream positions.
@@ -243,7 +255,7 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                 }
                 Some("secretsmanager") => Box::new(|r: &str| r == SECRETS || r == LABEL_CODE_KEY),
                 Some("iot") => Box::new(|r: &str| r == CONFIG_TOPICS || r == CERTIFICATES),
-                Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn"),
+                Some("sqs") => Box::new(|r: &str| r == "EventsDeadLetterQueue.Arn" || r == FORWARDED_EVENTS),
                 Some("events") => {
                     Box::new(|r: &str| r == "LifecycleEventBus.Arn" || r.ends_with(":event-bus/${EventBusName}"))
                 }
@@ -276,7 +288,11 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
                         }
                         _ => false,
                     },
-                    Some("sqs") => action == "sqs:SendMessage",
+                    // Send dead letters; read (as the event source mapping) the forwarded events.
+                    Some("sqs") => match resources.first().map(String::as_str) {
+                        Some(FORWARDED_EVENTS) => SQS_POLLER_ACTIONS.contains(&action.as_str()),
+                        _ => action == "sqs:SendMessage",
+                    },
                     Some("events") => action == "events:PutEvents",
                     _ => false,
                 };
@@ -284,6 +300,92 @@ fn no_permission_is_a_wildcard_and_each_function_reaches_only_its_own_resources(
             }
         }
     }
+}
+
+#[test]
+fn forwarded_events_reach_provisioning_events_from_the_allowed_accounts_only() {
+    let template = template();
+    let resources = resources(&template);
+    let queue = &resources["ForwardedEventsQueue"]["Properties"];
+    assert_eq!(
+        queue["FifoQueue"],
+        Value::Null,
+        "the IoT SQS action takes no FIFO queue"
+    );
+    assert_eq!(
+        render(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
+        "EventsDeadLetterQueue.Arn"
+    );
+    assert!(queue["RedrivePolicy"]["maxReceiveCount"].as_u64() > Some(1));
+    assert_eq!(queue["SqsManagedSseEnabled"].as_bool(), Some(true));
+    let timeout = template["Globals"]["Function"]["Timeout"]
+        .as_u64()
+        .expect("function timeout");
+    assert!(
+        queue["VisibilityTimeout"].as_u64() >= Some(6 * timeout),
+        "a message must not reappear while a batch is still being handled"
+    );
+
+    // Read by provisioning-events, reporting failed messages one by one.
+    let function = &resources["ProvisioningEventsFunction"]["Properties"];
+    let source = &function["Events"]["Forwarded"];
+    assert_eq!(source["Type"].as_str(), Some("SQS"));
+    assert_eq!(render(&source["Properties"]["Queue"]), FORWARDED_EVENTS);
+    assert_eq!(
+        list(&source["Properties"]["FunctionResponseTypes"]),
+        vec![&Value::from("ReportBatchItemFailures")]
+    );
+    let variables = &function["Environment"]["Variables"];
+    assert_eq!(render(&variables["FORWARDING_ACCOUNT_IDS"]), "ref:ForwardingAccountIds");
+    assert_eq!(render(&variables["STACK_ACCOUNT_ID"]), "ref:AWS::AccountId");
+    let claim_api = &resources["ClaimApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(render(&claim_api["FORWARDING_ACCOUNT_IDS"]), "ref:ForwardingAccountIds");
+
+    // Sent to over TLS only; by other accounts only when listed, and then only SendMessage.
+    let policy = &resources["ForwardedEventsQueuePolicy"]["Properties"];
+    assert_eq!(
+        list(&policy["Queues"]).into_iter().map(render).collect::<Vec<_>>(),
+        ["ref:ForwardedEventsQueue"]
+    );
+    let statements = policy["PolicyDocument"]["Statement"].as_sequence().expect("statements");
+    assert_eq!(statements.len(), 2);
+    let tls = &statements[0];
+    assert_eq!(
+        (tls["Effect"].as_str(), tls["Principal"].as_str()),
+        (Some("Deny"), Some("*"))
+    );
+    assert_eq!(tls["Condition"]["Bool"]["aws:SecureTransport"].as_str(), Some("false"));
+    let Value::Tagged(conditional) = &statements[1] else {
+        panic!("the accounts' statement exists only when accounts are listed")
+    };
+    let branches = conditional
+        .value
+        .as_sequence()
+        .expect("!If [condition, statement, no value]");
+    assert_eq!(
+        (conditional.tag.to_string().as_str(), branches[0].as_str()),
+        ("!If", Some("HasForwardingAccounts"))
+    );
+    assert_eq!(render(&branches[2]), "ref:AWS::NoValue");
+    let allow = &branches[1];
+    assert_eq!(allow["Effect"].as_str(), Some("Allow"));
+    assert_eq!(allow["Action"].as_str(), Some("sqs:SendMessage"));
+    assert_eq!(render(&allow["Resource"]), FORWARDED_EVENTS);
+    assert_eq!(
+        serde_yaml::to_string(&allow["Principal"]["AWS"]).unwrap().trim(),
+        "!Split\n- ','\n- !Ref ForwardingAccountIds"
+    );
+    let parameter = &template["Parameters"]["ForwardingAccountIds"];
+    assert_eq!(
+        parameter["AllowedPattern"].as_str(),
+        Some("^([0-9]{12}(,[0-9]{12})*)?$")
+    );
+    assert_eq!(
+        serde_yaml::to_string(&template["Conditions"]["HasForwardingAccounts"])
+            .unwrap()
+            .trim(),
+        "!Not\n- !Equals\n  - !Ref ForwardingAccountIds\n  - ''"
+    );
 }
 
 #[test]
