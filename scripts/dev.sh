@@ -35,8 +35,9 @@
 # (cargo target dir), LAMBDA_PROFILE (the arm64 build of `test`, lambda-check), SCHEMATHESIS (0: `test`
 # skips fuzz-api), FUZZ_API_SEED, FUZZ_API_EXAMPLES, DDB_PORT (8000),
 # MOTO_PORT (5000), API_PORT (9000: the local API Gateway), LAMBDA_PORT (API_PORT+1: cargo lambda watch's
-# Invoke API), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), HTTPS_STAGING_PORT
-# (8443), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT (local placeholder host).
+# Invoke API), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), MQTT_OEM_EU_PORT (8885: the OEM's
+# endpoint in another account and region), HTTPS_STAGING_PORT (8443), CLAIMS_TABLE
+# (expresslink-claims), OEM_ENDPOINT and OEM_ENDPOINT_EU (local placeholder hosts).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -51,6 +52,7 @@ API_PORT=${API_PORT:-9000}
 LAMBDA_PORT=${LAMBDA_PORT:-$((API_PORT + 1))}
 MQTT_STAGING_PORT=${MQTT_STAGING_PORT:-8883}
 MQTT_OEM_PORT=${MQTT_OEM_PORT:-8884}
+MQTT_OEM_EU_PORT=${MQTT_OEM_EU_PORT:-8885}
 HTTPS_STAGING_PORT=${HTTPS_STAGING_PORT:-8443}
 CLAIMS_TABLE=${CLAIMS_TABLE:-expresslink-claims}
 OEM_ENDPOINT=${OEM_ENDPOINT:-local-oem-ats.iot.us-east-1.amazonaws.com}
@@ -60,7 +62,8 @@ PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
-SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway publisher-schedule iot-events lifecycle-stream)
+SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway publisher-schedule iot-events
+  iot-events-eu forwarded-events lifecycle-stream)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -261,12 +264,19 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DDB_PORT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
 export CLAIMS_TABLE=$CLAIMS_TABLE
 export OEM_ENDPOINT=$OEM_ENDPOINT
-# Endpoint selection as an OEM with two regions would set it: SKUs EU-* and EU region hints go to
-# the second endpoint (locally the same broker), everything else to OEM_ENDPOINT. The second is in
-# eu-west-1, outside the stack's region, so it must be marked "events": "forwarded"; locally that
-# holds: the iot-events bridge turns every connection to the one OEM broker into an event for
-# provisioning-events, whichever host the device was sent to.
-export OEM_ENDPOINTS='{"endpoints":{"primary":{"host":"$OEM_ENDPOINT"},"eu":{"host":"$OEM_ENDPOINT_EU","events":"forwarded"}},"rules":[{"sku":"EU-*","endpoint":"eu"},{"region":"eu-*","endpoint":"eu"}],"default":"primary"}'
+# Endpoint selection as an OEM with two accounts and regions would set it: SKUs EU-* and EU region
+# hints go to the second endpoint, everything else to OEM_ENDPOINT. The second is in another account
+# (FORWARDING_ACCOUNT_IDS lists it) and in eu-west-1, so it is marked "events": "forwarded": its
+# own listener (MQTT_OEM_EU_PORT), whose events go through the forwarded events queue as
+# infra/event-forwarder.yaml sends them (docs/local-stack.md).
+export OEM_ENDPOINTS='{"endpoints":{"primary":{"host":"$OEM_ENDPOINT"},"eu":{"host":"$OEM_ENDPOINT_EU","account":"210987654321","events":"forwarded"}},"rules":[{"sku":"EU-*","endpoint":"eu"},{"region":"eu-*","endpoint":"eu"}],"default":"primary"}'
+export OEM_ENDPOINT_EU=$OEM_ENDPOINT_EU
+export MQTT_OEM_EU_PORT=$MQTT_OEM_EU_PORT
+# The stack's account (moto's) and the other account allowed to forward to it (template.yaml sets both).
+export STACK_ACCOUNT_ID=123456789012
+export FORWARDING_ACCOUNT_IDS=210987654321
+# provisioning-events as this account's topic rules invoke it (tests deliver events there directly).
+export PROVISIONING_EVENTS_URL=http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/provisioning-events/invocations
 export PKI_DIR=$PKI_DIR
 export MQTT_STAGING_PORT=$MQTT_STAGING_PORT
 export MQTT_OEM_PORT=$MQTT_OEM_PORT
@@ -285,7 +295,8 @@ export MOTO_PYTHON=$VENV/bin/python
 EOF
 }
 
-# Two mutual-TLS listeners: the module vendor's staging endpoint and the OEM account's endpoint.
+# Three mutual-TLS listeners: the module vendor's staging endpoint, the OEM account's endpoint and the
+# OEM's endpoint in another account and region.
 write_mosquitto_config() {
   cat > "$STATE/mosquitto-staging.acl" <<EOF
 # Staging: the claim-thing may only publish configuration messages; a module may only read its own.
@@ -312,7 +323,7 @@ EOF
     echo "log_type warning"
     echo "log_type notice"
     echo "connection_messages true"
-    for listener in "$MQTT_STAGING_PORT staging" "$MQTT_OEM_PORT oem"; do
+    for listener in "$MQTT_STAGING_PORT staging" "$MQTT_OEM_PORT oem" "$MQTT_OEM_EU_PORT oem"; do
       set -- $listener
       cat <<EOF
 listener $1 127.0.0.1
@@ -450,7 +461,15 @@ start_stack() {
   # and lifecycle events the topic rules would send to provisioning-events.
   start_service iot-events log_has "watching" -- "$(cargo_target_dir)/debug/local-iot-events" \
     --log "$LOGS/broker.log" --oem-port "$MQTT_OEM_PORT" --pki "$PKI_DIR" --things "$STATE/oem-things.txt" \
-    --invoke "http://127.0.0.1:$LAMBDA_PORT/2015-03-31/functions/provisioning-events/invocations"
+    --invoke "$PROVISIONING_EVENTS_URL"
+  # The OEM's endpoint in another account and region: its events go to the stack's forwarded events
+  # queue as infra/event-forwarder.yaml's rules send them, and from there to provisioning-events as
+  # the SQS event source mapping delivers them.
+  start_service iot-events-eu log_has "watching" -- "$(cargo_target_dir)/debug/local-iot-events" \
+    --log "$LOGS/broker.log" --oem-port "$MQTT_OEM_EU_PORT" --pki "$PKI_DIR" --things "$STATE/oem-eu-things.txt" \
+    --forward-from-account "${FORWARDING_ACCOUNT_IDS%%,*}" --forward-from-region eu-west-1
+  start_service forwarded-events log_has "watching" -- "$(cargo_target_dir)/debug/local-sqs-trigger" \
+    --invoke "$PROVISIONING_EVENTS_URL"
   # The table's change stream to lifecycle-events, as the event source mapping does on AWS; the
   # function puts the events on the bus in moto (docs/events.md).
   start_service lifecycle-stream log_has "watching" -- "$(cargo_target_dir)/debug/local-streams" \
@@ -486,7 +505,7 @@ cmd_up() {
   start_service simulator log_has "waiting for a claim" -- "$target/debug/expresslink-sim" \
     --thing "$DEMO_DEVICE" --staging "localhost:$MQTT_STAGING_PORT" --ca "$PKI_DIR/ca.pem" \
     --cert "$PKI_DIR/clients/$DEMO_DEVICE.pem" --key "$PKI_DIR/clients/$DEMO_DEVICE.key" \
-    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT" --resolve "$OEM_ENDPOINT_EU=localhost:$MQTT_OEM_PORT"
+    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT" --resolve "$OEM_ENDPOINT_EU=localhost:$MQTT_OEM_EU_PORT"
   say "the demo user claims $DEMO_DEVICE over HTTP, as the OEM's app would"
   show POST /v1/claims demo-user "{\"code\":\"$DEMO_DEVICE\"}"
   if grep -q '(HTTP 200)' "$STATE/last-response"; then
@@ -560,8 +579,11 @@ cmd_test() {
   say "cfn-lint template.yaml infra/event-forwarder.yaml"
   timed cfn-lint "$VENV/bin/cfn-lint" template.yaml infra/event-forwarder.yaml
   bg_wait sam-venv
-  say "sam validate --lint (offline: no AWS credentials needed)"
-  SAM_CLI_TELEMETRY=0 timed "sam validate" "$SAM_VENV/bin/sam" validate --lint --template template.yaml
+  say "sam validate --lint template.yaml infra/event-forwarder.yaml (offline: no AWS credentials needed)"
+  local template
+  for template in template.yaml infra/event-forwarder.yaml; do
+    SAM_CLI_TELEMETRY=0 timed "sam validate" "$SAM_VENV/bin/sam" validate --lint --template "$template"
+  done
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
   # Compiling and running apart, so the timings tell them apart. The infra/ scripts' tests run the AWS
   # CLI of the SAM venv against moto.

@@ -148,7 +148,7 @@ pub const CATALOGUE: &[MetricSpec] = &[
         kind: Kind::Count,
         unit: "Count",
         dimension_sets: &[&["outcome"]],
-        meaning: "IoT events that were not for this stack (ignored) or not readable (malformed)",
+        meaning: "IoT events that were not for this stack (ignored), not readable (malformed) or forwarded from an account that may not forward (refused)",
     },
     MetricSpec {
         name: "AttemptCountFailures",

@@ -188,7 +188,8 @@ impl Stack {
             cert_pem: identity.cert_pem,
             key_pem: identity.key_pem,
             ca_pem: self.pki.ca_pem().unwrap_or_else(|e| panic!("{e}")),
-            // Every OEM endpoint is the stack's OEM listener.
+            // The endpoint in another account and region is its own listener; every other OEM
+            // endpoint is the stack's OEM listener.
             resolve: std::iter::once(self.local.oem_endpoint.clone())
                 .chain(
                     self.local
@@ -196,7 +197,14 @@ impl Stack {
                         .iter()
                         .flat_map(|plan| plan.hosts().map(str::to_owned)),
                 )
-                .map(|host| (host, ("localhost".to_owned(), self.local.oem_port)))
+                .map(|host| {
+                    let port = if host == self.local.oem_endpoint_eu {
+                        self.local.oem_eu_port
+                    } else {
+                        self.local.oem_port
+                    };
+                    (host, ("localhost".to_owned(), port))
+                })
                 .collect::<HashMap<_, _>>(),
         };
         let (events_tx, events) = mpsc::unbounded_channel();

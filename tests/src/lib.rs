@@ -5,6 +5,7 @@ pub mod certificates;
 pub mod e2e;
 pub mod engines;
 pub mod fixture;
+pub mod forwarding;
 pub mod iotdata;
 pub mod lifecycle;
 pub mod local_iot;
@@ -101,6 +102,12 @@ pub struct LocalStack {
     pub pki_dir: std::path::PathBuf,
     pub staging_port: u16,
     pub oem_port: u16,
+    /// The listener of the OEM's endpoint in another account and region (`OEM_ENDPOINT_EU`), whose
+    /// events reach the stack through the forwarded events queue.
+    pub oem_eu_port: u16,
+    pub oem_endpoint_eu: String,
+    /// provisioning-events' invocation URL (as this account's topic rules invoke it).
+    pub provisioning_events_url: String,
     /// The nginx that plays the staging endpoint of the `https` transport (mutual TLS, to moto).
     pub https_staging_port: u16,
     /// moto (Secrets Manager, the IoT data plane and its request recording).
@@ -122,6 +129,12 @@ impl LocalStack {
             pki_dir: var("PKI_DIR", &root.join(".local/pki").display().to_string()).into(),
             staging_port: var("MQTT_STAGING_PORT", "8883").parse().unwrap_or(8883),
             oem_port: var("MQTT_OEM_PORT", "8884").parse().unwrap_or(8884),
+            oem_eu_port: var("MQTT_OEM_EU_PORT", "8885").parse().unwrap_or(8885),
+            oem_endpoint_eu: var("OEM_ENDPOINT_EU", "local-oem-ats.iot.eu-west-1.amazonaws.com"),
+            provisioning_events_url: var(
+                "PROVISIONING_EVENTS_URL",
+                "http://127.0.0.1:9001/2015-03-31/functions/provisioning-events/invocations",
+            ),
             https_staging_port: var("HTTPS_STAGING_PORT", "8443").parse().unwrap_or(8443),
             moto_url: var("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"),
             api_url: var("CLAIM_API_URL", "http://127.0.0.1:9000/api"),

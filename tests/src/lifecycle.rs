@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{json, Value};
 
 use crate::local_sdk_config;
@@ -49,6 +50,36 @@ pub async fn ensure_bus(bus: &str) -> Result<(), String> {
         .map_err(why)
 }
 
+/// Creates the queue `name` with `attributes` unless it exists with them; its URL and ARN.
+pub async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: Vec<(QueueAttributeName, String)>,
+) -> Result<(String, String), String> {
+    let mut request = sqs.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        request = request.attributes(key, value);
+    }
+    let url = request
+        .send()
+        .await
+        .map_err(why)?
+        .queue_url()
+        .unwrap_or_default()
+        .to_owned();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(why)?
+        .attributes()
+        .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| format!("the queue {name} has no ARN"))?;
+    Ok((url, arn))
+}
+
 /// A queue that receives the bus's events matching a pattern.
 pub struct EventSink {
     sqs: aws_sdk_sqs::Client,
@@ -62,29 +93,7 @@ impl EventSink {
         let bus = bus_name();
         ensure_bus(&bus).await?;
         let sqs = local_sqs().await;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .map_err(why)?
-            .queue_url()
-            .unwrap_or_default()
-            .to_owned();
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(why)?
-            .attributes()
-            .and_then(|attributes| {
-                attributes
-                    .get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                    .cloned()
-            })
-            .ok_or("the sink queue has no ARN")?;
+        let (queue_url, arn) = create_queue(&sqs, name, Vec::new()).await?;
         let events = local_eventbridge().await;
         events
             .put_rule()

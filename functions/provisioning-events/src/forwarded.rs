@@ -88,3 +88,50 @@ fn refuse_origin(refusal: &Refusal) -> Value {
     );
     json!({ "outcome": "refused", "reason": refusal.reason() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An SQS event source mapping invocation, as the Lambda developer guide shows it.
+    fn batch(sources: &[&str]) -> Vec<u8> {
+        let records: Vec<Value> = sources
+            .iter()
+            .enumerate()
+            .map(|(index, source)| {
+                json!({
+                    "messageId": format!("059f36b4-87a3-44ab-83d2-66197512710{index}"),
+                    "receiptHandle": "AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a...",
+                    "body": "{\"eventType\": \"connected\"}",
+                    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1545082649183",
+                        "SenderId": "AIDAIENQZJOLO23YVJ4VO", "ApproximateFirstReceiveTimestamp": "1545082649185"},
+                    "messageAttributes": {},
+                    "md5OfBody": "e4e68fb7bd0e697a0ae8f1bb342846b3",
+                    "eventSource": source,
+                    "eventSourceARN": "arn:aws:sqs:us-east-2:123456789012:my-queue",
+                    "awsRegion": "us-east-2"
+                })
+            })
+            .collect();
+        serde_json::to_vec(&json!({ "Records": records })).unwrap_or_default()
+    }
+
+    #[test]
+    fn an_sqs_invocation_is_a_batch_and_a_topic_rule_event_is_not() {
+        let two = SqsBatch::from_payload(&batch(&["aws:sqs", "aws:sqs"]));
+        assert_eq!(two.map(|b| b.records.len()), Some(2));
+        for not_a_batch in [
+            batch(&[]),
+            batch(&["aws:sqs", "aws:dynamodb"]),
+            br#"{"eventType": "connected", "clientId": "t1", "event_kind": "presence_connected"}"#.to_vec(),
+            br#"{"Records": "x"}"#.to_vec(),
+            b"not json".to_vec(),
+        ] {
+            assert!(
+                SqsBatch::from_payload(&not_a_batch).is_none(),
+                "{}",
+                String::from_utf8_lossy(&not_a_batch)
+            );
+        }
+    }
+}

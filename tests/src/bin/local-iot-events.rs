@@ -10,7 +10,13 @@
 //! refused as AWS IoT refuses it: no event. (The local broker still lets it in; only the events
 //! stop.)
 //!
-//! Usage: local-iot-events --log <mosquitto.log> --oem-port <port> --pki <dir> --invoke <url> --things <file>
+//! With `--forward-from-account` and `--forward-from-region` it plays an OEM endpoint in another
+//! account and region instead: the events go, as the forwarder's rules send them
+//! (`infra/event-forwarder.yaml`), to the claim stack's forwarded events queue, and that account's
+//! control plane (not the stack's moto) is where JITP registers the certificate.
+//!
+//! Usage: local-iot-events --log <mosquitto.log> --oem-port <port> --pki <dir> --things <file>
+//! (--invoke <url> | --forward-from-account <id> --forward-from-region <region>)
 //! (`--help` describes every flag)
 
 use std::{
@@ -20,7 +26,10 @@ use std::{
     time::Duration,
 };
 
-use claim_tests::local_iot::{certificate_active, local_iot, provision, register_vendor_ca};
+use claim_tests::{
+    forwarding::{forwarded, ForwardedQueue},
+    local_iot::{certificate_active, certificate_id_of, local_iot, provision, register_vendor_ca},
+};
 use clap::Parser;
 use serde_json::json;
 
@@ -39,8 +48,19 @@ struct Options {
     #[arg(long, value_name = "DIR")]
     pki: PathBuf,
     /// Invoke URL of provisioning-events (the Lambda Invoke API of cargo lambda watch).
-    #[arg(long, value_name = "URL")]
-    invoke: String,
+    #[arg(long, value_name = "URL", required_unless_present = "forward_from_account")]
+    invoke: Option<String>,
+    /// Play an endpoint of this other account: forward the events to the claim stack's queue.
+    #[arg(
+        long,
+        value_name = "ACCOUNT",
+        requires = "forward_from_region",
+        conflicts_with = "invoke"
+    )]
+    forward_from_account: Option<String>,
+    /// The region of that endpoint.
+    #[arg(long, value_name = "REGION", requires = "forward_from_account")]
+    forward_from_region: Option<String>,
     /// Where the things the OEM account has are kept (one name a line, kept across restarts).
     #[arg(long, value_name = "FILE")]
     things: PathBuf,
@@ -57,13 +77,70 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Where the events go: to provisioning-events as this account's rules invoke it, or to the claim
+/// stack's queue as another account's forwarder sends them.
+enum Delivery {
+    Invoke(reqwest::Client, String),
+    Forward {
+        queue: ForwardedQueue,
+        account: String,
+        region: String,
+    },
+}
+
+impl Delivery {
+    /// The account the events are raised in (thing events name it).
+    fn account(&self) -> &str {
+        match self {
+            Delivery::Invoke(..) => "123456789012",
+            Delivery::Forward { account, .. } => account,
+        }
+    }
+
+    async fn deliver(&self, event: serde_json::Value, topic: &str) {
+        match self {
+            Delivery::Invoke(http, url) => match http.post(url).json(&event).send().await {
+                Ok(response) => {
+                    let body = response.text().await.unwrap_or_default();
+                    println!("{topic} -> provisioning-events: {body}");
+                }
+                Err(err) => println!("{topic} -> provisioning-events failed: {err}"),
+            },
+            Delivery::Forward { queue, account, region } => {
+                match queue.send(&forwarded(event, account, region)).await {
+                    Ok(()) => println!("{topic} -> the claim stack's forwarded events queue"),
+                    Err(err) => println!("{topic} -> the forwarded events queue failed: {err}"),
+                }
+            }
+        }
+    }
+}
+
 async fn run() -> Result<(), String> {
     let options = Options::parse();
-    let http = reqwest::Client::new();
-    let iot = local_iot().await;
+    let delivery = match (
+        &options.invoke,
+        &options.forward_from_account,
+        &options.forward_from_region,
+    ) {
+        (_, Some(account), Some(region)) => Delivery::Forward {
+            queue: ForwardedQueue::ensure().await?,
+            account: account.clone(),
+            region: region.clone(),
+        },
+        (Some(url), _, _) => Delivery::Invoke(reqwest::Client::new(), url.clone()),
+        _ => return Err("--invoke or --forward-from-account with --forward-from-region is needed".into()),
+    };
+    // Only this account's AWS IoT is moto's: another account's control plane is not the stack's.
+    let iot = match delivery {
+        Delivery::Invoke(..) => Some(local_iot().await),
+        Delivery::Forward { .. } => None,
+    };
     let ca_pem = std::fs::read_to_string(options.pki.join("ca.pem"))
         .map_err(|err| format!("{}: {err}", options.pki.join("ca.pem").display()))?;
-    register_vendor_ca(&iot, &ca_pem).await?;
+    if let Some(iot) = &iot {
+        register_vendor_ca(iot, &ca_pem).await?;
+    }
     // Things the OEM account "has" (JITP made them): kept across restarts, like the registry.
     let mut things: HashSet<String> = std::fs::read_to_string(&options.things)
         .unwrap_or_default()
@@ -114,18 +191,19 @@ async fn run() -> Result<(), String> {
         }
         // JITP, and AWS IoT refusing a deactivated certificate.
         let cert_pem = std::fs::read_to_string(options.pki.join("clients").join(format!("{thing}.pem")));
-        let certificate_id = match cert_pem {
-            Ok(pem) => match provision(&iot, thing, &pem, &ca_pem).await {
+        let certificate_id = match (cert_pem, &iot) {
+            (Ok(pem), Some(iot)) => match provision(iot, thing, &pem, &ca_pem).await {
                 Ok(id) => Some(id),
                 Err(err) => {
                     println!("{thing}: JITP failed: {err}");
                     None
                 }
             },
-            Err(_) => None,
+            (Ok(pem), None) => certificate_id_of(&pem),
+            (Err(_), _) => None,
         };
-        if let Some(id) = &certificate_id {
-            if certificate_active(&iot, id).await == Ok(Some(false)) {
+        if let (Some(id), Some(iot)) = (&certificate_id, &iot) {
+            if certificate_active(iot, id).await == Ok(Some(false)) {
                 println!("{thing}: refused, certificate {id} is inactive (quarantined)");
                 continue;
             }
@@ -139,17 +217,13 @@ async fn run() -> Result<(), String> {
             );
             let created = json!({
                 "eventType": "THING_EVENT", "eventId": uuid::Uuid::new_v4().to_string(), "timestamp": millis,
-                "operation": "CREATED", "accountId": "123456789012", "thingId": uuid::Uuid::new_v4().to_string(),
+                "operation": "CREATED", "accountId": delivery.account(), "thingId": uuid::Uuid::new_v4().to_string(),
                 "thingName": thing, "versionNumber": 1, "thingTypeName": null, "attributes": {},
                 "thing_name_from_topic": thing, "event_kind": "thing_created",
             });
-            deliver(
-                &http,
-                &options.invoke,
-                &created,
-                &format!("$aws/events/thing/{thing}/created"),
-            )
-            .await;
+            delivery
+                .deliver(created, &format!("$aws/events/thing/{thing}/created"))
+                .await;
         }
         let connected = json!({
             "clientId": client_id, "timestamp": millis, "eventType": "connected",
@@ -157,13 +231,9 @@ async fn run() -> Result<(), String> {
             "principalIdentifier": certificate_id, "ipAddress": "127.0.0.1",
             "versionNumber": 0, "client_id_from_topic": client_id, "event_kind": "presence_connected",
         });
-        deliver(
-            &http,
-            &options.invoke,
-            &connected,
-            &format!("$aws/events/presence/connected/{client_id}"),
-        )
-        .await;
+        delivery
+            .deliver(connected, &format!("$aws/events/presence/connected/{client_id}"))
+            .await;
     }
 }
 
@@ -171,16 +241,6 @@ fn between<'a>(line: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let from = line.find(start)? + start.len();
     let to = line[from..].find(end)? + from;
     Some(&line[from..to])
-}
-
-async fn deliver(http: &reqwest::Client, url: &str, event: &serde_json::Value, topic: &str) {
-    match http.post(url).json(event).send().await {
-        Ok(response) => {
-            let body = response.text().await.unwrap_or_default();
-            println!("{topic} -> provisioning-events: {body}");
-        }
-        Err(err) => println!("{topic} -> provisioning-events failed: {err}"),
-    }
 }
 
 #[cfg(test)]

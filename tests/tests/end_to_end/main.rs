@@ -7,6 +7,7 @@ mod admin_api;
 mod broker_outage;
 mod claim;
 mod endpoint_selection;
+mod forwarded_events;
 mod hostile_corpus;
 mod label_codes;
 mod lifecycle_events;
