@@ -702,6 +702,13 @@ fn the_dashboard_shows_the_funnel_latencies_outbox_api_functions_and_dead_letter
         &[("QueueName", "EventsDeadLetterQueue.QueueName")],
         "Maximum"
     ));
+    // Forwarded events that wait: claims of endpoints in other accounts or regions not completing.
+    assert!(has(
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        &[("QueueName", "ForwardedEventsQueue.QueueName")],
+        "Maximum"
+    ));
     // Every widget has a title and this stack's region.
     for widget in dashboard_body(&template)["widgets"].as_array().unwrap() {
         assert!(widget["properties"]["title"].is_string(), "{widget}");
