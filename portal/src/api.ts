@@ -36,7 +36,11 @@ export class Api {
   ) {}
 
   private async call<T>(method: string, path: string, body?: unknown): Promise<Result<T>> {
-    const headers: Record<string, string> = { ...(this.session()?.headers ?? {}) };
+    const session = this.session();
+    // An expired session is not sent: API Gateway's own 401 carries no CORS header, so the browser
+    // would report it as a network failure.
+    if (!session) return { ok: false, error: { status: 401, code: "unauthorized", message: "" } };
+    const headers: Record<string, string> = { ...session.headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     let response: Response;
     try {

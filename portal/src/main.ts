@@ -185,8 +185,10 @@ function claimScreen(params: URLSearchParams): void {
       input.setAttribute("aria-invalid", String(answer.error.code === "device_not_found" || answer.error.code === "invalid_code"));
       show(result, alertBox(refusalText(say, answer.error)));
       if (answer.error.code === "unauthorized") {
+        // Signed in again, the user finds the code still filled in.
         auth.forget();
         pendingCode = value;
+        void route().then(() => main().append(alertBox(say("error_unauthorized"))));
       }
     });
   });
