@@ -57,8 +57,12 @@ PY
 
 say "uploading to s3://$bucket"
 # Hashed files first, so the index.html uploaded last never names a file not there yet.
+immutable="public, max-age=31536000, immutable"
 aws s3 sync "$portal/dist/" "s3://$bucket/" --delete --only-show-errors \
-  --exclude index.html --exclude config.json --cache-control "public, max-age=31536000, immutable"
+  --exclude index.html --exclude config.json --exclude '*.wasm' --cache-control "$immutable"
+# The QR decoder's WebAssembly, with the type browsers compile it from while it downloads.
+aws s3 cp "$portal/dist/" "s3://$bucket/" --recursive --only-show-errors --exclude '*' --include '*.wasm' \
+  --content-type application/wasm --cache-control "$immutable"
 aws s3 cp "$portal/dist/config.json" "s3://$bucket/config.json" --only-show-errors \
   --cache-control no-cache --content-type application/json
 aws s3 cp "$portal/dist/index.html" "s3://$bucket/index.html" --only-show-errors \

@@ -390,7 +390,7 @@ EOF
 write_portal_nginx_config() {
   nginx_http_config "$STATE/nginx-portal" portal > "$STATE/nginx-portal.conf"
   cat >> "$STATE/nginx-portal.conf" <<EOF
-  types { text/html html; text/css css; text/javascript js; application/json json; image/png png; }
+  types { text/html html; text/css css; text/javascript js; application/json json; application/wasm wasm; }
   default_type application/octet-stream;
   server {
     listen 127.0.0.1:$PORTAL_PORT;
@@ -409,8 +409,9 @@ EOF
 
 # The portal's Content-Security-Policy (template.yaml's PortalHeadersPolicy has the same, with the
 # deployed API and hosted UI): only its own files, calls to the API, nothing may frame it.
+# 'wasm-unsafe-eval' lets the QR decoder compile its WebAssembly (it allows no JavaScript eval).
 portal_csp() { # the API's origin
-  echo "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self' $1; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+  echo "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self' $1; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
 }
 
 # The vendor's staging endpoint for the `https` transport: AWS IoT's HTTPS publish with a client

@@ -348,6 +348,8 @@ fn publish_portal_uploads_the_production_bundle_with_the_stacks_settings() {
     assert_eq!(head(script, "CacheControl"), "public, max-age=31536000, immutable");
     assert_eq!(head("index.html", "CacheControl"), "no-cache");
     assert_eq!(head("config.json", "ContentType"), "application/json");
+    let wasm = keys.iter().find(|k| k.ends_with(".wasm")).expect("the QR decoder");
+    assert_eq!(head(wasm, "ContentType"), "application/wasm");
 
     let fetched = std::env::temp_dir().join(format!("{bucket}-{script}"));
     aws(&[

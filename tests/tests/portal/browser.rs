@@ -48,6 +48,11 @@ pub fn artefacts() -> PathBuf {
 impl Browser {
     /// A fresh headless Chromium with a viewport of `width` × `height` CSS pixels.
     pub async fn start(portal: &str, width: u32, height: u32) -> Self {
+        Self::start_with(portal, width, height, &[]).await
+    }
+
+    /// The same, with more Chromium flags (`extra`).
+    pub async fn start_with(portal: &str, width: u32, height: u32, extra: &[String]) -> Self {
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let port = claim_tests::engines::free_port();
@@ -65,6 +70,7 @@ impl Browser {
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
         args.push(format!("--user-data-dir={}", profile.display()));
         args.push(format!("--window-size={},{}", width.max(800), height));
+        args.extend_from_slice(extra);
         // The viewport exactly as asked (a window is at least 500 pixels wide): narrower than 600 is
         // a phone's, with touch.
         let phone = width < 600;

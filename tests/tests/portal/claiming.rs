@@ -6,7 +6,10 @@ use std::time::Duration;
 use claim_tests::e2e::{Stack, DEMO_VENDOR};
 use expresslink_sim::ModuleEvent;
 
-use crate::{browser::PATIENCE, check_screen, unique, DESKTOP, PHONE};
+use crate::{
+    browser::{Browser, PATIENCE},
+    check_screen, unique, DESKTOP, PHONE,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_user_types_the_code_watches_the_product_arrive_and_finds_it_under_my_products() {
@@ -88,4 +91,51 @@ async fn a_qr_deep_link_on_a_phone_carries_the_code_through_sign_in_to_provision
         )
         .await;
     check_screen(&browser, "phone-4-my-products").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_phone_scans_the_labels_qr_code_with_its_camera_and_claims_the_product() {
+    let stack = Stack::connect().await;
+    let thing = stack.new_device(DEMO_VENDOR).await;
+    let _module = stack.module(&thing, stack.local.staging_port).await;
+    // The camera sees the label's QR code: Chromium's fake capture device plays a video of it.
+    let label = format!("{}/claim?code={thing}", stack.local.portal_url);
+    let video = crate::qr_video::qr_video(&label, &std::env::temp_dir());
+    let camera = [
+        "--use-fake-ui-for-media-stream".to_owned(),
+        "--use-fake-device-for-media-stream".to_owned(),
+        format!("--use-file-for-fake-video-capture={}", video.display()),
+    ];
+    let browser = Browser::start_with(&stack.local.portal_url, PHONE.0, PHONE.1, &camera).await;
+    browser.open("/").await;
+    browser.sign_in(&unique("scanning-user")).await;
+    // Chromium on Linux has no BarcodeDetector: this is the portal's own decoder (zxing-wasm).
+    let native = browser
+        .client
+        .execute("return 'BarcodeDetector' in window;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        native,
+        serde_json::Value::Bool(false),
+        "the test would not reach the fallback decoder"
+    );
+
+    browser.click("#scan").await;
+    let code = browser.find("#code").await;
+    let started = std::time::Instant::now();
+    while code.prop("value").await.unwrap().as_deref() != Some(thing.as_str()) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the scan did not fill in the code: {}",
+            browser.page_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check_screen(&browser, "phone-scanned").await;
+    browser.click("#claim-button").await;
+    browser
+        .wait_attr("#progress", "data-state", "provisioned", PATIENCE)
+        .await;
+    let _ = std::fs::remove_file(video);
 }

@@ -12,6 +12,7 @@ mod bundle;
 mod claiming;
 mod outcomes;
 mod products;
+mod qr_video;
 
 use browser::Browser;
 use claim_tests::e2e::Stack;
