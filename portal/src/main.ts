@@ -106,7 +106,7 @@ function afterSignIn(returnTo: string): void {
 
 function claimScreen(params: URLSearchParams): void {
   const linked = params.get("code");
-  const code = (linked && codeFromQr(linked)) ?? pendingCode ?? "";
+  const code = (linked ? codeFromQr(linked) : undefined) ?? pendingCode ?? "";
   pendingCode = undefined;
   const input = h("input", {
     id: "code",

@@ -74,6 +74,9 @@ async fn a_qr_deep_link_on_a_phone_carries_the_code_through_sign_in_to_provision
     browser.sign_in(&user).await;
     let code = browser.find("#code").await;
     assert_eq!(code.prop("value").await.unwrap().as_deref(), Some(thing.as_str()));
+    // Where it will be used: the region hint chooses the OEM endpoint (the stack's rules send eu-*
+    // to its eu-west-1 endpoint).
+    browser.click("#region option[value='eu-west-1']").await;
     check_screen(&browser, "phone-2-code-from-qr").await;
 
     browser.click("#claim-button").await;
@@ -81,6 +84,15 @@ async fn a_qr_deep_link_on_a_phone_carries_the_code_through_sign_in_to_provision
         .wait_attr("#progress", "data-state", "provisioned", PATIENCE)
         .await;
     check_screen(&browser, "phone-3-provisioned").await;
+    let devices = stack.call("GET", "/v1/devices", &user, None).await;
+    let endpoint = devices.body["devices"][0]["target_endpoint"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        endpoint.contains(".eu-west-1."),
+        "the region hint was sent: {:?}",
+        devices.body
+    );
     browser.click("#to-products").await;
     browser
         .wait_attr(
