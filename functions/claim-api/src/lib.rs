@@ -36,7 +36,7 @@ pub use crate::{
     router::{ADMIN_ROUTES, ROUTES},
 };
 use crate::{
-    response::{error_response, json_response, Answer},
+    response::{allow_origin, error_response, json_response, Answer},
     router::Route,
 };
 
@@ -124,10 +124,13 @@ impl<S: OwnershipStore, C: Clock> Api<S, C> {
             },
             Err(err) => Err(err),
         };
-        let (response, error) = match result {
+        let (mut response, error) = match result {
             Ok((status, headers, body)) => (json_response(status, &request_id, headers, body), None),
             Err(err) => (error_response(&err, &request_id), err.detail),
         };
+        if let Some(origin) = &self.config.cors_origin {
+            allow_origin(&mut response, origin);
+        }
         tracing::info!(
             event = "http_request",
             route = template,

@@ -42,6 +42,21 @@ pub fn json_response(
     response
 }
 
+/// Lets a browser on `origin` (the portal, `CORS_ALLOW_ORIGIN`) read the answer, including the headers
+/// it acts on (`Retry-After`: how long to wait; `Location`; `x-request-id` to quote to support). The
+/// preflight is API Gateway's (template.yaml, `Cors`); a Lambda proxy answer must carry this itself.
+pub fn allow_origin(response: &mut Response<Body>, origin: &str) {
+    let out = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(origin) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        out.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after, location, x-request-id"),
+        );
+        out.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}
+
 pub fn error_response(err: &ApiError, request_id: &str) -> Response<Body> {
     let retry_after = err
         .retry_after

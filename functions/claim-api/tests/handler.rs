@@ -13,7 +13,7 @@ use std::sync::Arc;
 use claim_shared::domain::{history::Actor, registry::NewDevice};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
-use support::{assert_error, fixture, fixture_with, fixture_with_label_codes, Call, Shape, ALICE, ENDPOINT};
+use support::{assert_error, fixture, fixture_with, fixture_with_label_codes, unhurried, Call, Shape, ALICE, ENDPOINT};
 
 #[tokio::test]
 async fn a_full_claim_through_both_payload_shapes() {
@@ -415,4 +415,37 @@ async fn with_an_operator_allowlist_only_the_named_iam_principals_are_operators(
         .send(&Call::admin("GET", "/v1/admin/devices/ops-1", admin), Shape::Rest)
         .await;
     assert_eq!(inspected.status, StatusCode::OK, "{:?}", inspected.body);
+}
+
+#[tokio::test]
+async fn with_a_cors_origin_every_answer_lets_that_origin_read_it_and_its_retry_after() {
+    let portal = "https://portal.example.com";
+    let fx = fixture_with(unhurried(
+        ApiConfig::new(ENDPOINT).unwrap().with_cors_origin(portal).unwrap(),
+    ))
+    .await;
+    fx.import("cors-1").await;
+    let created = fx.send(&Call::claim(ALICE, "cors-1"), Shape::Rest).await;
+    let refused = fx.send(&Call::claim(ALICE, "no-such-device"), Shape::Rest).await;
+    for answer in [&created, &refused] {
+        let header = |name: &str| {
+            answer
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("access-control-allow-origin"), portal);
+        assert!(header("access-control-expose-headers").contains("retry-after"));
+        assert_eq!(header("vary"), "Origin");
+    }
+    assert_eq!(
+        (created.status, refused.status),
+        (StatusCode::ACCEPTED, StatusCode::NOT_FOUND)
+    );
+
+    // Without one (the default), no browser origin may read anything.
+    let closed = fixture().await;
+    let answer = closed.send(&Call::new("GET", "/v1/devices", ALICE), Shape::Rest).await;
+    assert!(answer.headers.get("access-control-allow-origin").is_none());
 }

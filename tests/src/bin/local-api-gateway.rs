@@ -22,6 +22,11 @@
 //!   function's answer is not a proxy response, `413` over 10 MB, `403` outside the stage; these in the
 //!   shape of the template's `GatewayResponses` (DEFAULT_5XX, DEFAULT_4XX, MISSING_AUTHENTICATION_TOKEN).
 //!
+//! - CORS: with `--cors-origin`, a browser's preflight (`OPTIONS` with `Origin` and
+//!   `Access-Control-Request-Method`) under the stage is answered by the gateway, as the template's
+//!   `Cors` setting makes API Gateway answer it (a mock integration, never the function); any other
+//!   `OPTIONS` reaches the function. The function adds `Access-Control-Allow-Origin` to its own answers.
+//!
 //! Not played: the template's authorizers (a request without identity reaches the function, whose
 //! `401`/`403` answer), unknown routes and methods (AWS answers `403` itself; here the function's
 //! `404`/`405`), throttling, API Gateway's header size limits, binary media types.
@@ -61,6 +66,9 @@ struct Options {
     /// Integration timeout in milliseconds (API Gateway REST APIs: 29 000); 504 after it.
     #[arg(long, value_name = "MS", default_value_t = 29_000)]
     timeout_ms: u64,
+    /// The one origin whose browser preflights are answered (template.yaml: the API's Cors).
+    #[arg(long, value_name = "ORIGIN")]
+    cors_origin: Option<String>,
 }
 
 /// API Gateway's payload quota (10 MB): a larger body is `413`.
@@ -80,7 +88,14 @@ struct Gateway {
     host: String,
     invoke: String,
     http: reqwest::Client,
+    cors_origin: Option<String>,
 }
+
+/// What a preflight allows (template.yaml, `ClaimApi` `Cors`): the user routes' methods and the
+/// headers the portal sends.
+const CORS_ALLOW_METHODS: &str = "GET,POST,DELETE,OPTIONS";
+const CORS_ALLOW_HEADERS: &str = "authorization,content-type,idempotency-key,x-local-user";
+const CORS_MAX_AGE: &str = "600";
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -99,6 +114,7 @@ async fn main() -> std::process::ExitCode {
         host: options.listen.to_string(),
         invoke,
         http,
+        cors_origin: options.cors_origin,
     });
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -134,6 +150,9 @@ impl Gateway {
         let Some(path) = stage_path(request.uri().path(), &self.stage).map(str::to_owned) else {
             return gateway_error(StatusCode::FORBIDDEN, MISSING_AUTHENTICATION_TOKEN, id);
         };
+        if let Some(answer) = self.preflight(&request, id) {
+            return answer;
+        }
         let (parts, body) = request.into_parts();
         let Ok(body) = Limited::new(body, MAX_BODY_BYTES).collect().await else {
             return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, DEFAULT_4XX, id);
@@ -158,6 +177,31 @@ impl Gateway {
             .map_err(|err| err.to_string())
             .and_then(|response| http_answer(response, id))
             .unwrap_or_else(|why| bad_gateway(id, &format!("malformed proxy response: {why}")))
+    }
+
+    /// A browser's CORS preflight, answered as API Gateway's mock integration for `Cors` does: the
+    /// configured origin whatever the request's, so a browser of another origin refuses the call.
+    fn preflight<B>(&self, request: &Request<B>, id: &str) -> Option<Answer> {
+        let origin = self.cors_origin.as_deref()?;
+        let headers = request.headers();
+        let preflight = request.method() == hyper::Method::OPTIONS
+            && headers.contains_key(header::ORIGIN)
+            && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if !preflight {
+            return None;
+        }
+        let mut out = HeaderMap::new();
+        for (name, value) in [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+            (header::ACCESS_CONTROL_ALLOW_METHODS, CORS_ALLOW_METHODS),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS),
+            (header::ACCESS_CONTROL_MAX_AGE, CORS_MAX_AGE),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                out.insert(name, value);
+            }
+        }
+        Some(answer(StatusCode::OK, out, Vec::new(), id))
     }
 
     /// The REST API proxy event (payload format 1.0) of `request`, whose path after the stage is `path`.
@@ -309,14 +353,47 @@ mod tests {
             request = request.header(*name, HeaderValue::from_bytes(value).unwrap());
         }
         let request = request.body(Bytes::from_static(body)).unwrap();
-        let gateway = Gateway {
+        let peer = "127.0.0.1:4242".parse().unwrap();
+        wire_event(gateway(None).event(&request, request.uri().path(), peer, "req-1"))
+    }
+
+    fn gateway(cors_origin: Option<&str>) -> Gateway {
+        Gateway {
             stage: "api".into(),
             host: "127.0.0.1:9000".into(),
             invoke: String::new(),
             http: reqwest::Client::new(),
+            cors_origin: cors_origin.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_a_browser_preflight_is_answered_and_only_with_the_configured_origin() {
+        let preflight = |headers: &[(&str, &str)]| {
+            let mut request = Request::builder().method("OPTIONS").uri("/api/v1/claims");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.body(()).unwrap()
         };
-        let peer = "127.0.0.1:4242".parse().unwrap();
-        wire_event(gateway.event(&request, request.uri().path(), peer, "req-1"))
+        let browser = preflight(&[
+            ("origin", "http://elsewhere.example"),
+            ("access-control-request-method", "POST"),
+        ]);
+        let answer = gateway(Some("http://127.0.0.1:8080"))
+            .preflight(&browser, "req-1")
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        let allowed = |name| answer.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(allowed(header::ACCESS_CONTROL_ALLOW_ORIGIN), "http://127.0.0.1:8080");
+        assert!(allowed(header::ACCESS_CONTROL_ALLOW_HEADERS).contains("authorization"));
+        assert!(allowed(header::ACCESS_CONTROL_ALLOW_METHODS).contains("DELETE"));
+        // Without the option, or for an OPTIONS that is no preflight, the function answers.
+        assert!(gateway(None).preflight(&browser, "req-1").is_none());
+        let plain = preflight(&[("origin", "http://127.0.0.1:8080")]);
+        assert!(gateway(Some("http://127.0.0.1:8080"))
+            .preflight(&plain, "req-1")
+            .is_none());
     }
 
     /// Each key of `expected` is a JSON pointer into `event`, and its value the one there.

@@ -64,11 +64,15 @@ fn text(output: &Output) -> String {
 
 /// A stack in moto with the outputs the scripts read (a real deploy has them too).
 fn stack_with_outputs(prefix: &str) -> String {
-    let name = format!("infra-test-{}", uuid::Uuid::new_v4().simple());
-    let template = format!(
+    stack_from(&format!(
         "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  ClaimThingSecretPrefix:\n    Value: {prefix}\n  \
          ProvisioningRoleArn:\n    Value: arn:aws:iam::123456789012:role/jitp\n  DevicePolicyName:\n    Value: device-policy\n"
-    );
+    ))
+}
+
+/// A stack in moto made from `template`; its name.
+fn stack_from(template: &str) -> String {
+    let name = format!("infra-test-{}", uuid::Uuid::new_v4().simple());
     let file = std::env::temp_dir().join(format!("{name}.yaml"));
     std::fs::write(&file, template).unwrap();
     let created = Command::new("aws")
@@ -257,4 +261,133 @@ async fn bad_input_is_refused_before_anything_changes() {
     assert!(text(&help).contains("usage: infra/register-vendor.sh"));
     let import = run("import-devices.sh", &[]);
     assert_eq!(import.status.code(), Some(2), "{}", text(&import));
+}
+
+/// `infra/publish-portal.sh` against moto's S3, CloudFront and CloudFormation: the production bundle
+/// (no local sign-in) with a config.json from the stack's outputs, cache headers by kind of file, and
+/// an invalidation of the two files without a content hash.
+#[test]
+fn publish_portal_uploads_the_production_bundle_with_the_stacks_settings() {
+    let aws = |args: &[&str]| {
+        let output = Command::new("aws").args(args).envs(against_moto()).output().unwrap();
+        assert!(output.status.success(), "aws {args:?}: {}", text(&output));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let bucket = format!("portal-test-{}", uuid::Uuid::new_v4().simple());
+    let distribution_config = r#"{"CallerReference":"BUCKET","Comment":"","Enabled":true,
+        "Origins":{"Quantity":1,"Items":[{"Id":"portal","DomainName":"portal.s3.amazonaws.com","S3OriginConfig":{"OriginAccessIdentity":""}}]},
+        "DefaultCacheBehavior":{"TargetOriginId":"portal","ViewerProtocolPolicy":"redirect-to-https","MinTTL":0,
+          "ForwardedValues":{"QueryString":false,"Cookies":{"Forward":"none"}},"TrustedSigners":{"Enabled":false,"Quantity":0}}}"#;
+    let distribution = aws(&[
+        "cloudfront",
+        "create-distribution",
+        "--distribution-config",
+        &distribution_config.replace("BUCKET", &bucket),
+        "--query",
+        "Distribution.Id",
+        "--output",
+        "text",
+    ]);
+    let stack = stack_from(&format!(
+        "Resources:\n  PortalBucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      BucketName: {bucket}\nOutputs:\n  \
+         ApiUrl:\n    Value: https://abc123.execute-api.us-east-1.amazonaws.com/api\n  PortalBucketName:\n    Value: {bucket}\n  \
+         PortalDistributionId:\n    Value: {distribution}\n  UserPoolHostedUiUrl:\n    Value: https://claim-x.auth.us-east-1.amazoncognito.com\n  \
+         UserPoolAppClientId:\n    Value: client123\n  PortalUrl:\n    Value: https://d111.cloudfront.net\n"
+    ));
+
+    let bad = run("publish-portal.sh", &["--stack", &stack, "--regions", "[{\"id\": 1}]"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    let published = run(
+        "publish-portal.sh",
+        &[
+            "--stack",
+            &stack,
+            "--oem-name",
+            "Acme \"Home\"",
+            "--regions",
+            r#"[{"id":"eu-west-1","label":"Europe"}]"#,
+        ],
+    );
+    let out = text(&published);
+    assert!(published.status.success(), "{out}");
+    assert!(out.contains("published: https://d111.cloudfront.net"), "{out}");
+
+    let keys = aws(&[
+        "s3api",
+        "list-objects-v2",
+        "--bucket",
+        &bucket,
+        "--query",
+        "Contents[].Key",
+        "--output",
+        "text",
+    ]);
+    let keys: Vec<&str> = keys.split_whitespace().collect();
+    let script = keys
+        .iter()
+        .find(|k| k.starts_with("app-") && k.ends_with(".js"))
+        .expect("the script");
+    assert!(
+        keys.contains(&"index.html") && keys.contains(&"config.json"),
+        "{keys:?}"
+    );
+    let head = |key: &str, field: &str| {
+        aws(&[
+            "s3api",
+            "head-object",
+            "--bucket",
+            &bucket,
+            "--key",
+            key,
+            "--query",
+            field,
+            "--output",
+            "text",
+        ])
+    };
+    assert_eq!(head(script, "CacheControl"), "public, max-age=31536000, immutable");
+    assert_eq!(head("index.html", "CacheControl"), "no-cache");
+    assert_eq!(head("config.json", "ContentType"), "application/json");
+    let wasm = keys.iter().find(|k| k.ends_with(".wasm")).expect("the QR decoder");
+    assert_eq!(head(wasm, "ContentType"), "application/wasm");
+
+    let fetched = std::env::temp_dir().join(format!("{bucket}-{script}"));
+    aws(&[
+        "s3",
+        "cp",
+        &format!("s3://{bucket}/{script}"),
+        fetched.to_str().unwrap(),
+    ]);
+    let bundle = std::fs::read_to_string(&fetched).unwrap();
+    assert!(
+        !bundle.contains("x-local-user"),
+        "the production bundle, without the local sign-in"
+    );
+    let config_file = std::env::temp_dir().join(format!("{bucket}-config.json"));
+    aws(&[
+        "s3",
+        "cp",
+        &format!("s3://{bucket}/config.json"),
+        config_file.to_str().unwrap(),
+    ]);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_file).unwrap()).unwrap();
+    assert_eq!(
+        config,
+        serde_json::json!({
+            "apiUrl": "https://abc123.execute-api.us-east-1.amazonaws.com/api",
+            "oemName": "Acme \"Home\"",
+            "auth": {"kind": "cognito", "domain": "https://claim-x.auth.us-east-1.amazoncognito.com",
+                     "clientId": "client123", "scopes": "openid email"},
+            "regions": [{"id": "eu-west-1", "label": "Europe"}],
+        })
+    );
+    let invalidations = aws(&[
+        "cloudfront",
+        "list-invalidations",
+        "--distribution-id",
+        &distribution,
+        "--query",
+        "length(InvalidationList.Items)",
+    ]);
+    assert_eq!(invalidations, "1");
 }

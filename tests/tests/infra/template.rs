@@ -843,3 +843,159 @@ fn lifecycle_events_read_the_tables_stream_with_partial_batches_and_a_dead_lette
         Some("CreateEventBus")
     );
 }
+
+/// The registration portal (docs/portal.md): a private bucket that only the stack's CloudFront
+/// distribution reads (origin access control), security headers on every answer, the API answering
+/// the portal's origin only, the hosted UI's callback, and nothing of it with DeployPortal "false".
+#[test]
+fn the_portal_is_a_private_bucket_behind_cloudfront_with_security_headers_and_can_be_left_out() {
+    let template = template();
+    let resources = resources(&template);
+    let portal = [
+        "PortalBucket",
+        "PortalBucketPolicy",
+        "PortalOriginAccessControl",
+        "PortalHeadersPolicy",
+        "PortalDistribution",
+    ];
+    for name in portal {
+        assert_eq!(
+            resources[name]["Condition"].as_str(),
+            Some("PortalOn"),
+            "{name}: only with DeployPortal"
+        );
+    }
+    let deploy = &template["Parameters"]["DeployPortal"];
+    assert_eq!(
+        render(&list(&deploy["AllowedValues"])[1].clone()),
+        "false",
+        "it can be left out"
+    );
+    assert_eq!(
+        serde_yaml::to_string(&template["Conditions"]["PortalOn"])
+            .unwrap()
+            .trim(),
+        "!Equals\n- !Ref DeployPortal\n- 'true'"
+    );
+
+    // Not public: every public access blocked, no ACLs, and reads only by this distribution.
+    let bucket = &resources["PortalBucket"]["Properties"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(
+            bucket["PublicAccessBlockConfiguration"][setting].as_bool(),
+            Some(true),
+            "{setting}"
+        );
+    }
+    assert_eq!(
+        bucket["OwnershipControls"]["Rules"][0]["ObjectOwnership"].as_str(),
+        Some("BucketOwnerEnforced")
+    );
+    let statements = list(&resources["PortalBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]);
+    for statement in &statements {
+        let allow = statement["Effect"].as_str() == Some("Allow");
+        if allow {
+            assert_eq!(
+                statement["Principal"]["Service"].as_str(),
+                Some("cloudfront.amazonaws.com")
+            );
+            assert_eq!(render(&statement["Action"]), "s3:GetObject");
+            let source = render(&statement["Condition"]["StringEquals"]["AWS:SourceArn"]);
+            assert!(source.ends_with(":distribution/${PortalDistribution}"), "{source}");
+        } else {
+            assert_eq!(
+                statement["Condition"]["Bool"]["aws:SecureTransport"].as_str(),
+                Some("false")
+            );
+        }
+    }
+    assert_eq!(
+        statements
+            .iter()
+            .filter(|s| s["Effect"].as_str() == Some("Allow"))
+            .count(),
+        1
+    );
+
+    // Origin access control: CloudFront signs every read; no legacy origin access identity.
+    let control = &resources["PortalOriginAccessControl"]["Properties"]["OriginAccessControlConfig"];
+    assert_eq!(control["OriginAccessControlOriginType"].as_str(), Some("s3"));
+    assert_eq!(control["SigningBehavior"].as_str(), Some("always"));
+    let config = &resources["PortalDistribution"]["Properties"]["DistributionConfig"];
+    let origin = &config["Origins"][0];
+    assert_eq!(render(&origin["OriginAccessControlId"]), "PortalOriginAccessControl.Id");
+    assert_eq!(origin["S3OriginConfig"]["OriginAccessIdentity"].as_str(), Some(""));
+    let behaviour = &config["DefaultCacheBehavior"];
+    assert_eq!(behaviour["ViewerProtocolPolicy"].as_str(), Some("redirect-to-https"));
+    assert_eq!(render(&behaviour["ResponseHeadersPolicyId"]), "ref:PortalHeadersPolicy");
+
+    // Security headers: CSP without inline code or framing, HSTS, no sniffing, no framing.
+    let headers =
+        &resources["PortalHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"];
+    let csp = render(&headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]);
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(directive), "CSP lacks {directive}: {csp}");
+    }
+    // No inline code and no JavaScript eval; WebAssembly may compile (the QR decoder).
+    for unsafe_source in ["'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'"] {
+        assert!(!csp.contains(unsafe_source), "{csp}");
+    }
+    assert!(headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"].as_u64() >= Some(31_536_000));
+    assert_eq!(headers["FrameOptions"]["FrameOption"].as_str(), Some("DENY"));
+    assert_eq!(headers["ContentTypeOptions"]["Override"].as_bool(), Some(true));
+    for header in [
+        &headers["ContentSecurityPolicy"],
+        &headers["StrictTransportSecurity"],
+        &headers["FrameOptions"],
+    ] {
+        assert_eq!(header["Override"].as_bool(), Some(true));
+    }
+
+    // CORS: the function and the API's preflight answer one origin, PortalOrigin or else the
+    // distribution's, and none without a portal; the parameter takes an https origin only.
+    let api_env = &resources["ClaimApiFunction"]["Properties"]["Environment"]["Variables"]["CORS_ALLOW_ORIGIN"];
+    let cors = &resources["ClaimApi"]["Properties"]["Cors"];
+    for origin in [api_env, &cors["AllowOrigin"]] {
+        let written = serde_yaml::to_string(origin).unwrap();
+        for part in [
+            "PortalOriginGiven",
+            "!Ref PortalOrigin",
+            "https://${PortalDistribution.DomainName}",
+            "''",
+        ] {
+            assert!(written.contains(part), "{part} not in {written}");
+        }
+    }
+    let pattern = template["Parameters"]["PortalOrigin"]["AllowedPattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        pattern, "^(https://[a-z0-9.-]+(:[0-9]{1,5})?)?$",
+        "one https origin, or empty"
+    );
+    assert!(
+        !render(&cors["AllowHeaders"]).contains("x-local-user"),
+        "no local header on AWS"
+    );
+
+    // Sign-in: the hosted UI's domain and the app client's code flow back to the portal.
+    assert_eq!(resources["UserPoolDomain"]["Condition"].as_str(), Some("PortalSignIn"));
+    let client = serde_yaml::to_string(&resources["UserPoolAppClient"]["Properties"]).unwrap();
+    for part in ["- code", "/callback", "PortalSignIn", "- openid"] {
+        assert!(client.contains(part), "{part} not in the app client: {client}");
+    }
+    assert_eq!(
+        resources["UserPoolAppClient"]["Properties"]["GenerateSecret"].as_bool(),
+        Some(false)
+    );
+}
