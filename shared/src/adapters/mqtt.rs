@@ -1,9 +1,12 @@
 //! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): connect as the claim-thing,
 //! publish QoS 1, wait for the PUBACK, disconnect. Port 443 uses ALPN `x-amzn-mqtt-ca` as AWS IoT
-//! requires there. One connection per message keeps no state between invocations; callers make
-//! sure no two publishes with the same client id overlap (see the publisher lease).
+//! requires there. Callers make sure no two publishes with the same client id overlap (see the
+//! publisher lease). The TLS configuration is built once per claim-thing profile ([`Built`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use rumqttc::{
@@ -31,14 +34,103 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct MqttPublisher {
     /// Upper bound for connect + publish + PUBACK.
     pub timeout: Duration,
+    tls: Built<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for MqttPublisher {
     fn default() -> Self {
         Self {
             timeout: PUBLISH_TIMEOUT,
+            tls: Built::default(),
         }
     }
+}
+
+/// What a transport builds from a claim-thing profile (a TLS configuration, an HTTP client), kept
+/// per profile content, that is per secret version: a warm function parses the PEM and builds it
+/// once, not for every publish, and a rotated secret gets its own. Keyed by a SHA-256 digest of
+/// the profile, so no further copy of the key material is kept; at most [`Built::KEPT`] entries.
+#[derive(Debug)]
+pub struct Built<T> {
+    entries: Arc<Mutex<Entries<T>>>,
+}
+
+/// What was built, by profile digest, oldest first.
+type Entries<T> = Vec<([u8; 32], T)>;
+
+impl<T> Clone for Built<T> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: Arc::clone(&self.entries),
+        }
+    }
+}
+
+impl<T> Default for Built<T> {
+    fn default() -> Self {
+        Self {
+            entries: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl<T: Clone> Built<T> {
+    /// Profiles kept; the oldest is dropped beyond (a deployment has a few vendors).
+    pub const KEPT: usize = 16;
+
+    /// What was built from this profile, or what `build` makes of it now.
+    pub fn get_or_build(
+        &self,
+        credentials: &ClaimThingCredentials,
+        build: impl FnOnce() -> Result<T, PublishError>,
+    ) -> Result<T, PublishError> {
+        let key = profile_digest(credentials);
+        if let Some((_, built)) = self.lock().iter().find(|(digest, _)| *digest == key) {
+            return Ok(built.clone());
+        }
+        let built = build()?;
+        let mut entries = self.lock();
+        if entries.len() >= Self::KEPT {
+            entries.remove(0);
+        }
+        entries.push((key, built.clone()));
+        Ok(built)
+    }
+
+    /// How many profiles have something built (tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
+        // Entries are only pushed and removed whole: a poisoned lock holds consistent data.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// SHA-256 over everything of a profile that goes into a connection.
+fn profile_digest(credentials: &ClaimThingCredentials) -> [u8; 32] {
+    use aws_lc_rs::digest;
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in [
+        credentials.transport.as_str(),
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+        &credentials.client_id,
+        &credentials.staging_endpoint,
+        credentials.ca_pem.as_deref().unwrap_or(""),
+    ] {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context.update(&credentials.port.to_be_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
 }
 
 /// The rustls client configuration for a claim-thing: its certificate and key as client identity,
@@ -100,9 +192,11 @@ impl EndpointPublisher for MqttPublisher {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let tls = tls_config(credentials)?;
+        let tls = self
+            .tls
+            .get_or_build(credentials, || tls_config(credentials).map(Arc::new))?;
         let mut options = MqttOptions::new(&credentials.client_id, &credentials.staging_endpoint, credentials.port);
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
         options.set_clean_session(true);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut events) = AsyncClient::new(options, 4);
@@ -191,6 +285,40 @@ mod tests {
             .expect("config")
             .alpn_protocols
             .is_empty());
+    }
+
+    #[test]
+    fn a_profile_is_built_once_and_again_only_when_the_secret_changes() {
+        let built: Built<Arc<rustls::ClientConfig>> = Built::default();
+        let profile = credentials(8883);
+        let builds = std::cell::Cell::new(0);
+        let build = |credentials: &ClaimThingCredentials| {
+            built.get_or_build(credentials, || {
+                builds.set(builds.get() + 1);
+                tls_config(credentials).map(Arc::new)
+            })
+        };
+        let first = build(&profile).expect("built");
+        let again = build(&profile).expect("kept");
+        assert!(Arc::ptr_eq(&first, &again), "the same configuration is reused");
+        assert_eq!(builds.get(), 1);
+        let rotated = credentials(8883);
+        build(&rotated).expect("built for the new version");
+        assert_eq!((builds.get(), built.len()), (2, 2));
+        assert!(build(&ClaimThingCredentials {
+            private_key_pem: "not a key".into(),
+            ..profile.clone()
+        })
+        .is_err());
+        assert_eq!(built.len(), 2, "a failed build is not kept");
+        for port in 0..Built::<()>::KEPT as u16 * 2 {
+            build(&ClaimThingCredentials {
+                port: 10_000 + port,
+                ..profile.clone()
+            })
+            .expect("built");
+        }
+        assert_eq!(built.len(), Built::<()>::KEPT, "bounded");
     }
 
     #[test]
