@@ -44,6 +44,21 @@ pub trait EndpointPublisher: Send + Sync {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError>;
+
+    /// Delivers several messages with the same credentials, each confirmed, and returns each
+    /// one's result, in order. A transport that can carry them together does (MQTT: one
+    /// connection, pipelined); by default they go one after another.
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for (topic, payload) in messages {
+            results.push(self.publish(credentials, topic, payload).await);
+        }
+        results
+    }
 }
 
 /// The AWS IoT control plane, for the rogue-device gate: what a certificate is, and switching it
@@ -159,6 +174,8 @@ pub enum LeaseChange {
 pub enum Read {
     /// [`OwnershipStore::device`].
     Device(ThingName),
+    /// [`OwnershipStore::claim`].
+    Claim(ClaimId),
     /// [`OwnershipStore::thing_by_code`].
     Code(CodeHash),
     /// [`OwnershipStore::failed_attempts`]: the scope and the start of its window.
@@ -171,6 +188,7 @@ pub enum Read {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     Device(Option<Box<Device>>),
+    Claim(Option<Box<Claim>>),
     Code(Option<ThingName>),
     Attempts(u32),
     Idempotency(Option<IdempotencyRecord>),
@@ -298,6 +316,7 @@ pub trait OwnershipStore: Send + Sync {
         for read in reads {
             found.push(match read {
                 Read::Device(thing) => Found::Device(self.device(thing).await?.map(Box::new)),
+                Read::Claim(claim_id) => Found::Claim(self.claim(claim_id).await?.map(Box::new)),
                 Read::Code(hash) => Found::Code(self.thing_by_code(hash).await?),
                 Read::Attempts(scope, window_start) => {
                     Found::Attempts(self.failed_attempts(scope, *window_start).await?)

@@ -137,7 +137,27 @@ impl EndpointPublisher for HttpsPublisher {
         })?;
         send(&client, topic, payload, self.timeout).await
     }
+
+    /// In parallel over the profile's pooled connections ([`HTTPS_PARALLEL`] at a time).
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(HTTPS_PARALLEL) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (topic, payload) in chunk {
+                pending.push(self.publish(credentials, topic, payload));
+            }
+            results.extend(futures::future::join_all(pending).await);
+        }
+        results
+    }
 }
+
+/// Publishes of one batch over `https` under way at once.
+pub const HTTPS_PARALLEL: usize = 16;
 
 /// Publishes with a client signed by the function's own AWS credentials.
 #[derive(Debug, Clone)]
@@ -210,12 +230,25 @@ impl EndpointPublisher for TransportRouter {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let transport = match credentials.transport {
+        self.transport(credentials).publish(credentials, topic, payload).await
+    }
+
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        self.transport(credentials).publish_batch(credentials, messages).await
+    }
+}
+
+impl TransportRouter {
+    fn transport(&self, credentials: &ClaimThingCredentials) -> &Arc<dyn EndpointPublisher> {
+        match credentials.transport {
             PublishTransport::Mqtt => &self.mqtt,
             PublishTransport::Https => &self.https,
             PublishTransport::Iam => &self.iam,
-        };
-        transport.publish(credentials, topic, payload).await
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): connect as the claim-thing,
-//! publish QoS 1, wait for the PUBACK, disconnect. Port 443 uses ALPN `x-amzn-mqtt-ca` as AWS IoT
-//! requires there. Callers make sure no two publishes with the same client id overlap (see the
-//! publisher lease). The TLS configuration is built once per claim-thing profile ([`Built`]).
+//! publish QoS 1, wait for the PUBACK, disconnect; a batch goes over one connection, pipelined
+//! within AWS IoT Core's limits per connection (100 publishes per second, 100 unacknowledged), and
+//! a process never connects twice within a second with one client id. Port 443 uses ALPN
+//! `x-amzn-mqtt-ca` as AWS IoT requires there. Callers make sure no two publishes with the same
+//! client id overlap (see the publisher lease). The TLS configuration is built once per claim-thing
+//! profile ([`Built`]).
 
 use std::{
     sync::{Arc, Mutex},
@@ -32,9 +35,12 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct MqttPublisher {
-    /// Upper bound for connect + publish + PUBACK.
+    /// Upper bound for connect + publish + PUBACK (a batch gets [`PUBLISH_INTERVAL`] more per
+    /// message).
     pub timeout: Duration,
     tls: Built<Arc<rustls::ClientConfig>>,
+    /// When this process last connected (or will connect) with each client id.
+    connects: Arc<Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
 }
 
 impl Default for MqttPublisher {
@@ -42,6 +48,7 @@ impl Default for MqttPublisher {
         Self {
             timeout: PUBLISH_TIMEOUT,
             tls: Built::default(),
+            connects: Arc::default(),
         }
     }
 }
@@ -184,51 +191,114 @@ pub fn client_tls(
         .map_err(|_| PublishError::new("credentials_invalid", "claim-thing certificate and key do not match"))
 }
 
-#[async_trait]
-impl EndpointPublisher for MqttPublisher {
-    async fn publish(
+/// The least time between two CONNECTs with one client id: AWS IoT Core allows one per second per
+/// client id, not adjustable (`docs/architecture.md`, "AWS IoT Core quotas").
+pub const CONNECT_SPACING: Duration = Duration::from_secs(1);
+
+/// Publishes one connection may carry per second (AWS IoT Core: 100, not adjustable): a batch is
+/// paced at one publish per this interval.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Unacknowledged QoS 1 publishes in flight on one connection (AWS IoT Core: 100, not adjustable).
+pub const MAX_IN_FLIGHT: u16 = 100;
+
+impl MqttPublisher {
+    /// When a new CONNECT with `client_id` may go out: at once, or [`CONNECT_SPACING`] after the
+    /// previous one from this process. The time is reserved, so concurrent callers line up.
+    fn connect_slot(&self, client_id: &str) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut last = self.connects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = last
+            .get(client_id)
+            .map_or(now, |previous| (*previous + CONNECT_SPACING).max(now));
+        last.insert(client_id.to_owned(), at);
+        at
+    }
+
+    /// Connects once as the claim-thing and sends `messages` over that connection: paced at
+    /// [`PUBLISH_INTERVAL`], up to [`MAX_IN_FLIGHT`] unacknowledged, each confirmed by its PUBACK;
+    /// then disconnects. What was not confirmed when the connection failed or the time ran out
+    /// failed (it may still have arrived: delivery is at least once).
+    async fn exchange(
         &self,
         credentials: &ClaimThingCredentials,
-        topic: &ConfigTopic,
-        payload: &[u8],
-    ) -> Result<(), PublishError> {
-        let tls = self
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        let tls = match self
             .tls
-            .get_or_build(credentials, || tls_config(credentials).map(Arc::new))?;
+            .get_or_build(credentials, || tls_config(credentials).map(Arc::new))
+        {
+            Ok(tls) => tls,
+            Err(err) => return vec![Err(err); messages.len()],
+        };
         let mut options = MqttOptions::new(&credentials.client_id, &credentials.staging_endpoint, credentials.port);
         options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
         options.set_clean_session(true);
         options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut events) = AsyncClient::new(options, 4);
-
-        let exchange = async {
-            client
-                .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.to_vec())
-                .await
-                .map_err(|err| PublishError::new("publish_failed", err.to_string()))?;
-            loop {
+        options.set_inflight(MAX_IN_FLIGHT);
+        let (client, mut events) = AsyncClient::new(options, usize::from(MAX_IN_FLIGHT));
+        let mut results: Vec<Option<Result<(), PublishError>>> = vec![None; messages.len()];
+        let limit = self.timeout + PUBLISH_INTERVAL * u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(self.connect_slot(&credentials.client_id)).await;
+        let started = tokio::time::Instant::now();
+        // Publishes are queued paced, in order; the broker's PUBACKs come back by packet id,
+        // which the event loop reports in the same order as it sends them.
+        let feed = async {
+            for (i, (topic, payload)) in messages.iter().enumerate() {
+                tokio::time::sleep_until(started + PUBLISH_INTERVAL * u32::try_from(i).unwrap_or(u32::MAX)).await;
+                if client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let confirm = async {
+            let mut sent = 0;
+            let mut by_packet: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
+            let mut confirmed = 0;
+            while confirmed < messages.len() {
                 match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(packet))) => {
+                        by_packet.insert(packet, sent);
+                        sent += 1;
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(i) = by_packet.remove(&ack.pkid) {
+                            results[i] = Some(Ok(()));
+                            confirmed += 1;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code != ConnectReturnCode::Success => {
                         return Err(PublishError::new(
                             "staging_refused",
                             format!("connection refused: {:?}", ack.code),
-                        ))
+                        ));
                     }
                     Ok(_) => {}
                     Err(err) => return Err(connection_error(&err)),
                 }
             }
+            Ok(())
         };
-        let result = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(PublishError::new(
+        let outcome = tokio::time::timeout(limit, async {
+            tokio::select! {
+                outcome = confirm => outcome,
+                () = feed => Ok(()),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(PublishError::new(
                 "staging_timeout",
-                format!("no PUBACK from the staging endpoint within {:?}", self.timeout),
-            )),
-        };
-        if result.is_ok() {
-            // Polite close; the message is already confirmed, so a failure here changes nothing.
+                format!("no PUBACK from the staging endpoint within {limit:?}"),
+            ))
+        });
+        if outcome.is_ok() {
+            // Polite close; the messages are already confirmed, so a failure here changes nothing.
             let _ = client.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 while let Ok(event) = events.poll().await {
@@ -239,7 +309,45 @@ impl EndpointPublisher for MqttPublisher {
             })
             .await;
         }
-        result
+        let failure = outcome.err();
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(failure
+                        .clone()
+                        .unwrap_or_else(|| PublishError::new("staging_timeout", "no PUBACK")))
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EndpointPublisher for MqttPublisher {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let messages = [(topic.clone(), payload.to_vec())];
+        self.exchange(credentials, &messages)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PublishError::new("publish_failed", "nothing was sent")))
+    }
+
+    /// One connection for the whole batch (one CONNECT), pipelined: see [`MqttPublisher::exchange`].
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        self.exchange(credentials, messages).await
     }
 }
 

@@ -31,12 +31,12 @@ use super::{claim::Committed, ClaimService, Clock, PublishAttempt};
 use crate::{
     domain::{
         claim::Claim,
-        device::Device,
+        device::{Device, Holder},
         ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError},
     },
     metrics,
-    ports::{CredentialSource, DeviceChange, EndpointPublisher, LeaseChange, OwnershipStore, StoreError},
+    ports::{CredentialSource, DeviceChange, EndpointPublisher, Found, LeaseChange, OwnershipStore, Read, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -71,6 +71,13 @@ impl Default for DeliverySettings {
         }
     }
 }
+
+/// Claims of one vendor a drain sends together, over one connection for `mqtt` (pipelined at AWS
+/// IoT Core's 100 publishes per second: 10 s, a third of the lease, which is renewed per chunk).
+pub const DRAIN_CHUNK: usize = 1000;
+
+/// Store calls a drain makes at once (reading claims afresh, recording results).
+const STORE_PARALLEL: usize = 16;
 
 /// Below this much time an inline publish is not tried at all: the claim stays owed and the
 /// schedule delivers it (a publish cut off at once would only record a false `staging_timeout`).
@@ -260,7 +267,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// Publishes a claim this request committed with its vendor's lease, by `publish_by`, and
     /// records the result as a change on the claim and device as committed, giving the lease back
-    /// in the same write ([`Self::record_committed`]).
+    /// in the same write ([`Self::record_on`]).
     async fn publish_committed(
         &self,
         claim: &Claim,
@@ -279,7 +286,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let attempt = self
             .attempt_publish(delivery, claim, &credentials, publish_by, &mut done.report)
             .await;
-        done.claim = Some(self.record_committed(claim.clone(), device, &attempt, lease).await);
+        done.claim = Some(self.record_on(claim.clone(), device, &attempt, Some(lease)).await);
         Ok(done)
     }
 
@@ -350,19 +357,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 continue;
             };
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
-            let mut outcome = Ok(None);
-            for claim in due.iter().filter(|claim| claim.vendor == vendor) {
-                tried.insert(claim.claim_id.clone());
+            let mut outcome = Ok(());
+            let owed: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
+            for chunk in owed.chunks(DRAIN_CHUNK) {
+                tried.extend(chunk.iter().map(|claim| claim.claim_id.clone()));
                 if Instant::now() >= deadline {
                     report.out_of_time = true;
                     break;
                 }
-                // Renew before each publish, so a long batch never outlives its lease.
+                // Renew before each chunk, so a long drain never outlives its lease.
                 if self.take_lease(delivery, &vendor, Some(&lease)).await?.is_none() {
                     break;
                 }
                 outcome = self
-                    .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut report)
+                    .deliver_all(delivery, chunk, &credentials, deadline, &mut report)
                     .await;
                 if outcome.is_err() {
                     break;
@@ -385,6 +393,68 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             );
         }
         Ok(report)
+    }
+
+    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
+    /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
+    /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`), every result recorded in
+    /// one write on the claim and device as read ([`Self::record_on`]), [`STORE_PARALLEL`] at a time.
+    async fn deliver_all(
+        &self,
+        delivery: &Delivery,
+        claims: &[&Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt as _;
+        let reads: Vec<Read> = claims
+            .iter()
+            .flat_map(|claim| {
+                [
+                    Read::Claim(claim.claim_id.clone()),
+                    Read::Device(claim.thing_name.clone()),
+                ]
+            })
+            .collect();
+        let found = self.store.read_many(&reads).await?;
+        let now = self.clock.now();
+        let mut unsent = Vec::new();
+        let mut live = Vec::with_capacity(claims.len());
+        for pair in found.chunks(2) {
+            let [Found::Claim(Some(claim)), Found::Device(device)] = pair else {
+                continue; // gone
+            };
+            // A claim delivered meanwhile by someone else owes nothing any more.
+            if claim.next_publish_at.is_none() {
+                continue;
+            }
+            let holds = device.as_ref().is_some_and(
+                |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
+            );
+            match device {
+                Some(device) if holds && claim.is_live(now) => live.push(((**claim).clone(), (**device).clone())),
+                _ => unsent.push(claim.claim_id.clone()),
+            }
+        }
+        let sending: Vec<Claim> = live.iter().map(|(claim, _)| claim.clone()).collect();
+        let sent = self
+            .attempt_publish_all(delivery, &sending, credentials, deadline, report)
+            .await;
+        let records = live.into_iter().zip(sent).map(|((claim, device), attempt)| async move {
+            self.record_on(claim, &device, &attempt, None).await;
+        });
+        futures::stream::iter(records)
+            .buffer_unordered(STORE_PARALLEL)
+            .collect::<Vec<()>>()
+            .await;
+        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
+        for claim_id in unsent {
+            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+            }
+        }
+        Ok(())
     }
 
     /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
@@ -432,36 +502,65 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         deadline: Instant,
         report: &mut DrainReport,
     ) -> PublishAttempt {
-        let sent = match credentials {
-            Ok(credentials) => {
-                let topic = ConfigTopic::for_device(&claim.thing_name);
-                let payload = endpoint_message(&claim.target_endpoint);
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let publish = delivery.transport.publish(credentials, &topic, &payload);
-                match tokio::time::timeout(remaining, publish).await {
-                    Ok(result) => result,
-                    Err(_) => Err(PublishError::new(
-                        "staging_timeout",
-                        "no PUBACK within the delivery budget",
-                    )),
-                }
-            }
-            Err(err) => Err(err.clone()),
-        };
-        let transport = credentials.as_ref().map_or("unknown", |c| c.transport.as_str());
-        match sent {
-            Ok(()) => {
-                report.published += 1;
-                let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
-                metrics::endpoint_published(&claim.vendor, transport, since_claim, claim.publish_attempts + 1);
-                PublishAttempt::Sent
-            }
-            Err(err) => {
-                report.failed += 1;
-                metrics::publish_failed(&claim.vendor, transport, err.code);
-                PublishAttempt::Failed(err)
-            }
+        self.attempt_publish_all(delivery, std::slice::from_ref(claim), credentials, deadline, report)
+            .await
+            .pop()
+            .unwrap_or(PublishAttempt::NotSent)
+    }
+
+    /// Sends live claims' endpoint messages of one vendor together, confirmed by `deadline`, and
+    /// counts each attempt: what each did, in order.
+    async fn attempt_publish_all(
+        &self,
+        delivery: &Delivery,
+        claims: &[Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Vec<PublishAttempt> {
+        if claims.is_empty() {
+            return Vec::new();
         }
+        let timed_out = || PublishError::new("staging_timeout", "no PUBACK within the delivery budget");
+        let mut results = match credentials {
+            Ok(credentials) => {
+                let messages: Vec<(ConfigTopic, Vec<u8>)> = claims
+                    .iter()
+                    .map(|claim| {
+                        (
+                            ConfigTopic::for_device(&claim.thing_name),
+                            endpoint_message(&claim.target_endpoint),
+                        )
+                    })
+                    .collect();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let publish = delivery.transport.publish_batch(credentials, &messages);
+                // Cut off by the deadline: nothing is known to be confirmed.
+                tokio::time::timeout(remaining, publish).await.unwrap_or_default()
+            }
+            Err(err) => vec![Err(err.clone()); claims.len()],
+        };
+        // A batch cut off by the deadline (or a transport that answered for fewer) did not confirm
+        // the rest.
+        results.resize_with(claims.len(), || Err(timed_out()));
+        let transport = credentials.as_ref().map_or("unknown", |c| c.transport.as_str());
+        claims
+            .iter()
+            .zip(results)
+            .map(|(claim, sent)| match sent {
+                Ok(()) => {
+                    report.published += 1;
+                    let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
+                    metrics::endpoint_published(&claim.vendor, transport, since_claim, claim.publish_attempts + 1);
+                    PublishAttempt::Sent
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    metrics::publish_failed(&claim.vendor, transport, err.code);
+                    PublishAttempt::Failed(err)
+                }
+            })
+            .collect()
     }
 
     /// The vendor's claim-thing profile, read within `credentials_timeout` (and by `deadline`): a

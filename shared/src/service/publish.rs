@@ -66,18 +66,18 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         outcome
     }
 
-    /// Records a publish attempt on a live claim this request committed, from the claim and device
-    /// as it committed them (nothing is read), and gives the vendor's lease back in the same write.
-    /// If either changed since, or the lease was taken over, the result is recorded as
+    /// Records a publish attempt on a live claim that owes it, from the claim and device as they
+    /// were just committed or read (nothing is read), giving `lease` back in the same write. If
+    /// either changed since, or the lease was taken over, the result is recorded as
     /// [`Self::record_publish_result`] does and the lease given back by itself. A record that
     /// cannot be written is logged; the claim then stays due and is published again later. The
     /// claim as it stands after.
-    pub(super) async fn record_committed(
+    pub(super) async fn record_on(
         &self,
         claim: Claim,
         device: &Device,
         attempt: &PublishAttempt,
-        lease: &Lease,
+        lease: Option<&Lease>,
     ) -> Claim {
         let started = std::time::Instant::now();
         let now = self.clock.now();
@@ -87,7 +87,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let before = recorded.version;
         change.update_claim(before, recorded.clone());
         recorded.version = before + 1;
-        change.lease = Some(LeaseChange::Release {
+        change.lease = lease.map(|lease| LeaseChange::Release {
             name: lease.name.clone(),
             holder: lease.holder.clone(),
         });
@@ -97,8 +97,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return recorded;
         }
         let outcome = self.record_publish_result(&claim.claim_id, attempt).await;
-        if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
-            tracing::warn!(event = "outbox_drain_failed", error = %err);
+        if let Some(lease) = lease {
+            if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
+                tracing::warn!(event = "outbox_drain_failed", error = %err);
+            }
         }
         match outcome {
             Ok((_, recorded)) => recorded,

@@ -285,13 +285,14 @@ async fn the_same_claim_with_each_transport_gives_the_same_answers_and_history()
 }
 
 /// A claim on a table of the test's own, delivered by an outbox the test drives.
-struct OwnOutbox {
-    claims: ClaimService<DynamoOwnershipStore, SystemClock>,
+pub(crate) struct OwnOutbox {
+    pub(crate) claims: ClaimService<DynamoOwnershipStore, SystemClock>,
+    pub(crate) table: claim_tests::fixture::LocalTable,
     secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl OwnOutbox {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let table = claim_tests::fixture::LocalTable::fresh().await;
         let aws = claim_tests::moto_sdk_config().await;
         let secrets = aws_sdk_secretsmanager::Client::new(&aws);
@@ -306,10 +307,10 @@ impl OwnOutbox {
             },
         );
         let claims = ClaimService::new(table.store(), SystemClock, ClaimSettings::default()).with_delivery(delivery);
-        Self { claims, secrets }
+        Self { claims, table, secrets }
     }
 
-    async fn put_profile(&self, vendor: &str, profile: &serde_json::Value) {
+    pub(crate) async fn put_profile(&self, vendor: &str, profile: &serde_json::Value) {
         claim_tests::put_claim_thing_secret(&self.secrets, &format!("{SECRET_PREFIX}{vendor}"), profile)
             .await
             .unwrap();

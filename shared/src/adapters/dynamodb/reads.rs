@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::KeysAndAttributes;
 
 use super::{
-    items::{claim_id_attr, device_from, s, str_attr, thing_attr, time_attr, u64_attr, Item},
-    keys::{attempts_pk, attempts_sk, code_pk, device_pk, idempotency_pk, idempotency_sk, CODE_SK, DEVICE_SK},
+    items::{claim_from, claim_id_attr, device_from, s, str_attr, thing_attr, time_attr, u64_attr, Item},
+    keys::{
+        attempts_pk, attempts_sk, claim_pk, code_pk, device_pk, idempotency_pk, idempotency_sk, CLAIM_SK, CODE_SK,
+        DEVICE_SK,
+    },
     store::{unavailable, DynamoOwnershipStore},
 };
 use crate::{
@@ -20,10 +23,14 @@ use crate::{
 /// has the SDK's deadlines.
 const MAX_ROUNDS: usize = 4;
 
+/// Keys one `BatchGetItem` may ask for (DynamoDB's limit).
+const MAX_KEYS: usize = 100;
+
 /// The item key a read names.
 pub(super) fn key_of(read: &Read) -> (String, String) {
     match read {
         Read::Device(thing) => (device_pk(thing), DEVICE_SK.to_owned()),
+        Read::Claim(claim_id) => (claim_pk(claim_id), CLAIM_SK.to_owned()),
         Read::Code(hash) => (code_pk(hash), CODE_SK.to_owned()),
         Read::Attempts(scope, window_start) => (attempts_pk(scope), attempts_sk(*window_start)),
         Read::Idempotency(user, key, _) => (idempotency_pk(user), idempotency_sk(key)),
@@ -34,6 +41,7 @@ pub(super) fn key_of(read: &Read) -> (String, String) {
 pub(super) fn found_in(read: &Read, item: Option<&Item>) -> Result<Found, StoreError> {
     Ok(match read {
         Read::Device(_) => Found::Device(item.map(device_from).transpose()?.map(Box::new)),
+        Read::Claim(_) => Found::Claim(item.map(claim_from).transpose()?.map(Box::new)),
         Read::Code(_) => Found::Code(item.map(|item| thing_attr(item, "thing_name")).transpose()?),
         Read::Attempts(..) => Found::Attempts(match item {
             None => 0,
@@ -74,6 +82,23 @@ impl DynamoOwnershipStore {
         }
         let keys: Vec<(String, String)> = reads.iter().map(key_of).collect();
         let mut items: HashMap<(String, String), Item> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_KEYS) {
+            self.batch_get(chunk, &mut items).await?;
+        }
+        reads
+            .iter()
+            .zip(&keys)
+            .map(|(read, key)| found_in(read, items.get(key)))
+            .collect()
+    }
+
+    /// One `BatchGetItem` of at most [`MAX_KEYS`] keys (and again for what it left unprocessed),
+    /// into `items`.
+    async fn batch_get(
+        &self,
+        keys: &[(String, String)],
+        items: &mut HashMap<(String, String), Item>,
+    ) -> Result<(), StoreError> {
         let mut pending: Vec<Item> = keys
             .iter()
             .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
@@ -114,10 +139,6 @@ impl DynamoOwnershipStore {
                 pending.len()
             )));
         }
-        reads
-            .iter()
-            .zip(&keys)
-            .map(|(read, key)| found_in(read, items.get(key)))
-            .collect()
+        Ok(())
     }
 }
