@@ -6,7 +6,6 @@
 mod admin_api;
 mod broker_outage;
 mod claim;
-mod delivery_rate;
 mod endpoint_selection;
 mod hostile_corpus;
 mod label_codes;
