@@ -1,16 +1,16 @@
 //! Driving the running local stack as its users do: an app over HTTP, a module over MQTT.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use claim_shared::{
-    adapters::dynamodb::DynamoOwnershipStore,
+    adapters::{dynamodb::DynamoOwnershipStore, iotdata::TransportRouter, secrets::SecretsManagerCredentials},
     domain::{history::Actor, ids::ThingName, registry::NewDevice},
-    service::{ClaimService, ClaimSettings, SystemClock},
+    service::{ClaimService, ClaimSettings, Delivery, DeliverySettings, SystemClock},
 };
 use expresslink_sim::{ModuleConfig, ModuleEvent};
 use tokio::sync::mpsc;
 
-use crate::{local_dynamodb, local_secrets, pki::LocalPki, put_claim_thing_secret, LocalStack};
+use crate::{fixture::LocalTable, local_dynamodb, local_secrets, pki::LocalPki, put_claim_thing_secret, LocalStack};
 
 /// The vendor `scripts/dev.sh` configured (its claim-thing publishes to the stack's broker).
 pub const DEMO_VENDOR: &str = "demo-vendor";
@@ -338,5 +338,44 @@ pub fn delivered_history(claim: &serde_json::Value) -> Result<(), Vec<String>> {
         | ["pending", "endpoint_published", "provisioned"]
         | ["pending", "provisioned"] => Ok(()),
         _ => Err(states),
+    }
+}
+
+/// Where the claim-thing secrets of the local stack are (`CLAIM_THING_SECRET_PREFIX`).
+const OWN_SECRET_PREFIX: &str = "expresslink/claim-thing/";
+
+/// Claims on a table of the test's own, delivered by an outbox the test drives (the stack's
+/// schedule does not see them), with the stack's Secrets Manager and brokers.
+pub struct OwnOutbox {
+    pub claims: ClaimService<DynamoOwnershipStore, SystemClock>,
+    pub table: LocalTable,
+    secrets: aws_sdk_secretsmanager::Client,
+}
+
+impl OwnOutbox {
+    pub async fn new() -> Self {
+        let table = LocalTable::fresh().await;
+        let aws = crate::moto_sdk_config().await;
+        let secrets = aws_sdk_secretsmanager::Client::new(&aws);
+        // A 1 ms cache: every delivery reads the secret as it is now.
+        let source = SecretsManagerCredentials::new(secrets.clone(), OWN_SECRET_PREFIX, Duration::from_millis(1))
+            .unwrap_or_else(|err| panic!("credential source: {err}"));
+        let delivery = Delivery::new(
+            Arc::new(source),
+            Arc::new(TransportRouter::from_aws(&aws)),
+            DeliverySettings {
+                inline_budget: Duration::from_secs(5),
+                ..DeliverySettings::default()
+            },
+        );
+        let claims = ClaimService::new(table.store(), SystemClock, ClaimSettings::default()).with_delivery(delivery);
+        Self { claims, table, secrets }
+    }
+
+    pub async fn put_profile(&self, vendor: &str, profile: &serde_json::Value) {
+        let name = format!("{OWN_SECRET_PREFIX}{vendor}");
+        if let Err(err) = put_claim_thing_secret(&self.secrets, &name, profile).await {
+            panic!("secret {name}: {err}");
+        }
     }
 }

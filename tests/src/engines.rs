@@ -13,6 +13,7 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -231,56 +232,159 @@ pub struct SlowLink {
 impl SlowLink {
     /// In front of `upstream` (`http://host:port`).
     pub async fn start(upstream: &str, delay: Duration) -> Self {
-        let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|err| panic!("bind the slow link: {err}"));
-        let port = listener
-            .local_addr()
-            .map(|address| address.port())
-            .unwrap_or_else(|err| panic!("the slow link's address: {err}"));
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let target = target.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let requests = async {
-                        let mut buffer = vec![0; 64 * 1024];
-                        loop {
-                            let read = match tokio::io::AsyncReadExt::read(&mut client_read, &mut buffer).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(read) => read,
-                            };
-                            tokio::time::sleep(delay).await;
-                            if tokio::io::AsyncWriteExt::write_all(&mut server_write, &buffer[..read])
-                                .await
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                    };
-                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
-                    tokio::select! {
-                        _ = requests => {}
-                        _ = answers => {}
-                    }
-                });
-            }
-        });
-        Self {
-            url: format!("http://127.0.0.1:{port}"),
-            task,
-        }
+        let (url, task) = proxy(upstream, delay, None).await;
+        Self { url, task }
     }
+}
+
+/// The AWS calls a client made through a [`CountingLink`], in order: the operation of each JSON
+/// protocol request (its `X-Amz-Target` header, e.g. `DynamoDB_20120810.GetItem`), as sent.
+#[derive(Clone, Debug, Default)]
+pub struct Calls(Arc<Mutex<Vec<String>>>);
+
+impl Calls {
+    /// The calls since the last `take`, and forgets them.
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A TCP proxy on a free port in front of an engine that records every call made through it
+/// ([`Calls`]): what a function really sends, whatever its SDK does (retries included). Stops when
+/// dropped.
+pub struct CountingLink {
+    /// `http://127.0.0.1:<port>`: use it as the engine's endpoint.
+    pub url: String,
+    pub calls: Calls,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingLink {
+    /// In front of `upstream` (`http://host:port`).
+    pub async fn start(upstream: &str) -> Self {
+        let calls = Calls::default();
+        let (url, task) = proxy(upstream, Duration::ZERO, Some(calls.clone())).await;
+        Self { url, calls, task }
+    }
+}
+
+impl Drop for CountingLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The header that names a JSON-protocol AWS operation (HTTP/1.1 header names are case-insensitive).
+const TARGET_HEADER: &[u8] = b"x-amz-target:";
+
+/// Finds the `X-Amz-Target` values in what a client sent so far (`pending`, which keeps an
+/// unfinished header for the next chunk), and records them.
+fn record_targets(pending: &mut Vec<u8>, calls: &Calls) {
+    loop {
+        let found = pending
+            .windows(TARGET_HEADER.len())
+            .position(|window| window.eq_ignore_ascii_case(TARGET_HEADER));
+        let Some(start) = found else {
+            let keep = pending.len().saturating_sub(TARGET_HEADER.len());
+            pending.drain(..keep);
+            return;
+        };
+        let value_from = start + TARGET_HEADER.len();
+        let Some(end) = pending[value_from..].windows(2).position(|w| w == b"\r\n") else {
+            pending.drain(..start);
+            return;
+        };
+        let value = String::from_utf8_lossy(&pending[value_from..value_from + end])
+            .trim()
+            .to_owned();
+        calls.lock().push(value);
+        pending.drain(..value_from + end);
+    }
+}
+
+/// A TCP proxy on a free port in front of `upstream`: every chunk a client sends waits `delay`, and
+/// with `calls`, the calls in it are recorded. Its URL and the task that serves it.
+async fn proxy(upstream: &str, delay: Duration, calls: Option<Calls>) -> (String, tokio::task::JoinHandle<()>) {
+    let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|err| panic!("bind the proxy: {err}"));
+    let port = listener
+        .local_addr()
+        .map(|address| address.port())
+        .unwrap_or_else(|err| panic!("the proxy's address: {err}"));
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = async {
+                    let mut buffer = vec![0; 64 * 1024];
+                    let mut pending = Vec::new();
+                    loop {
+                        let read = match tokio::io::AsyncReadExt::read(&mut client_read, &mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(read) => read,
+                        };
+                        if let Some(calls) = &calls {
+                            pending.extend_from_slice(&buffer[..read]);
+                            record_targets(&mut pending, calls);
+                        }
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        if tokio::io::AsyncWriteExt::write_all(&mut server_write, &buffer[..read])
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                };
+                let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                tokio::select! {
+                    _ = requests => {}
+                    _ = answers => {}
+                }
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), task)
 }
 
 impl Drop for SlowLink {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_found_in_any_case_and_across_chunks() {
+        let calls = Calls::default();
+        let mut pending = Vec::new();
+        let sent = "POST / HTTP/1.1\r\nX-Amz-Target: DynamoDB_20120810.GetItem\r\n\r\n{}POST / HTTP/1.1\r\nx-amz-target: DynamoDB_20120810.TransactWriteItems\r\ncontent-length: 2\r\n\r\n{}";
+        for chunk in sent.as_bytes().chunks(7) {
+            pending.extend_from_slice(chunk);
+            record_targets(&mut pending, &calls);
+        }
+        assert_eq!(
+            calls.take(),
+            ["DynamoDB_20120810.GetItem", "DynamoDB_20120810.TransactWriteItems"]
+        );
+        assert!(calls.take().is_empty());
+        assert!(pending.len() <= TARGET_HEADER.len());
     }
 }

@@ -157,6 +157,11 @@ impl LocalStack {
         }
     }
 
+    /// The brokers' log (`connection_messages true`), written by `scripts/dev.sh` beside the PKI.
+    pub fn broker_log(&self) -> std::path::PathBuf {
+        self.pki_dir.join("../logs/broker.log")
+    }
+
     /// The staging listener's ACL, written by `scripts/dev.sh` beside the PKI.
     pub fn staging_acl(&self) -> std::path::PathBuf {
         self.pki_dir.join("../mosquitto-staging.acl")

@@ -163,3 +163,105 @@ fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
+
+/// What a Mosquitto log (`connection_messages true`) says about the connections of one client id:
+/// when each CONNECT came (the log's whole seconds), how many connections were open at most, and
+/// how many times a new connection took over one still open (AWS IoT disconnects the older one too).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Connections {
+    pub connects: Vec<u64>,
+    pub most_open: usize,
+    pub taken_over: usize,
+}
+
+impl Connections {
+    /// The most CONNECTs within one second.
+    pub fn most_per_second(&self) -> usize {
+        let mut most = 0;
+        let mut run = 0;
+        let mut last = None;
+        for second in &self.connects {
+            run = if last == Some(*second) { run + 1 } else { 1 };
+            last = Some(*second);
+            most = most.max(run);
+        }
+        most
+    }
+
+    /// Where these connections broke AWS IoT Core's quotas for one client id: more than one
+    /// CONNECT in a second (not adjustable) or two connections at once.
+    pub fn quota_violations(&self) -> Vec<String> {
+        let mut violations = Vec::new();
+        if self.most_per_second() > 1 {
+            violations.push(format!("{} CONNECTs within one second", self.most_per_second()));
+        }
+        if self.most_open > 1 || self.taken_over > 0 {
+            violations.push(format!(
+                "two connections at once (at most {} open, {} taken over)",
+                self.most_open, self.taken_over
+            ));
+        }
+        violations
+    }
+}
+
+/// The connections of `client_id` in the text of a Mosquitto log.
+pub fn connections_of(log: &str, client_id: &str) -> Connections {
+    let connected = format!(" as {client_id} (");
+    let client = format!("Client {client_id} ");
+    let mut seen = Connections::default();
+    let mut open = 0usize;
+    for line in log.lines() {
+        let Some((second, message)) = line.split_once(": ") else {
+            continue;
+        };
+        if message.starts_with("New client connected") && message.contains(&connected) {
+            seen.connects.push(second.trim().parse().unwrap_or_default());
+            open += 1;
+            seen.most_open = seen.most_open.max(open);
+        } else if message.starts_with(&client) {
+            if message.contains("already connected, closing old connection") {
+                seen.taken_over += 1;
+            }
+            if message.contains("closed its connection")
+                || message.contains("disconnect")
+                || message.contains("already connected")
+            {
+                open = open.saturating_sub(1);
+            }
+        } else if message.starts_with("Socket error on client ") && message.contains(&format!(" {client_id},")) {
+            open = open.saturating_sub(1);
+        }
+    }
+    seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_log_tells_connects_per_second_and_takeovers() {
+        let log = "\
+100: New client connected from 127.0.0.1:1 as thing-1 (p2, c1, k30, u'claim-thing').
+100: Client thing-1 closed its connection.
+101: New client connected from 127.0.0.1:2 as thing-1 (p2, c1, k30, u'claim-thing').
+101: New client connected from 127.0.0.1:3 as other (p2, c1, k30, u'claim-thing').
+101: Client thing-1 disconnected.
+102: Client thing-1 already connected, closing old connection.
+102: New client connected from 127.0.0.1:4 as thing-1 (p2, c1, k30, u'claim-thing').
+102: New client connected from 127.0.0.1:5 as thing-1 (p2, c1, k30, u'claim-thing').
+";
+        let seen = connections_of(log, "thing-1");
+        assert_eq!(seen.connects, [100, 101, 102, 102]);
+        assert_eq!(seen.most_per_second(), 2);
+        assert_eq!(seen.taken_over, 1);
+        assert_eq!(seen.most_open, 2);
+        assert_eq!(seen.quota_violations().len(), 2);
+        let other = connections_of(log, "other");
+        assert_eq!(
+            (other.connects.len(), other.quota_violations()),
+            (1, Vec::<String>::new())
+        );
+    }
+}

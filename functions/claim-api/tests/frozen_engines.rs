@@ -13,36 +13,20 @@
 
 mod support;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use claim_shared::{
-    adapters::{dynamodb::DynamoOwnershipStore, iotdata::TransportRouter, secrets::SecretsManagerCredentials},
     domain::{
         device::Holder,
-        history::Actor,
         ids::{ClaimId, ThingName},
-        registry::NewDevice,
     },
     ports::OwnershipStore,
-    service::{ClaimService, ClaimSettings, Delivery, DeliverySettings, SystemClock},
 };
-use claim_tests::{
-    engines::Engine,
-    fixture::LocalTable,
-    local_sdk_config_at, put_claim_thing_secret,
-    runtime_api::{Function, Report, RuntimeApi},
-    schema::TableSchema,
+use serde_json::Value;
+use support::{
+    deployment::{Answer, Deployment, Served, USER},
+    Call,
 };
-use serde_json::{json, Value};
-use support::{Call, Shape};
-
-const VENDOR: &str = "frozen-vendor";
-const SECRET_PREFIX: &str = "expresslink/claim-thing/";
-const OEM_ENDPOINT: &str = "frozen-oem-ats.iot.us-east-1.amazonaws.com";
-const USER: &str = "5d0c4b1a-frozen-engines-user";
 
 /// `REQUEST_BUDGET_MS` of the default deployment (unset) and of the tight one.
 const DEFAULT_BUDGET: Duration = Duration::from_millis(3000);
@@ -54,172 +38,6 @@ const SLACK: Duration = Duration::from_secs(3);
 
 /// The two tests one at a time: each freezes an engine and measures how long answers take.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A table on a private DynamoDB Local, a private moto with the vendor's profile, and the built
-/// function under the runtime emulator pointed at both.
-struct Deployment {
-    dynamodb: Engine,
-    moto: Engine,
-    table: LocalTable,
-    service: ClaimService<DynamoOwnershipStore, SystemClock>,
-}
-
-impl Deployment {
-    async fn start() -> Self {
-        let (dynamodb, moto) = tokio::join!(Engine::dynamodb(), Engine::moto());
-        let client = aws_sdk_dynamodb::Client::new(&local_sdk_config_at(&dynamodb.url).await);
-        let name = format!("claims-frozen-{}", uuid::Uuid::new_v4().simple());
-        TableSchema::from_template_file()
-            .unwrap()
-            .create(&client, &name)
-            .await
-            .unwrap_or_else(|err| panic!("create {name}: {err}\n{}", dynamodb.log()));
-        // The `iam` transport: the publish goes to the IoT data plane at AWS_ENDPOINT_URL (moto),
-        // so Secrets Manager and the staging endpoint are the one engine, and nothing else is needed.
-        let secrets = aws_sdk_secretsmanager::Client::new(&local_sdk_config_at(&moto.url).await);
-        put_claim_thing_secret(
-            &secrets,
-            &format!("{SECRET_PREFIX}{VENDOR}"),
-            &json!({"transport": "iam"}),
-        )
-        .await
-        .unwrap();
-        let table = LocalTable { client, name };
-        let service = ClaimService::new(table.store(), SystemClock, ClaimSettings::default());
-        Self {
-            dynamodb,
-            moto,
-            table,
-            service,
-        }
-    }
-
-    /// Imports a new device of the vendor, as an operator would; its ThingName.
-    async fn new_device(&self) -> String {
-        let thing = format!("frozen-{}", uuid::Uuid::new_v4().simple());
-        let device = NewDevice {
-            thing_name: ThingName::parse(&thing).unwrap(),
-            vendor: VENDOR.into(),
-            sku: Some("FROZEN-1".into()),
-            code_hash: None,
-            allow_thing_name: None,
-            code_as_thing_name: None,
-        };
-        self.service
-            .import(&device, Actor::Operator("frozen-engines test".into()))
-            .await
-            .unwrap();
-        thing
-    }
-
-    /// The built function serving a runtime API of its own, with `vars` on top of the deployment's.
-    async fn function(&self, vars: &[(&str, &str)]) -> Served {
-        let api = RuntimeApi::start(Vec::new()).await;
-        let mut env = vec![
-            ("CLAIMS_TABLE", self.table.name.as_str()),
-            ("OEM_ENDPOINT", OEM_ENDPOINT),
-            ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb.url.as_str()),
-            ("AWS_ENDPOINT_URL", self.moto.url.as_str()),
-            ("CLAIM_THING_SECRET_PREFIX", SECRET_PREFIX),
-            // DynamoDB Local keeps tables per access key: the test's (`local_sdk_config_at`).
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-        ];
-        env.extend_from_slice(vars);
-        let function = Function::start(env!("CARGO_BIN_EXE_claim-api"), api.address, &env);
-        Served { api, function }
-    }
-
-    /// The schedule's delivery (`claim-publisher`'s drain) on this deployment's engines.
-    async fn schedule(&self) -> ClaimService<DynamoOwnershipStore, SystemClock> {
-        let aws = local_sdk_config_at(&self.moto.url).await;
-        let credentials = SecretsManagerCredentials::new(
-            aws_sdk_secretsmanager::Client::new(&aws),
-            SECRET_PREFIX,
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let delivery = Delivery::new(
-            Arc::new(credentials),
-            Arc::new(TransportRouter::from_aws(&aws)),
-            DeliverySettings::default(),
-        );
-        ClaimService::new(self.table.store(), SystemClock, ClaimSettings::default()).with_delivery(delivery)
-    }
-}
-
-/// One function process and its runtime API.
-struct Served {
-    api: RuntimeApi,
-    function: Function,
-}
-
-/// An API Gateway proxy response as the function returned it, and how long it took from outside.
-#[derive(Debug)]
-struct Answer {
-    status: u64,
-    retry_after: Option<String>,
-    body: Value,
-    took: Duration,
-}
-
-impl Served {
-    /// Sends one REST API event and waits for the function's answer (at most 60 s: a hang fails the
-    /// test, it does not stall it).
-    async fn send(&mut self, call: &Call<'_>) -> Answer {
-        let started = Instant::now();
-        let request_id = self.api.invoke(call.event(Shape::Rest).into_bytes());
-        let report = self.api.answer_to(&request_id, Duration::from_secs(60)).await;
-        let took = started.elapsed();
-        if std::env::var_os("FROZEN_DEBUG").is_some() {
-            eprintln!("{report:?}");
-        }
-        let Report::Response { body: response, .. } = report else {
-            panic!("the invocation failed: {report:?}\n{}", self.function.output());
-        };
-        // API Gateway merges `headers` and `multiValueHeaders`; lambda_http fills the latter.
-        let header = |name: &str| {
-            let find = |map: &str| {
-                response[map]
-                    .as_object()
-                    .and_then(|headers| headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)))
-                    .map(|(_, value)| value.clone())
-            };
-            match find("headers") {
-                Some(Value::String(value)) => Some(value),
-                _ => find("multiValueHeaders")
-                    .and_then(|values| values.get(0).and_then(Value::as_str).map(str::to_owned)),
-            }
-        };
-        let body = response["body"]
-            .as_str()
-            .filter(|text| !text.is_empty())
-            .map_or(Value::Null, |text| serde_json::from_str(text).unwrap());
-        Answer {
-            status: response["statusCode"].as_u64().unwrap_or_default(),
-            retry_after: header("retry-after"),
-            body,
-            took,
-        }
-    }
-
-    fn claim(thing: &str) -> Call<'static> {
-        Call::claim(USER, thing)
-    }
-
-    fn devices() -> Call<'static> {
-        Call::new("GET", "/v1/devices", USER)
-    }
-
-    /// The function's log events named `event`.
-    fn events(&self, event: &str) -> Vec<Value> {
-        self.function
-            .json_lines()
-            .into_iter()
-            .filter(|line| line["event"] == event)
-            .collect()
-    }
-}
 
 fn assert_unavailable(answer: &Answer, budget: Duration, what: &str) {
     assert_eq!(answer.status, 503, "{what}: {answer:?}");

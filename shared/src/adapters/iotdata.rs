@@ -31,7 +31,7 @@ use aws_smithy_types::{body::SdkBody, retry::RetryConfig, timeout::TimeoutConfig
 use rumqttc::tokio_rustls::rustls;
 
 use crate::{
-    adapters::mqtt::{client_tls, MqttPublisher, PUBLISH_TIMEOUT},
+    adapters::mqtt::{client_tls, Built, MqttPublisher, PUBLISH_TIMEOUT},
     domain::{
         ids::ConfigTopic,
         publish::{ClaimThingCredentials, PublishError, PublishTransport},
@@ -59,16 +59,20 @@ pub fn publish_timeouts() -> TimeoutConfig {
 }
 
 /// Publishes over HTTPS with the claim-thing's certificate (mutual TLS), unsigned.
+/// One client per claim-thing profile ([`Built`]), kept across warm invocations: its connections
+/// are pooled, so a warm publish makes no TLS handshake.
 #[derive(Debug, Clone)]
 pub struct HttpsPublisher {
     /// Upper bound for connect + TLS handshake + request + answer.
     pub timeout: Duration,
+    clients: Built<aws_sdk_iotdataplane::Client>,
 }
 
 impl Default for HttpsPublisher {
     fn default() -> Self {
         Self {
             timeout: PUBLISH_TIMEOUT,
+            clients: Built::default(),
         }
     }
 }
@@ -84,6 +88,17 @@ impl HttpsPublisher {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError> {
+        let client = self.client(tls, host, port)?;
+        send(&client, topic, payload, self.timeout).await
+    }
+
+    /// A client that sends to `https://<host>:<port>` with the given TLS client configuration.
+    fn client(
+        &self,
+        tls: rustls::ClientConfig,
+        host: &str,
+        port: u16,
+    ) -> Result<aws_sdk_iotdataplane::Client, PublishError> {
         let http = MtlsHttpClient::new(tls, self.timeout)?;
         let config = aws_sdk_iotdataplane::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -95,8 +110,7 @@ impl HttpsPublisher {
             .retry_config(RetryConfig::disabled())
             .timeout_config(publish_timeouts())
             .build();
-        let client = aws_sdk_iotdataplane::Client::from_conf(config);
-        send(&client, topic, payload, self.timeout).await
+        Ok(aws_sdk_iotdataplane::Client::from_conf(config))
     }
 }
 
@@ -108,20 +122,42 @@ impl EndpointPublisher for HttpsPublisher {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let mut tls = client_tls(
-            &credentials.certificate_pem,
-            &credentials.private_key_pem,
-            credentials.ca_pem.as_deref(),
-        )?;
-        tls.alpn_protocols = if credentials.port == 443 {
-            vec![ALPN_HTTP_CA.to_vec()]
-        } else {
-            vec![b"http/1.1".to_vec()]
-        };
-        self.publish_with(tls, &credentials.staging_endpoint, credentials.port, topic, payload)
-            .await
+        let client = self.clients.get_or_build(credentials, || {
+            let mut tls = client_tls(
+                &credentials.certificate_pem,
+                &credentials.private_key_pem,
+                credentials.ca_pem.as_deref(),
+            )?;
+            tls.alpn_protocols = if credentials.port == 443 {
+                vec![ALPN_HTTP_CA.to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            self.client(tls, &credentials.staging_endpoint, credentials.port)
+        })?;
+        send(&client, topic, payload, self.timeout).await
+    }
+
+    /// In parallel over the profile's pooled connections ([`HTTPS_PARALLEL`] at a time).
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        let mut results = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(HTTPS_PARALLEL) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (topic, payload) in chunk {
+                pending.push(self.publish(credentials, topic, payload));
+            }
+            results.extend(futures::future::join_all(pending).await);
+        }
+        results
     }
 }
+
+/// Publishes of one batch over `https` under way at once.
+pub const HTTPS_PARALLEL: usize = 16;
 
 /// Publishes with a client signed by the function's own AWS credentials.
 #[derive(Debug, Clone)]
@@ -194,12 +230,25 @@ impl EndpointPublisher for TransportRouter {
         topic: &ConfigTopic,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let transport = match credentials.transport {
+        self.transport(credentials).publish(credentials, topic, payload).await
+    }
+
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        self.transport(credentials).publish_batch(credentials, messages).await
+    }
+}
+
+impl TransportRouter {
+    fn transport(&self, credentials: &ClaimThingCredentials) -> &Arc<dyn EndpointPublisher> {
+        match credentials.transport {
             PublishTransport::Mqtt => &self.mqtt,
             PublishTransport::Https => &self.https,
             PublishTransport::Iam => &self.iam,
-        };
-        transport.publish(credentials, topic, payload).await
+        }
     }
 }
 

@@ -1,9 +1,15 @@
 //! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): connect as the claim-thing,
-//! publish QoS 1, wait for the PUBACK, disconnect. Port 443 uses ALPN `x-amzn-mqtt-ca` as AWS IoT
-//! requires there. One connection per message keeps no state between invocations; callers make
-//! sure no two publishes with the same client id overlap (see the publisher lease).
+//! publish QoS 1, wait for the PUBACK, disconnect; a batch goes over one connection, pipelined
+//! within AWS IoT Core's limits per connection (100 publishes per second, 100 unacknowledged), and
+//! a process never connects twice within a second with one client id. Port 443 uses ALPN
+//! `x-amzn-mqtt-ca` as AWS IoT requires there. Callers make sure no two publishes with the same
+//! client id overlap (see the publisher lease). The TLS configuration is built once per claim-thing
+//! profile ([`Built`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use rumqttc::{
@@ -29,16 +35,109 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct MqttPublisher {
-    /// Upper bound for connect + publish + PUBACK.
+    /// Upper bound for connect + publish + PUBACK (a batch gets [`PUBLISH_INTERVAL`] more per
+    /// message).
     pub timeout: Duration,
+    tls: Built<Arc<rustls::ClientConfig>>,
+    /// When this process last connected (or will connect) with each client id.
+    connects: Arc<Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
 }
 
 impl Default for MqttPublisher {
     fn default() -> Self {
         Self {
             timeout: PUBLISH_TIMEOUT,
+            tls: Built::default(),
+            connects: Arc::default(),
         }
     }
+}
+
+/// What a transport builds from a claim-thing profile (a TLS configuration, an HTTP client), kept
+/// per profile content, that is per secret version: a warm function parses the PEM and builds it
+/// once, not for every publish, and a rotated secret gets its own. Keyed by a SHA-256 digest of
+/// the profile, so no further copy of the key material is kept; at most [`Built::KEPT`] entries.
+#[derive(Debug)]
+pub struct Built<T> {
+    entries: Arc<Mutex<Entries<T>>>,
+}
+
+/// What was built, by profile digest, oldest first.
+type Entries<T> = Vec<([u8; 32], T)>;
+
+impl<T> Clone for Built<T> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: Arc::clone(&self.entries),
+        }
+    }
+}
+
+impl<T> Default for Built<T> {
+    fn default() -> Self {
+        Self {
+            entries: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+}
+
+impl<T: Clone> Built<T> {
+    /// Profiles kept; the oldest is dropped beyond (a deployment has a few vendors).
+    pub const KEPT: usize = 16;
+
+    /// What was built from this profile, or what `build` makes of it now.
+    pub fn get_or_build(
+        &self,
+        credentials: &ClaimThingCredentials,
+        build: impl FnOnce() -> Result<T, PublishError>,
+    ) -> Result<T, PublishError> {
+        let key = profile_digest(credentials);
+        if let Some((_, built)) = self.lock().iter().find(|(digest, _)| *digest == key) {
+            return Ok(built.clone());
+        }
+        let built = build()?;
+        let mut entries = self.lock();
+        if entries.len() >= Self::KEPT {
+            entries.remove(0);
+        }
+        entries.push((key, built.clone()));
+        Ok(built)
+    }
+
+    /// How many profiles have something built (tests).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries<T>> {
+        // Entries are only pushed and removed whole: a poisoned lock holds consistent data.
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// SHA-256 over everything of a profile that goes into a connection.
+fn profile_digest(credentials: &ClaimThingCredentials) -> [u8; 32] {
+    use aws_lc_rs::digest;
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in [
+        credentials.transport.as_str(),
+        &credentials.certificate_pem,
+        &credentials.private_key_pem,
+        &credentials.client_id,
+        &credentials.staging_endpoint,
+        credentials.ca_pem.as_deref().unwrap_or(""),
+    ] {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    context.update(&credentials.port.to_be_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
 }
 
 /// The rustls client configuration for a claim-thing: its certificate and key as client identity,
@@ -92,49 +191,114 @@ pub fn client_tls(
         .map_err(|_| PublishError::new("credentials_invalid", "claim-thing certificate and key do not match"))
 }
 
-#[async_trait]
-impl EndpointPublisher for MqttPublisher {
-    async fn publish(
+/// The least time between two CONNECTs with one client id: AWS IoT Core allows one per second per
+/// client id, not adjustable (`docs/architecture.md`, "AWS IoT Core quotas").
+pub const CONNECT_SPACING: Duration = Duration::from_secs(1);
+
+/// Publishes one connection may carry per second (AWS IoT Core: 100, not adjustable): a batch is
+/// paced at one publish per this interval.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Unacknowledged QoS 1 publishes in flight on one connection (AWS IoT Core: 100, not adjustable).
+pub const MAX_IN_FLIGHT: u16 = 100;
+
+impl MqttPublisher {
+    /// When a new CONNECT with `client_id` may go out: at once, or [`CONNECT_SPACING`] after the
+    /// previous one from this process. The time is reserved, so concurrent callers line up.
+    fn connect_slot(&self, client_id: &str) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let mut last = self.connects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = last
+            .get(client_id)
+            .map_or(now, |previous| (*previous + CONNECT_SPACING).max(now));
+        last.insert(client_id.to_owned(), at);
+        at
+    }
+
+    /// Connects once as the claim-thing and sends `messages` over that connection: paced at
+    /// [`PUBLISH_INTERVAL`], up to [`MAX_IN_FLIGHT`] unacknowledged, each confirmed by its PUBACK;
+    /// then disconnects. What was not confirmed when the connection failed or the time ran out
+    /// failed (it may still have arrived: delivery is at least once).
+    async fn exchange(
         &self,
         credentials: &ClaimThingCredentials,
-        topic: &ConfigTopic,
-        payload: &[u8],
-    ) -> Result<(), PublishError> {
-        let tls = tls_config(credentials)?;
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        let tls = match self
+            .tls
+            .get_or_build(credentials, || tls_config(credentials).map(Arc::new))
+        {
+            Ok(tls) => tls,
+            Err(err) => return vec![Err(err); messages.len()],
+        };
         let mut options = MqttOptions::new(&credentials.client_id, &credentials.staging_endpoint, credentials.port);
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(tls))));
+        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
         options.set_clean_session(true);
         options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut events) = AsyncClient::new(options, 4);
-
-        let exchange = async {
-            client
-                .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.to_vec())
-                .await
-                .map_err(|err| PublishError::new("publish_failed", err.to_string()))?;
-            loop {
+        options.set_inflight(MAX_IN_FLIGHT);
+        let (client, mut events) = AsyncClient::new(options, usize::from(MAX_IN_FLIGHT));
+        let mut results: Vec<Option<Result<(), PublishError>>> = vec![None; messages.len()];
+        let limit = self.timeout + PUBLISH_INTERVAL * u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(self.connect_slot(&credentials.client_id)).await;
+        let started = tokio::time::Instant::now();
+        // Publishes are queued paced, in order; the broker's PUBACKs come back by packet id,
+        // which the event loop reports in the same order as it sends them.
+        let feed = async {
+            for (i, (topic, payload)) in messages.iter().enumerate() {
+                tokio::time::sleep_until(started + PUBLISH_INTERVAL * u32::try_from(i).unwrap_or(u32::MAX)).await;
+                if client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let confirm = async {
+            let mut sent = 0;
+            let mut by_packet: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
+            let mut confirmed = 0;
+            while confirmed < messages.len() {
                 match events.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) => return Ok(()),
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(packet))) => {
+                        by_packet.insert(packet, sent);
+                        sent += 1;
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(i) = by_packet.remove(&ack.pkid) {
+                            results[i] = Some(Ok(()));
+                            confirmed += 1;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code != ConnectReturnCode::Success => {
                         return Err(PublishError::new(
                             "staging_refused",
                             format!("connection refused: {:?}", ack.code),
-                        ))
+                        ));
                     }
                     Ok(_) => {}
                     Err(err) => return Err(connection_error(&err)),
                 }
             }
+            Ok(())
         };
-        let result = match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(PublishError::new(
+        let outcome = tokio::time::timeout(limit, async {
+            tokio::select! {
+                outcome = confirm => outcome,
+                () = feed => Ok(()),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(PublishError::new(
                 "staging_timeout",
-                format!("no PUBACK from the staging endpoint within {:?}", self.timeout),
-            )),
-        };
-        if result.is_ok() {
-            // Polite close; the message is already confirmed, so a failure here changes nothing.
+                format!("no PUBACK from the staging endpoint within {limit:?}"),
+            ))
+        });
+        if outcome.is_ok() {
+            // Polite close; the messages are already confirmed, so a failure here changes nothing.
             let _ = client.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 while let Ok(event) = events.poll().await {
@@ -145,7 +309,45 @@ impl EndpointPublisher for MqttPublisher {
             })
             .await;
         }
-        result
+        let failure = outcome.err();
+        results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(failure
+                        .clone()
+                        .unwrap_or_else(|| PublishError::new("staging_timeout", "no PUBACK")))
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EndpointPublisher for MqttPublisher {
+    async fn publish(
+        &self,
+        credentials: &ClaimThingCredentials,
+        topic: &ConfigTopic,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let messages = [(topic.clone(), payload.to_vec())];
+        self.exchange(credentials, &messages)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(PublishError::new("publish_failed", "nothing was sent")))
+    }
+
+    /// One connection for the whole batch (one CONNECT), pipelined: see [`MqttPublisher::exchange`].
+    async fn publish_batch(
+        &self,
+        credentials: &ClaimThingCredentials,
+        messages: &[(ConfigTopic, Vec<u8>)],
+    ) -> Vec<Result<(), PublishError>> {
+        if messages.is_empty() {
+            return Vec::new();
+        }
+        self.exchange(credentials, messages).await
     }
 }
 
@@ -191,6 +393,40 @@ mod tests {
             .expect("config")
             .alpn_protocols
             .is_empty());
+    }
+
+    #[test]
+    fn a_profile_is_built_once_and_again_only_when_the_secret_changes() {
+        let built: Built<Arc<rustls::ClientConfig>> = Built::default();
+        let profile = credentials(8883);
+        let builds = std::cell::Cell::new(0);
+        let build = |credentials: &ClaimThingCredentials| {
+            built.get_or_build(credentials, || {
+                builds.set(builds.get() + 1);
+                tls_config(credentials).map(Arc::new)
+            })
+        };
+        let first = build(&profile).expect("built");
+        let again = build(&profile).expect("kept");
+        assert!(Arc::ptr_eq(&first, &again), "the same configuration is reused");
+        assert_eq!(builds.get(), 1);
+        let rotated = credentials(8883);
+        build(&rotated).expect("built for the new version");
+        assert_eq!((builds.get(), built.len()), (2, 2));
+        assert!(build(&ClaimThingCredentials {
+            private_key_pem: "not a key".into(),
+            ..profile.clone()
+        })
+        .is_err());
+        assert_eq!(built.len(), 2, "a failed build is not kept");
+        for port in 0..Built::<()>::KEPT as u16 * 2 {
+            build(&ClaimThingCredentials {
+                port: 10_000 + port,
+                ..profile.clone()
+            })
+            .expect("built");
+        }
+        assert_eq!(built.len(), Built::<()>::KEPT, "bounded");
     }
 
     #[test]

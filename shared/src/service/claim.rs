@@ -7,19 +7,19 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{elapsed_ms, ClaimService, Clock};
+use super::{elapsed_ms, outbox::Lease, settle, ClaimService, Clock};
 use crate::{
     domain::{
-        attempts::AttemptScope,
+        attempts::{AttemptLimits, AttemptScope},
         claim::Claim,
-        device::{ClaimDecision, Holder, NamedBy},
+        device::{ClaimDecision, Device, Holder, NamedBy},
         endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
         label_code::LabelCode,
     },
     metrics,
-    ports::{ControlError, DeviceChange, IdempotencyRecord, OwnershipStore, StoreError},
+    ports::{CommitError, ControlError, DeviceChange, Found, IdempotencyRecord, OwnershipStore, Read, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ pub enum ClaimError {
     #[error("the Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
     /// Too many failed attempts by this user (in all, or on this device) recently; nothing was
-    /// written, and a user over their own limit had nothing looked up (`429` with `Retry-After`).
+    /// written, and nothing the request's code named is answered (`429` with `Retry-After`).
     #[error("too many failed claim attempts; try again in {} s", retry_after.whole_seconds())]
     RateLimited { retry_after: Duration },
     /// Lost the race too many times; nothing was written (`503`).
@@ -97,49 +97,66 @@ impl ClaimError {
     }
 }
 
+/// A new claim as this request committed it, for publishing it at once without reading it back.
+#[derive(Debug)]
+pub(super) struct Committed {
+    /// The device record as the commit wrote it.
+    pub device: Device,
+    /// The vendor's publisher lease, taken in the same commit (`None`: not asked for, or another
+    /// delivery holds it).
+    pub lease: Option<Lease>,
+}
+
+/// What a claim request resolved its code to, and what came of it.
+type Decided = (
+    Result<(ThingName, NamedBy), ClaimError>,
+    Result<(ClaimOutcome, Option<Committed>), ClaimError>,
+);
+
+/// The store answered other reads than were asked (a bug in a store).
+fn unexpected_reads() -> StoreError {
+    StoreError::Corrupt("the store answered other reads than were asked".into())
+}
+
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// `POST /v1/claims` as the API runs it: [`Self::claim`], then a new claim's endpoint message is
     /// published at once if its vendor's claim-thing is free (within the inline budget, and with
     /// the request's `deadline`, returning before it). The answer is the claim as far as it got;
-    /// what is not published now is published by the schedule.
+    /// what is not published now is published by the schedule. The vendor's publisher lease is
+    /// taken in the claim's own commit and given back in the write that records the publish, so an
+    /// accepted and published claim costs at most four store calls (see `docs/architecture.md`).
     pub async fn claim_and_publish(
         &self,
         request: &ClaimRequest,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<ClaimOutcome, ClaimError> {
-        Ok(match self.claim(request).await? {
-            ClaimOutcome::Created(claim) => ClaimOutcome::Created(self.publish_accepted(claim, deadline).await),
-            existing @ ClaimOutcome::Existing(_) => existing,
+        let take_lease = self.publishes_inline(deadline);
+        Ok(match self.claim_committing(request, take_lease).await? {
+            (ClaimOutcome::Created(claim), committed) => {
+                ClaimOutcome::Created(self.publish_accepted(claim, committed, deadline).await)
+            }
+            (existing @ ClaimOutcome::Existing(_), _) => existing,
         })
     }
 
     /// Reserves a device for the caller, or returns the claim they already hold. Logs one
     /// `claim_decision` event (fields: see docs/operations.md, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
+        self.claim_committing(request, false).await.map(|(outcome, _)| outcome)
+    }
+
+    /// [`Self::claim`]; with `take_lease`, a new claim's commit also takes its vendor's publisher
+    /// lease if it is free. A claim this request committed comes with the device as written.
+    async fn claim_committing(
+        &self,
+        request: &ClaimRequest,
+        take_lease: bool,
+    ) -> Result<(ClaimOutcome, Option<Committed>), ClaimError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let user_scope = AttemptScope::User(request.user.clone());
         let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
-        let (resolved, result) = match self.check_attempts(&user_scope, now).await {
-            Ok(()) => {
-                let resolved = self.resolve(&request.code).await;
-                let result = match &resolved {
-                    Ok((thing, named_by)) => match self.check_attempts(&device_scope(thing), now).await {
-                        Ok(()) => self.decide_and_claim(request, thing, named_by).await,
-                        Err(err) => Err(err),
-                    },
-                    Err(err) => Err(err.clone()),
-                };
-                (resolved, result)
-            }
-            // A limited user gets no answer about their code, except the first answer again for a
-            // repeat of a request that succeeded (same Idempotency-Key, same device).
-            Err(limited) => match self.replay_while_limited(request).await {
-                Ok(Some((thing, named_by, claim))) => (Ok((thing, named_by)), Ok(ClaimOutcome::Created(claim))),
-                Ok(None) => (Err(limited.clone()), Err(limited)),
-                Err(err) => (Err(err.clone()), Err(err)),
-            },
-        };
+        let (resolved, result) = self.decide(request, now, take_lease).await;
         // A code that found nothing counts against the user: that is what guessing looks like. A
         // device somebody else holds counts against the user too (probing which devices are held
         // is bounded like guessing), and against the user on that device, whose smaller limit
@@ -155,13 +172,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             _ => {}
         }
         let (outcome, claim_id) = match &result {
-            Ok(ClaimOutcome::Created(claim)) => ("created", Some(claim.claim_id.as_str())),
-            Ok(ClaimOutcome::Existing(claim)) => ("existing", Some(claim.claim_id.as_str())),
+            Ok((ClaimOutcome::Created(claim), _)) => ("created", Some(claim.claim_id.as_str())),
+            Ok((ClaimOutcome::Existing(claim), _)) => ("existing", Some(claim.claim_id.as_str())),
             Err(err) => (err.outcome(), None),
         };
         let error = result.as_ref().err().map(ToString::to_string);
         metrics::claim_request(outcome);
-        if let Ok(ClaimOutcome::Created(claim)) = &result {
+        if let Ok((ClaimOutcome::Created(claim), _)) = &result {
             metrics::claim_accepted(&claim.vendor);
         }
         // Only a device the code resolved to is named (redacted); the code itself and its hash
@@ -183,6 +200,65 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             error,
         );
         result
+    }
+
+    /// The decision, in as few round trips as the code allows: the user's failed attempts are read
+    /// with the label code's lookup entry, or, when the code is the ThingName, with everything
+    /// [`Self::decide_and_claim`] reads. A user over their limit gets `429` whatever the code
+    /// named (what was read with the count is not used), except the first answer again for a
+    /// repeat of a request that succeeded (same Idempotency-Key, same device).
+    async fn decide(&self, request: &ClaimRequest, now: OffsetDateTime, take_lease: bool) -> Decided {
+        let limits = &self.settings.attempt_limits;
+        let user_scope = AttemptScope::User(request.user.clone());
+        let hash = self.code_key.as_ref().map(|key| key.hash(&request.code));
+        let mut reads = vec![Read::Attempts(user_scope.clone(), limits.window_at(now).start)];
+        let direct = match &hash {
+            Some(hash) => {
+                reads.push(Read::Code(hash.clone()));
+                None
+            }
+            None => request.code.as_thing_name(),
+        };
+        if let Some(thing) = &direct {
+            reads.extend(device_reads(request, thing, limits, now));
+        }
+        let mut found = match self.store.read_many(&reads).await {
+            Ok(found) => found.into_iter(),
+            Err(err) => return (Err(err.clone().into()), Err(err.into())),
+        };
+        let Some(Found::Attempts(user_failed)) = found.next() else {
+            return (Err(unexpected_reads().into()), Err(unexpected_reads().into()));
+        };
+        if let Some(retry_after) = limits.exceeded(&user_scope, user_failed, now) {
+            let limited = ClaimError::RateLimited { retry_after };
+            return match self.replay_while_limited(request).await {
+                Ok(Some((thing, named_by, claim))) => (Ok((thing, named_by)), Ok((ClaimOutcome::Created(claim), None))),
+                Ok(None) => (Err(limited.clone()), Err(limited)),
+                Err(err) => (Err(err.clone()), Err(err)),
+            };
+        }
+        let resolved = match (&hash, direct) {
+            (Some(hash), _) => match found.next() {
+                Some(Found::Code(Some(thing))) => Ok((thing, NamedBy::LabelCode(hash.clone()))),
+                Some(Found::Code(None)) => request
+                    .code
+                    .as_thing_name()
+                    .map(|thing| (thing, NamedBy::ThingName))
+                    .ok_or(ClaimError::DeviceNotFound),
+                _ => Err(unexpected_reads().into()),
+            },
+            (None, Some(thing)) => Ok((thing, NamedBy::ThingName)),
+            (None, None) => Err(ClaimError::DeviceNotFound),
+        };
+        let result = match &resolved {
+            Ok((thing, named_by)) => {
+                let prefetched = hash.is_none().then(|| found.collect());
+                self.decide_and_claim(request, thing, named_by, prefetched, take_lease)
+                    .await
+            }
+            Err(err) => Err(err.clone()),
+        };
+        (resolved, result)
     }
 
     /// The device a claim's code names: its label code's lookup entry if label codes are enabled
@@ -265,27 +341,52 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
     }
 
+    /// Reads the device with the user's failed attempts on it and the idempotency record (one round
+    /// trip, or none when [`Self::decide`] read them: `prefetched`), lets the rules decide, and
+    /// commits a new claim, deciding again on fresh data after a lost race.
     async fn decide_and_claim(
         &self,
         request: &ClaimRequest,
         thing: &ThingName,
         named_by: &NamedBy,
-    ) -> Result<ClaimOutcome, ClaimError> {
+        mut prefetched: Option<Vec<Found>>,
+        take_lease: bool,
+    ) -> Result<(ClaimOutcome, Option<Committed>), ClaimError> {
         let fingerprint = ClaimRequest::fingerprint(thing);
+        let limits = &self.settings.attempt_limits;
+        let device_scope = AttemptScope::UserDevice(request.user.clone(), thing.clone());
         for attempt in 0..self.settings.max_attempts {
-            // Records are written only with a new claim, so a replay repeats that answer (`202`).
-            if let Some(first) = self.replay_idempotent(request, &fingerprint).await? {
-                return Ok(ClaimOutcome::Created(first));
-            }
             let now = self.clock.now();
-            let Some(device) = self.store.device(thing).await? else {
+            let found = match prefetched.take() {
+                Some(found) => found,
+                None => self.store.read_many(&device_reads(request, thing, limits, now)).await?,
+            };
+            let (device, failed_here, record) = match found.as_slice() {
+                [Found::Device(device), Found::Attempts(failed), rest @ ..] => {
+                    let record = match rest {
+                        [] => None,
+                        [Found::Idempotency(record)] => record.clone(),
+                        _ => return Err(unexpected_reads().into()),
+                    };
+                    (device.as_deref().cloned(), *failed, record)
+                }
+                _ => return Err(unexpected_reads().into()),
+            };
+            if let Some(retry_after) = limits.exceeded(&device_scope, failed_here, now) {
+                return Err(ClaimError::RateLimited { retry_after });
+            }
+            // Records are written only with a new claim, so a replay repeats that answer (`202`).
+            if let Some(record) = record {
+                return Ok((ClaimOutcome::Created(self.replayed(&record, &fingerprint).await?), None));
+            }
+            let Some(device) = device else {
                 return Err(ClaimError::DeviceNotFound);
             };
             let superseded = match device.decide_claim(&request.user, named_by, now) {
                 ClaimDecision::NotClaimable => return Err(ClaimError::DeviceNotFound),
                 ClaimDecision::AlreadyClaimed => return Err(ClaimError::AlreadyClaimed),
                 ClaimDecision::AlreadyYours(claim_id) => {
-                    return Ok(ClaimOutcome::Existing(self.claim_pointed_at(&claim_id).await?));
+                    return Ok((ClaimOutcome::Existing(self.claim_pointed_at(&claim_id).await?), None));
                 }
                 ClaimDecision::Reserve { superseded } => superseded,
             };
@@ -335,30 +436,49 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 self.lift_in(&mut change, quarantine, user, Some(claim.claim_id.clone()), now)
                     .await?;
             }
-
-            if self.try_commit(change, attempt).await? {
-                return Ok(ClaimOutcome::Created(claim));
+            let lease = if take_lease {
+                self.lease_taken_with(&mut change, &claim.vendor, now)
+            } else {
+                None
+            };
+            let written = change.device.clone();
+            if let Some(lease_landed) = self.commit_claim(change, attempt).await? {
+                let committed = Committed {
+                    device: written,
+                    lease: lease.filter(|_| lease_landed),
+                };
+                return Ok((ClaimOutcome::Created(claim), Some(committed)));
             }
         }
         Err(ClaimError::Busy)
     }
 
-    async fn replay_idempotent(&self, request: &ClaimRequest, fingerprint: &str) -> Result<Option<Claim>, ClaimError> {
-        let Some(key) = &request.idempotency_key else {
-            return Ok(None);
-        };
-        let Some(record) = self
-            .store
-            .idempotency_record(&request.user, key, self.clock.now())
-            .await?
-        else {
-            return Ok(None);
-        };
+    /// Commits a new claim's change. If only the publisher lease it takes stood in the way (another
+    /// delivery holds it), the change is committed again without it: that delivery or the schedule
+    /// publishes the claim. `Ok(None)`: lost a race, decide again; `Ok(Some(with_lease))`: landed.
+    async fn commit_claim(&self, change: DeviceChange, attempt: u32) -> Result<Option<bool>, StoreError> {
+        let without_lease = change.lease.is_some().then(|| DeviceChange {
+            lease: None,
+            ..change.clone()
+        });
+        let had_lease = without_lease.is_some();
+        match (self.store.commit(change).await, without_lease) {
+            (Ok(()), _) => Ok(Some(had_lease)),
+            (Err(CommitError::LeaseHeld), Some(without)) => {
+                Ok(self.try_commit(without, attempt).await?.then_some(false))
+            }
+            (result, _) => Ok(settle(result, attempt).await?.then_some(had_lease)),
+        }
+    }
+
+    /// The claim an idempotency record of this user points at, if the record was made for the same
+    /// device (`fingerprint`).
+    async fn replayed(&self, record: &IdempotencyRecord, fingerprint: &str) -> Result<Claim, ClaimError> {
         if record.fingerprint != fingerprint {
             return Err(ClaimError::IdempotencyKeyReused);
         }
         match self.store.claim(&record.claim_id).await? {
-            Some(claim) => Ok(Some(claim)),
+            Some(claim) => Ok(claim),
             None => Err(StoreError::Corrupt(format!(
                 "idempotency record points at missing claim {}",
                 record.claim_id
@@ -366,4 +486,32 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             .into()),
         }
     }
+
+    async fn replay_idempotent(&self, request: &ClaimRequest, fingerprint: &str) -> Result<Option<Claim>, ClaimError> {
+        let Some(key) = &request.idempotency_key else {
+            return Ok(None);
+        };
+        match self
+            .store
+            .idempotency_record(&request.user, key, self.clock.now())
+            .await?
+        {
+            Some(record) => self.replayed(&record, fingerprint).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What deciding a claim of `thing` reads: the device, the user's failed attempts on it, and the
+/// idempotency record of the request's key (if it has one).
+fn device_reads(request: &ClaimRequest, thing: &ThingName, limits: &AttemptLimits, now: OffsetDateTime) -> Vec<Read> {
+    let scope = AttemptScope::UserDevice(request.user.clone(), thing.clone());
+    let mut reads = vec![
+        Read::Device(thing.clone()),
+        Read::Attempts(scope, limits.window_at(now).start),
+    ];
+    if let Some(key) = &request.idempotency_key {
+        reads.push(Read::Idempotency(request.user.clone(), key.clone(), now));
+    }
+    reads
 }

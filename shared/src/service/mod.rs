@@ -177,16 +177,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Commits a change. `Ok(false)`: another writer got there first (or won the same idempotency
     /// key); after a short pause the caller reads again and decides again.
     async fn try_commit(&self, change: DeviceChange, attempt: u32) -> Result<bool, StoreError> {
-        match self.store.commit(change).await {
-            Ok(()) => Ok(true),
-            Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => {
-                backoff(attempt).await;
-                Ok(false)
-            }
-            // Only an import changes a label code, and it commits by itself.
-            Err(CommitError::CodeTaken) => Err(StoreError::Corrupt("unexpected label code change".into())),
-            Err(CommitError::Store(err)) => Err(err),
-        }
+        let result = self.store.commit(change).await;
+        settle(result, attempt).await
     }
 
     /// The claim a device record points at; a missing one is corrupt data.
@@ -195,6 +187,23 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             .claim(claim_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("device points at missing claim {claim_id}")))
+    }
+}
+
+/// What a commit's result means for a use case that decides again after a lost race: see
+/// [`ClaimService::try_commit`].
+async fn settle(result: Result<(), CommitError>, attempt: u32) -> Result<bool, StoreError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => {
+            backoff(attempt).await;
+            Ok(false)
+        }
+        // Only an import changes a label code, and it commits by itself.
+        Err(CommitError::CodeTaken) => Err(StoreError::Corrupt("unexpected label code change".into())),
+        // Only a claim takes a publisher lease with its change, and it handles this itself.
+        Err(CommitError::LeaseHeld) => Err(StoreError::Corrupt("unexpected publisher lease".into())),
+        Err(CommitError::Store(err)) => Err(err),
     }
 }
 

@@ -24,18 +24,19 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 
-use time::Duration;
+use time::{Duration, OffsetDateTime};
 use tokio::time::Instant;
 
-use super::{ClaimService, Clock, PublishAttempt};
+use super::{claim::Committed, ClaimService, Clock, PublishAttempt};
 use crate::{
     domain::{
         claim::Claim,
+        device::{Device, Holder},
         ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError},
     },
     metrics,
-    ports::{CredentialSource, EndpointPublisher, OwnershipStore, StoreError},
+    ports::{CredentialSource, DeviceChange, EndpointPublisher, Found, LeaseChange, OwnershipStore, Read, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -70,6 +71,13 @@ impl Default for DeliverySettings {
         }
     }
 }
+
+/// Claims of one vendor a drain sends together, over one connection for `mqtt` (pipelined at AWS
+/// IoT Core's 100 publishes per second: 10 s, a third of the lease, which is renewed per chunk).
+pub const DRAIN_CHUNK: usize = 1000;
+
+/// Store calls a drain makes at once (reading claims afresh, recording results).
+const STORE_PARALLEL: usize = 16;
 
 /// Below this much time an inline publish is not tried at all: the claim stays owed and the
 /// schedule delivers it (a publish cut off at once would only record a false `staging_timeout`).
@@ -121,29 +129,88 @@ pub struct InlinePublish {
 }
 
 /// A vendor's lease as one delivery run holds it.
-struct Lease {
-    name: String,
-    holder: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Lease {
+    pub name: String,
+    pub holder: String,
+}
+
+impl Lease {
+    /// A new holder of the vendor's lease.
+    fn new_for(vendor: &str) -> Self {
+        Self {
+            name: format!("publisher#{vendor}"),
+            holder: uuid::Uuid::new_v4().to_string(),
+        }
+    }
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// When an inline publish must be confirmed by, for a request with `deadline`, and how much time
+    /// that leaves (`None`: no delivery is configured). Below [`MIN_INLINE_PUBLISH`] nothing is tried.
+    fn inline_window(&self, deadline: Option<Instant>) -> Option<(Instant, StdDuration)> {
+        let delivery = self.delivery.as_ref()?;
+        let now = Instant::now();
+        let mut publish_by = now + delivery.settings.inline_budget;
+        if let Some(deadline) = deadline {
+            publish_by = publish_by.min(deadline.checked_sub(delivery.settings.record_reserve).unwrap_or(now));
+        }
+        Some((publish_by, publish_by.saturating_duration_since(now)))
+    }
+
+    /// Whether a request with `deadline` has the time to publish what it accepts.
+    pub(super) fn publishes_inline(&self, deadline: Option<Instant>) -> bool {
+        self.inline_window(deadline)
+            .is_some_and(|(_, left)| left >= MIN_INLINE_PUBLISH)
+    }
+
+    /// Adds the vendor's publisher lease to a claim's change (see `ClaimService::claim_and_publish`);
+    /// the lease, if the change lands with it.
+    pub(super) fn lease_taken_with(
+        &self,
+        change: &mut DeviceChange,
+        vendor: &str,
+        now: OffsetDateTime,
+    ) -> Option<Lease> {
+        let delivery = self.delivery.as_ref()?;
+        let lease = Lease::new_for(vendor);
+        change.lease = Some(LeaseChange::Take {
+            name: lease.name.clone(),
+            holder: lease.holder.clone(),
+            now,
+            until: now + delivery.settings.lease_for,
+        });
+        Some(lease)
+    }
+
     /// A claim this request just accepted or made due, published now if possible: the claim as far
     /// as it got. A failure here is not the caller's: the claim is accepted (committed, and owed in
     /// the outbox), and the lease holder or the schedule delivers it. With the request's
     /// `deadline`, this returns before it: the message must be confirmed `record_reserve` before it
     /// (a slow staging endpoint is cut off and recorded as a failed attempt), and whatever else is
     /// slow (the store) is abandoned `INLINE_STOP_MARGIN` before it, leaving the claim owed.
-    pub(super) async fn publish_accepted(&self, claim: Claim, deadline: Option<Instant>) -> Claim {
-        let Some(delivery) = &self.delivery else {
+    ///
+    /// `committed`: the claim as this request committed it (`None`: an idempotent repeat, read
+    /// afresh). With the vendor's lease taken in that commit, nothing is read: the publish is
+    /// recorded, and the lease given back, in one write. Without it, another delivery holds the
+    /// lease and publishes the claim (or the schedule does).
+    pub(super) async fn publish_accepted(
+        &self,
+        claim: Claim,
+        committed: Option<Committed>,
+        deadline: Option<Instant>,
+    ) -> Claim {
+        let now = Instant::now();
+        let Some((publish_by, left)) = self.inline_window(deadline) else {
             return claim;
         };
-        let now = Instant::now();
-        let mut publish_by = now + delivery.settings.inline_budget;
-        if let Some(deadline) = deadline {
-            publish_by = publish_by.min(deadline.checked_sub(delivery.settings.record_reserve).unwrap_or(now));
-        }
-        let left = publish_by.saturating_duration_since(now);
         if left < MIN_INLINE_PUBLISH {
+            if let Some(Committed { lease: Some(lease), .. }) = &committed {
+                // Time ran out while the claim was committed: the lease goes back at once.
+                if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
+                    tracing::warn!(event = "outbox_drain_failed", error = %err);
+                }
+            }
             tracing::info!(
                 event = "outbox_inline_skipped",
                 claim_id = claim.claim_id.as_str(),
@@ -151,7 +218,22 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             );
             return claim;
         }
-        let publish = self.publish_until(&claim, publish_by);
+        let publish = async {
+            match committed {
+                None => self.publish_until(&claim, publish_by).await,
+                Some(Committed {
+                    device,
+                    lease: Some(lease),
+                }) => self.publish_committed(&claim, &device, &lease, publish_by).await,
+                Some(Committed { lease: None, .. }) => Ok(InlinePublish {
+                    report: DrainReport {
+                        busy_vendors: 1,
+                        ..DrainReport::default()
+                    },
+                    claim: None,
+                }),
+            }
+        };
         let outcome = match deadline {
             None => publish.await,
             Some(deadline) => {
@@ -181,6 +263,31 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 claim
             }
         }
+    }
+
+    /// Publishes a claim this request committed with its vendor's lease, by `publish_by`, and
+    /// records the result as a change on the claim and device as committed, giving the lease back
+    /// in the same write ([`Self::record_on`]).
+    async fn publish_committed(
+        &self,
+        claim: &Claim,
+        device: &Device,
+        lease: &Lease,
+        publish_by: Instant,
+    ) -> Result<InlinePublish, StoreError> {
+        let mut done = InlinePublish {
+            report: DrainReport::default(),
+            claim: None,
+        };
+        let Some(delivery) = &self.delivery else {
+            return Ok(done);
+        };
+        let credentials = self.credentials_for(delivery, &claim.vendor, publish_by).await;
+        let attempt = self
+            .attempt_publish(delivery, claim, &credentials, publish_by, &mut done.report)
+            .await;
+        done.claim = Some(self.record_on(claim.clone(), device, &attempt, Some(lease)).await);
+        Ok(done)
     }
 
     /// Delivers one claim now if it still owes a publish and its vendor's lease is free (otherwise
@@ -250,19 +357,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 continue;
             };
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
-            let mut outcome = Ok(None);
-            for claim in due.iter().filter(|claim| claim.vendor == vendor) {
-                tried.insert(claim.claim_id.clone());
+            let mut outcome = Ok(());
+            let owed: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
+            for chunk in owed.chunks(DRAIN_CHUNK) {
+                tried.extend(chunk.iter().map(|claim| claim.claim_id.clone()));
                 if Instant::now() >= deadline {
                     report.out_of_time = true;
                     break;
                 }
-                // Renew before each publish, so a long batch never outlives its lease.
+                // Renew before each chunk, so a long drain never outlives its lease.
                 if self.take_lease(delivery, &vendor, Some(&lease)).await?.is_none() {
                     break;
                 }
                 outcome = self
-                    .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut report)
+                    .deliver_all(delivery, chunk, &credentials, deadline, &mut report)
                     .await;
                 if outcome.is_err() {
                     break;
@@ -287,6 +395,68 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Ok(report)
     }
 
+    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
+    /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
+    /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`), every result recorded in
+    /// one write on the claim and device as read ([`Self::record_on`]), [`STORE_PARALLEL`] at a time.
+    async fn deliver_all(
+        &self,
+        delivery: &Delivery,
+        claims: &[&Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        use futures::StreamExt as _;
+        let reads: Vec<Read> = claims
+            .iter()
+            .flat_map(|claim| {
+                [
+                    Read::Claim(claim.claim_id.clone()),
+                    Read::Device(claim.thing_name.clone()),
+                ]
+            })
+            .collect();
+        let found = self.store.read_many(&reads).await?;
+        let now = self.clock.now();
+        let mut unsent = Vec::new();
+        let mut live = Vec::with_capacity(claims.len());
+        for pair in found.chunks(2) {
+            let [Found::Claim(Some(claim)), Found::Device(device)] = pair else {
+                continue; // gone
+            };
+            // A claim delivered meanwhile by someone else owes nothing any more.
+            if claim.next_publish_at.is_none() {
+                continue;
+            }
+            let holds = device.as_ref().is_some_and(
+                |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
+            );
+            match device {
+                Some(device) if holds && claim.is_live(now) => live.push(((**claim).clone(), (**device).clone())),
+                _ => unsent.push(claim.claim_id.clone()),
+            }
+        }
+        let sending: Vec<Claim> = live.iter().map(|(claim, _)| claim.clone()).collect();
+        let sent = self
+            .attempt_publish_all(delivery, &sending, credentials, deadline, report)
+            .await;
+        let records = live.into_iter().zip(sent).map(|((claim, device), attempt)| async move {
+            self.record_on(claim, &device, &attempt, None).await;
+        });
+        futures::stream::iter(records)
+            .buffer_unordered(STORE_PARALLEL)
+            .collect::<Vec<()>>()
+            .await;
+        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
+        for claim_id in unsent {
+            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
     /// result. A claim that owes a publish but is no longer live leaves the outbox unsent. Returns
     /// the claim as it stands after (`None`: no such claim).
@@ -304,39 +474,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         if claim.next_publish_at.is_none() {
             return Ok(Some(claim)); // delivered meanwhile by someone else
         }
-        let attempt = if !claim.is_live(self.clock.now()) {
-            PublishAttempt::NotSent
+        let attempt = if claim.is_live(self.clock.now()) {
+            self.attempt_publish(delivery, &claim, credentials, deadline, report)
+                .await
         } else {
-            let sent = match credentials {
-                Ok(credentials) => {
-                    let topic = ConfigTopic::for_device(&claim.thing_name);
-                    let payload = endpoint_message(&claim.target_endpoint);
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    let publish = delivery.transport.publish(credentials, &topic, &payload);
-                    match tokio::time::timeout(remaining, publish).await {
-                        Ok(result) => result,
-                        Err(_) => Err(PublishError::new(
-                            "staging_timeout",
-                            "no PUBACK within the delivery budget",
-                        )),
-                    }
-                }
-                Err(err) => Err(err.clone()),
-            };
-            let transport = credentials.as_ref().map_or("unknown", |c| c.transport.as_str());
-            match sent {
-                Ok(()) => {
-                    report.published += 1;
-                    let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
-                    metrics::endpoint_published(&claim.vendor, transport, since_claim, claim.publish_attempts + 1);
-                    PublishAttempt::Sent
-                }
-                Err(err) => {
-                    report.failed += 1;
-                    metrics::publish_failed(&claim.vendor, transport, err.code);
-                    PublishAttempt::Failed(err)
-                }
-            }
+            PublishAttempt::NotSent
         };
         match self.record_publish_result(claim_id, &attempt).await {
             Ok((_, recorded)) => Ok(Some(recorded)),
@@ -348,6 +490,77 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 Ok(Some(claim))
             }
         }
+    }
+
+    /// Sends a live claim's endpoint message with the vendor's profile, confirmed by `deadline`, and
+    /// counts the attempt.
+    async fn attempt_publish(
+        &self,
+        delivery: &Delivery,
+        claim: &Claim,
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> PublishAttempt {
+        self.attempt_publish_all(delivery, std::slice::from_ref(claim), credentials, deadline, report)
+            .await
+            .pop()
+            .unwrap_or(PublishAttempt::NotSent)
+    }
+
+    /// Sends live claims' endpoint messages of one vendor together, confirmed by `deadline`, and
+    /// counts each attempt: what each did, in order.
+    async fn attempt_publish_all(
+        &self,
+        delivery: &Delivery,
+        claims: &[Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Vec<PublishAttempt> {
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let timed_out = || PublishError::new("staging_timeout", "no PUBACK within the delivery budget");
+        let mut results = match credentials {
+            Ok(credentials) => {
+                let messages: Vec<(ConfigTopic, Vec<u8>)> = claims
+                    .iter()
+                    .map(|claim| {
+                        (
+                            ConfigTopic::for_device(&claim.thing_name),
+                            endpoint_message(&claim.target_endpoint),
+                        )
+                    })
+                    .collect();
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let publish = delivery.transport.publish_batch(credentials, &messages);
+                // Cut off by the deadline: nothing is known to be confirmed.
+                tokio::time::timeout(remaining, publish).await.unwrap_or_default()
+            }
+            Err(err) => vec![Err(err.clone()); claims.len()],
+        };
+        // A batch cut off by the deadline (or a transport that answered for fewer) did not confirm
+        // the rest.
+        results.resize_with(claims.len(), || Err(timed_out()));
+        let transport = credentials.as_ref().map_or("unknown", |c| c.transport.as_str());
+        claims
+            .iter()
+            .zip(results)
+            .map(|(claim, sent)| match sent {
+                Ok(()) => {
+                    report.published += 1;
+                    let since_claim = (self.clock.now() - claim.created_at).unsigned_abs();
+                    metrics::endpoint_published(&claim.vendor, transport, since_claim, claim.publish_attempts + 1);
+                    PublishAttempt::Sent
+                }
+                Err(err) => {
+                    report.failed += 1;
+                    metrics::publish_failed(&claim.vendor, transport, err.code);
+                    PublishAttempt::Failed(err)
+                }
+            })
+            .collect()
     }
 
     /// The vendor's claim-thing profile, read within `credentials_timeout` (and by `deadline`): a
@@ -383,10 +596,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         vendor: &str,
         held: Option<&Lease>,
     ) -> Result<Option<Lease>, StoreError> {
-        let lease = Lease {
-            name: format!("publisher#{vendor}"),
-            holder: held.map_or_else(|| uuid::Uuid::new_v4().to_string(), |l| l.holder.clone()),
-        };
+        let lease = held.cloned().unwrap_or_else(|| Lease::new_for(vendor));
         let now = self.clock.now();
         let taken = self
             .store

@@ -3,16 +3,18 @@
 //! keeps waiting, shows the failure, and is due again after a growing backoff), or not sent (the
 //! claim was no longer live). The outbox ([`super::outbox`]) reports here after every attempt.
 
-use super::{elapsed_ms, ClaimService, Clock, DeviceOpError};
+use time::OffsetDateTime;
+
+use super::{elapsed_ms, outbox::Lease, ClaimService, ClaimSettings, Clock, DeviceOpError};
 use crate::{
     domain::{
         claim::{Claim, ClaimState},
-        device::Holder,
+        device::{Device, Holder},
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::ClaimId,
         publish::PublishError,
     },
-    ports::{DeviceChange, OwnershipStore, StoreError},
+    ports::{DeviceChange, LeaseChange, OwnershipStore, StoreError},
 };
 
 /// What a delivery run did with one claim that owed a publish.
@@ -60,26 +62,53 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     ) -> Result<(Progress, Claim), DeviceOpError> {
         let started = std::time::Instant::now();
         let outcome = self.try_record_publish(claim_id, attempt).await;
-        let recorded = match &outcome {
-            Ok((Progress::Applied(claim), _)) => format!("recorded_{}", claim.state),
-            Ok((Progress::Ignored(state), _)) => format!("ignored_{state}"),
-            Err(err) => err.to_string(),
-        };
-        let (name, error) = match attempt {
-            PublishAttempt::Sent => ("published", None),
-            PublishAttempt::Failed(err) => ("publish_failed", Some(err)),
-            PublishAttempt::NotSent => ("not_sent", None),
-        };
-        tracing::info!(
-            event = "claim_publish",
-            outcome = name,
-            recorded,
-            claim_id = claim_id.as_str(),
-            error_code = error.map(|err| err.code),
-            error = error.map(|err| err.message.as_str()),
-            latency_ms = elapsed_ms(started),
-        );
+        log_publish(claim_id, attempt, &outcome, started);
         outcome
+    }
+
+    /// Records a publish attempt on a live claim that owes it, from the claim and device as they
+    /// were just committed or read (nothing is read), giving `lease` back in the same write. If
+    /// either changed since, or the lease was taken over, the result is recorded as
+    /// [`Self::record_publish_result`] does and the lease given back by itself. A record that
+    /// cannot be written is logged; the claim then stays due and is published again later. The
+    /// claim as it stands after.
+    pub(super) async fn record_on(
+        &self,
+        claim: Claim,
+        device: &Device,
+        attempt: &PublishAttempt,
+        lease: Option<&Lease>,
+    ) -> Claim {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut recorded = claim.clone();
+        let mut change = DeviceChange::on(device);
+        let applied = apply_attempt(&mut recorded, &mut change, attempt, now, &self.settings);
+        let before = recorded.version;
+        change.update_claim(before, recorded.clone());
+        recorded.version = before + 1;
+        change.lease = lease.map(|lease| LeaseChange::Release {
+            name: lease.name.clone(),
+            holder: lease.holder.clone(),
+        });
+        if applied.is_ok() && self.store.commit(change).await.is_ok() {
+            let outcome = Ok((Progress::Applied(Box::new(recorded.clone())), recorded.clone()));
+            log_publish(&claim.claim_id, attempt, &outcome, started);
+            return recorded;
+        }
+        let outcome = self.record_publish_result(&claim.claim_id, attempt).await;
+        if let Some(lease) = lease {
+            if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
+                tracing::warn!(event = "outbox_drain_failed", error = %err);
+            }
+        }
+        match outcome {
+            Ok((_, recorded)) => recorded,
+            Err(err) => {
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim.claim_id.as_str(), error = %err);
+                claim
+            }
+        }
     }
 
     async fn try_record_publish(
@@ -115,23 +144,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 // (renewed) after the deliverer decided not to send: it stays due.
                 return Ok((Progress::Ignored(claim.effective_state(now)), claim));
             } else {
-                match delivery {
-                    PublishAttempt::NotSent => {}
-                    PublishAttempt::Sent => {
-                        claim
-                            .record_published(now)
-                            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                        change.record(NewHistoryEntry::new(
-                            now,
-                            HistoryEvent::EndpointPublished,
-                            Actor::System,
-                            Some(claim_id.clone()),
-                        ));
-                    }
-                    PublishAttempt::Failed(err) => {
-                        claim.record_publish_failure(err, now, &self.settings.publish_backoff);
-                    }
-                }
+                apply_attempt(&mut claim, &mut change, delivery, now, &self.settings)?;
                 change.update_claim(before, claim.clone());
                 Progress::Applied(Box::new(claim.clone()))
             };
@@ -141,4 +154,59 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
         Err(DeviceOpError::Busy)
     }
+}
+
+/// What an attempt changes on a live claim that owes a publish: published (and the device's
+/// history says so), or failed (due again after the backoff).
+fn apply_attempt(
+    claim: &mut Claim,
+    change: &mut DeviceChange,
+    attempt: &PublishAttempt,
+    now: OffsetDateTime,
+    settings: &ClaimSettings,
+) -> Result<(), StoreError> {
+    match attempt {
+        PublishAttempt::NotSent => {}
+        PublishAttempt::Sent => {
+            claim
+                .record_published(now)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            change.record(NewHistoryEntry::new(
+                now,
+                HistoryEvent::EndpointPublished,
+                Actor::System,
+                Some(claim.claim_id.clone()),
+            ));
+        }
+        PublishAttempt::Failed(err) => claim.record_publish_failure(err, now, &settings.publish_backoff),
+    }
+    Ok(())
+}
+
+/// One `claim_publish` event: what the attempt did and how its record went.
+fn log_publish(
+    claim_id: &ClaimId,
+    attempt: &PublishAttempt,
+    outcome: &Result<(Progress, Claim), DeviceOpError>,
+    started: std::time::Instant,
+) {
+    let recorded = match outcome {
+        Ok((Progress::Applied(claim), _)) => format!("recorded_{}", claim.state),
+        Ok((Progress::Ignored(state), _)) => format!("ignored_{state}"),
+        Err(err) => err.to_string(),
+    };
+    let (name, error) = match attempt {
+        PublishAttempt::Sent => ("published", None),
+        PublishAttempt::Failed(err) => ("publish_failed", Some(err)),
+        PublishAttempt::NotSent => ("not_sent", None),
+    };
+    tracing::info!(
+        event = "claim_publish",
+        outcome = name,
+        recorded,
+        claim_id = claim_id.as_str(),
+        error_code = error.map(|err| err.code),
+        error = error.map(|err| err.message.as_str()),
+        latency_ms = elapsed_ms(started),
+    );
 }

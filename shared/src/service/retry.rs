@@ -48,7 +48,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Claim, RetryError> {
         let claim = self.retry(user, claim_id).await?;
-        Ok(self.publish_accepted(claim, deadline).await)
+        Ok(self.publish_accepted(claim, None, deadline).await)
     }
 
     /// Makes the claim's endpoint message due now: for a live claim, or by renewing an expired one.

@@ -15,12 +15,7 @@
 use std::{sync::Arc, time::Duration};
 
 use claim_shared::{
-    adapters::{
-        dynamodb::DynamoOwnershipStore,
-        iotdata::{HttpsPublisher, TransportRouter},
-        mqtt::MqttPublisher,
-        secrets::SecretsManagerCredentials,
-    },
+    adapters::{iotdata::HttpsPublisher, mqtt::MqttPublisher},
     domain::registry::NewDevice,
     domain::{
         claim::ClaimState,
@@ -29,17 +24,15 @@ use claim_shared::{
         publish::ClaimThingCredentials,
     },
     ports::EndpointPublisher,
-    service::{ClaimRequest, ClaimService, ClaimSettings, Delivery, DeliverySettings, SystemClock},
+    service::ClaimRequest,
 };
 use claim_tests::{
-    e2e::{delivered_history, Answer, Stack},
+    e2e::{delivered_history, Answer, OwnOutbox, Stack},
     iotdata::{https_profile, iam_profile, moto_publishes, wait_for_moto_publishes},
     local_claim_thing_secret, pki,
 };
 use expresslink_sim::ModuleEvent;
 use rumqttc::tokio_rustls::rustls;
-
-const SECRET_PREFIX: &str = "expresslink/claim-thing/";
 
 fn endpoint_message(endpoint: &str) -> Vec<u8> {
     format!("{{\"Endpoint\":\"{endpoint}\"}}").into_bytes()
@@ -282,38 +275,6 @@ async fn the_same_claim_with_each_transport_gives_the_same_answers_and_history()
     };
     assert_eq!(same_shape(&mqtt), same_shape(&https));
     assert_eq!(same_shape(&mqtt), same_shape(&iam));
-}
-
-/// A claim on a table of the test's own, delivered by an outbox the test drives.
-struct OwnOutbox {
-    claims: ClaimService<DynamoOwnershipStore, SystemClock>,
-    secrets: aws_sdk_secretsmanager::Client,
-}
-
-impl OwnOutbox {
-    async fn new() -> Self {
-        let table = claim_tests::fixture::LocalTable::fresh().await;
-        let aws = claim_tests::moto_sdk_config().await;
-        let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-        // A 1 ms cache: every delivery reads the secret as it is now.
-        let source = SecretsManagerCredentials::new(secrets.clone(), SECRET_PREFIX, Duration::from_millis(1)).unwrap();
-        let delivery = Delivery::new(
-            Arc::new(source),
-            Arc::new(TransportRouter::from_aws(&aws)),
-            DeliverySettings {
-                inline_budget: Duration::from_secs(5),
-                ..DeliverySettings::default()
-            },
-        );
-        let claims = ClaimService::new(table.store(), SystemClock, ClaimSettings::default()).with_delivery(delivery);
-        Self { claims, secrets }
-    }
-
-    async fn put_profile(&self, vendor: &str, profile: &serde_json::Value) {
-        claim_tests::put_claim_thing_secret(&self.secrets, &format!("{SECRET_PREFIX}{vendor}"), profile)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

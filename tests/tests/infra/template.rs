@@ -185,8 +185,9 @@ const DYNAMODB_STREAM_ACTIONS: [&str; 4] = [
     "dynamodb:ListStreams",
 ];
 
-const DYNAMODB_ITEM_ACTIONS: [&str; 6] = [
+const DYNAMODB_ITEM_ACTIONS: [&str; 7] = [
     "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
@@ -217,6 +218,20 @@ fn every_function_has_its_own_role_with_every_permission_written_out() {
             Some("lambda.amazonaws.com"),
             "{function}"
         );
+    }
+}
+
+/// The claim path reads what it decides on with one `BatchGetItem`
+/// (`shared/src/adapters/dynamodb/reads.rs`): DynamoDB Local does not check IAM, so without this
+/// every claim would fail first on AWS. No other function batches reads.
+#[test]
+fn only_claim_api_reads_items_in_batches() {
+    let template = template();
+    for (function, role) in function_roles(&template) {
+        let batches = role_statements(&resources(&template)[role.as_str()])
+            .iter()
+            .any(|statement| statement.actions.iter().any(|action| action == "dynamodb:BatchGetItem"));
+        assert_eq!(batches, function == "ClaimApiFunction", "{function}");
     }
 }
 

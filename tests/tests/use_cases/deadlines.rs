@@ -16,7 +16,7 @@ use std::{
 use async_trait::async_trait;
 use claim_shared::{
     domain::{
-        claim::ClaimState,
+        claim::{Claim, ClaimState},
         ids::ConfigTopic,
         publish::{ClaimThingCredentials, PublishError},
     },
@@ -52,9 +52,9 @@ impl CredentialSource for HungCredentials {
 }
 
 /// A staging endpoint that takes `delay` to confirm, counting the publishes it was given.
-struct SlowStaging {
+pub(super) struct SlowStaging {
     delay: StdDuration,
-    publishes: AtomicUsize,
+    pub(super) publishes: AtomicUsize,
 }
 
 #[async_trait]
@@ -66,14 +66,14 @@ impl EndpointPublisher for SlowStaging {
     }
 }
 
-fn slow_staging(delay: StdDuration) -> Arc<SlowStaging> {
+pub(super) fn slow_staging(delay: StdDuration) -> Arc<SlowStaging> {
     Arc::new(SlowStaging {
         delay,
         publishes: AtomicUsize::new(0),
     })
 }
 
-fn delivering<S: TestStore>(
+pub(super) fn delivering<S: TestStore>(
     fx: &Fixture<S>,
     credentials: Arc<dyn CredentialSource>,
     staging: Arc<SlowStaging>,
@@ -81,6 +81,33 @@ fn delivering<S: TestStore>(
 ) -> ClaimService<S, ManualClock> {
     fx.service_with(ClaimSettings::default())
         .with_delivery(Delivery::new(credentials, staging, settings))
+}
+
+/// `device` claimed by `who` through the API's path (`claim_and_publish`, the request's `deadline`)
+/// with a staging endpoint that confirms after `delay`: the service, the staging endpoint and the
+/// new claim.
+pub(super) async fn claim_with_staging<S: TestStore>(
+    fx: &Fixture<S>,
+    who: &str,
+    device: &str,
+    delay: StdDuration,
+    deadline: Instant,
+) -> (ClaimService<S, ManualClock>, Arc<SlowStaging>, Claim) {
+    let staging = slow_staging(delay);
+    let service = delivering(
+        fx,
+        Arc::new(FixedCredentials),
+        staging.clone(),
+        DeliverySettings::default(),
+    );
+    let outcome = service
+        .claim_and_publish(&request(who, device, None), Some(deadline))
+        .await
+        .unwrap();
+    let ClaimOutcome::Created(claim) = outcome else {
+        panic!("accepted: {outcome:?}")
+    };
+    (service, staging, claim)
 }
 
 async fn a_hung_credential_store_fails_the_attempt_as_credentials_unavailable_in_time<S: TestStore>(fx: Fixture<S>) {
@@ -138,24 +165,12 @@ async fn a_hung_credential_store_fails_the_attempt_as_credentials_unavailable_in
 
 async fn a_slow_staging_endpoint_is_cut_off_before_the_requests_deadline<S: TestStore>(fx: Fixture<S>) {
     fx.import("slow-staging-1").await;
-    let staging = slow_staging(StdDuration::from_secs(30));
-    let service = delivering(
-        &fx,
-        Arc::new(FixedCredentials),
-        staging.clone(),
-        DeliverySettings::default(),
-    );
     let started = Instant::now();
     // The inline budget alone (3 s) would run past it.
     let deadline = started + StdDuration::from_millis(2500);
-    let outcome = service
-        .claim_and_publish(&request("bob", "slow-staging-1", None), Some(deadline))
-        .await
-        .unwrap();
+    let (_, staging, claim) =
+        claim_with_staging(&fx, "bob", "slow-staging-1", StdDuration::from_secs(30), deadline).await;
     let answered = Instant::now();
-    let ClaimOutcome::Created(claim) = outcome else {
-        panic!("accepted: {outcome:?}")
-    };
     assert!(answered < deadline, "answered in {:?}", answered - started);
     assert!(
         answered - started >= StdDuration::from_millis(1900),
@@ -169,22 +184,9 @@ async fn a_slow_staging_endpoint_is_cut_off_before_the_requests_deadline<S: Test
 
 async fn with_no_time_left_the_claim_stays_owed_and_nothing_is_tried<S: TestStore>(fx: Fixture<S>) {
     fx.import("no-time-1").await;
-    let staging = slow_staging(StdDuration::ZERO);
-    let service = delivering(
-        &fx,
-        Arc::new(FixedCredentials),
-        staging.clone(),
-        DeliverySettings::default(),
-    );
     // Less than the record reserve (500 ms) plus the least worth trying (250 ms).
     let deadline = Instant::now() + StdDuration::from_millis(600);
-    let ClaimOutcome::Created(claim) = service
-        .claim_and_publish(&request("carol", "no-time-1", None), Some(deadline))
-        .await
-        .unwrap()
-    else {
-        panic!("accepted")
-    };
+    let (_, staging, claim) = claim_with_staging(&fx, "carol", "no-time-1", StdDuration::ZERO, deadline).await;
     assert!(Instant::now() < deadline);
     assert_eq!(staging.publishes.load(Ordering::SeqCst), 0);
     assert_eq!((claim.publish_attempts, claim.failure.clone()), (0, None));

@@ -7,6 +7,7 @@
 
 mod claiming;
 mod deadlines;
+mod inline_publish;
 mod label_codes;
 mod lifecycle;
 mod quarantine;

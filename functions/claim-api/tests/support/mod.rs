@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod deployment;
+
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;

@@ -19,12 +19,14 @@
 //! Every write goes through `OwnershipStore::commit`, one `TransactWriteItems` whose conditions
 //! are: the device is still at the version the decision was made on, each updated claim is still
 //! at its version, each new claim and history entry does not exist yet, and the idempotency key is
-//! free, and a device's quarantine list entry follows its quarantine. History items are only ever `Put` with `attribute_not_exists`: nothing updates or deletes
-//! them.
+//! free, and a device's quarantine list entry follows its quarantine; a change may also take or give
+//! back a publisher lease. History items are only ever `Put` with `attribute_not_exists`: nothing
+//! updates or deletes them. `reads` reads several single items in one `BatchGetItem`.
 
 mod items;
 mod keys;
 mod quarantine;
+mod reads;
 mod store;
 pub mod stream;
 

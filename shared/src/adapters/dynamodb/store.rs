@@ -11,13 +11,13 @@ use time::OffsetDateTime;
 
 use super::{
     items::{
-        claim_from, claim_id_attr, claim_item, code_item, device_from, device_item, history_from, history_item,
-        idempotency_item, millis, n, s, str_attr, thing_attr, time_attr, u64_attr, Item,
+        claim_from, claim_item, code_item, device_from, device_item, history_from, history_item, idempotency_item,
+        millis, n, s, thing_attr, Item,
     },
     keys::{
-        attempts_pk, attempts_sk, claim_pk, code_pk, decode_page_token, device_pk, encode_page_token, idempotency_pk,
-        idempotency_sk, lease_pk, padded_millis, state_pk, user_pk, BY_STATE_INDEX, BY_USER_INDEX, CLAIM_SK, CODE_SK,
-        DEVICE_SK, LEASE_SK, OUTBOX_INDEX, OUTBOX_PK,
+        attempts_pk, attempts_sk, claim_pk, code_pk, decode_page_token, device_pk, encode_page_token, lease_pk,
+        padded_millis, state_pk, user_pk, BY_STATE_INDEX, BY_USER_INDEX, CLAIM_SK, CODE_SK, DEVICE_SK, LEASE_SK,
+        OUTBOX_INDEX, OUTBOX_PK,
     },
 };
 use crate::{
@@ -30,7 +30,10 @@ use crate::{
         label_code::CodeHash,
         quarantine::Quarantine,
     },
-    ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
+    ports::{
+        Absent, CommitError, DeviceChange, Found, IdempotencyRecord, LeaseChange, OwnershipStore, Page, PageError,
+        Read, StoreError,
+    },
 };
 
 #[derive(Clone, Debug)]
@@ -127,6 +130,9 @@ impl DynamoOwnershipStore {
         if let Some(write) = self.quarantine_write(change)? {
             writes.push((Part::Quarantine, write));
         }
+        if let Some(lease) = &change.lease {
+            writes.push((Part::Lease, self.lease_write(lease)?));
+        }
         for absent in &change.must_be_absent {
             writes.push((Part::Absent, self.absent(absent)?));
         }
@@ -140,6 +146,42 @@ impl DynamoOwnershipStore {
             writes.push((Part::Idempotency, put));
         }
         Ok(writes)
+    }
+
+    /// Taking a publisher lease (as [`OwnershipStore::acquire_lease`] does, for a new holder) or
+    /// giving it back.
+    fn lease_write(&self, lease: &LeaseChange) -> Result<TransactWriteItem, StoreError> {
+        let built = |err: aws_sdk_dynamodb::error::BuildError| StoreError::Corrupt(err.to_string());
+        Ok(match lease {
+            LeaseChange::Take {
+                name,
+                holder,
+                now,
+                until,
+            } => {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(lease_item(name, holder, *until)))
+                    .condition_expression(LEASE_FREE)
+                    .expression_attribute_names("#until", "until")
+                    .expression_attribute_values(":now", n(millis(*now)))
+                    .expression_attribute_values(":holder", s(holder))
+                    .build()
+                    .map_err(built)?;
+                TransactWriteItem::builder().put(put).build()
+            }
+            LeaseChange::Release { name, holder } => {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(lease_pk(name)))
+                    .key("sk", s(LEASE_SK))
+                    .condition_expression("attribute_not_exists(pk) OR holder = :holder")
+                    .expression_attribute_values(":holder", s(holder))
+                    .build()
+                    .map_err(built)?;
+                TransactWriteItem::builder().delete(delete).build()
+            }
+        })
     }
 
     /// A condition that the item does not exist.
@@ -259,19 +301,14 @@ impl OwnershipStore for DynamoOwnershipStore {
         key: &IdempotencyKey,
         now: OffsetDateTime,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let Some(item) = self.get(idempotency_pk(user), &idempotency_sk(key)).await? else {
-            return Ok(None);
-        };
-        // TTL deletion is lazy (up to days late): an expired record is treated as absent.
-        let record = IdempotencyRecord {
-            user: user.clone(),
-            key: key.clone(),
-            claim_id: claim_id_attr(&item, "claim_id")?,
-            fingerprint: str_attr(&item, "fingerprint")?.to_owned(),
-            created_at: time_attr(&item, "created_at")?,
-            expires_at: time_attr(&item, "expires_at")?,
-        };
-        Ok((record.expires_at > now).then_some(record))
+        match self.read_one(Read::Idempotency(user.clone(), key.clone(), now)).await? {
+            Found::Idempotency(record) => Ok(record),
+            _ => Err(StoreError::Corrupt("an idempotency read found something else".into())),
+        }
+    }
+
+    async fn read_many(&self, reads: &[Read]) -> Result<Vec<Found>, StoreError> {
+        self.read_items(reads).await
     }
 
     async fn thing_by_code(&self, hash: &CodeHash) -> Result<Option<ThingName>, StoreError> {
@@ -375,13 +412,8 @@ impl OwnershipStore for DynamoOwnershipStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(lease_pk(name)))
-            .item("sk", s(LEASE_SK))
-            .item("entity", s("lease"))
-            .item("holder", s(holder))
-            .item("until", n(millis(until)))
-            .item("ttl", n(until.unix_timestamp() + 3600))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now OR holder = :holder")
+            .set_item(Some(lease_item(name, holder, until)))
+            .condition_expression(LEASE_FREE)
             .expression_attribute_names("#until", "until")
             .expression_attribute_values(":now", n(millis(now)))
             .expression_attribute_values(":holder", s(holder))
@@ -426,11 +458,10 @@ impl OwnershipStore for DynamoOwnershipStore {
     }
 
     async fn failed_attempts(&self, scope: &AttemptScope, window_start: OffsetDateTime) -> Result<u32, StoreError> {
-        let Some(item) = self.get(attempts_pk(scope), &attempts_sk(window_start)).await? else {
-            return Ok(0);
-        };
-        let count = u64_attr(&item, "attempts")?;
-        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+        match self.read_one(Read::Attempts(scope.clone(), window_start)).await? {
+            Found::Attempts(count) => Ok(count),
+            _ => Err(StoreError::Corrupt("an attempts read found something else".into())),
+        }
     }
 
     async fn count_failed_attempt(
@@ -519,6 +550,20 @@ impl OwnershipStore for DynamoOwnershipStore {
     }
 }
 
+/// A lease may be taken when nobody has it, it lapsed, or the taker already holds it.
+const LEASE_FREE: &str = "attribute_not_exists(pk) OR #until <= :now OR holder = :holder";
+
+fn lease_item(name: &str, holder: &str, until: OffsetDateTime) -> Item {
+    Item::from([
+        ("pk".to_owned(), s(lease_pk(name))),
+        ("sk".to_owned(), s(LEASE_SK)),
+        ("entity".to_owned(), s("lease")),
+        ("holder".to_owned(), s(holder)),
+        ("until".to_owned(), n(millis(until))),
+        ("ttl".to_owned(), n(until.unix_timestamp() + 3600)),
+    ])
+}
+
 /// What a write of a change's transaction is: a failed condition means something different for
 /// each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,6 +580,8 @@ enum Part {
     Idempotency,
     /// The device's quarantine list entry (unconditional).
     Quarantine,
+    /// A publisher lease taken or given back ([`LeaseChange`]).
+    Lease,
 }
 
 /// Which condition failed decides what the caller does next.
@@ -550,6 +597,13 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
     }
     if failed(Part::Idempotency) {
         return CommitError::IdempotencyKeyUsed;
+    }
+    let others_failed = reasons
+        .iter()
+        .zip(parts)
+        .any(|(reason, part)| *part != Part::Lease && reason.code() == Some("ConditionalCheckFailed"));
+    if failed(Part::Lease) && !others_failed {
+        return CommitError::LeaseHeld;
     }
     let codes: Vec<&str> = reasons
         .iter()
@@ -617,8 +671,18 @@ mod tests {
             "a taken code is said even when the device also changed"
         );
         assert_eq!(
-            classify_cancellation(&[ok.clone(), failed], &[Device, Absent]),
+            classify_cancellation(&[ok.clone(), failed.clone()], &[Device, Absent]),
             CommitError::CodeTaken
+        );
+        assert_eq!(
+            classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], &[Device, Claim, Lease]),
+            CommitError::LeaseHeld,
+            "only the lease stood in the way"
+        );
+        assert_eq!(
+            classify_cancellation(&[failed.clone(), ok.clone(), failed.clone()], &[Device, Claim, Lease]),
+            CommitError::Conflict,
+            "the device changed too: decide again"
         );
         assert_eq!(
             classify_cancellation(&[conflict, ok.clone()], &[Device, Claim]),
