@@ -4,16 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use claim_shared::{
     domain::{
         claim::ClaimState,
         device::Holder,
-        history::{Actor, HistoryEvent},
+        history::HistoryEvent,
         ids::{ThingName, UserId},
-        registry::NewDevice,
     },
     ports::OwnershipStore,
-    service::{ClaimError, ClaimOutcome, ClaimRequest, ClaimService, ClaimSettings, ReleaseError},
+    service::{ClaimError, ClaimOutcome, ClaimService, ClaimSettings, ReleaseError},
 };
 use claim_tests::{
     fixture::{DynamoOwnershipStore, Fixture as StoreFixture, LocalTable},
@@ -208,32 +209,11 @@ async fn fixture_with(settings: ClaimSettings) -> Fixture {
 
 impl Fixture {
     async fn import(&self, thing: &str) {
-        let device = NewDevice {
-            thing_name: ThingName::parse(thing).unwrap(),
-            vendor: "espressif".into(),
-            sku: None,
-            code_hash: None,
-            allow_thing_name: None,
-            code_as_thing_name: None,
-        };
-        self.claims
-            .import(&device, Actor::Operator("test".into()))
-            .await
-            .unwrap();
+        support::import(&self.claims, thing).await;
     }
 
     async fn claim(&self, user: &str, thing: &str) -> Result<ClaimOutcome, ClaimError> {
-        self.claims
-            .claim(&ClaimRequest {
-                user: UserId::parse(user).unwrap(),
-                code: ThingName::parse(thing).unwrap().into(),
-                endpoints: std::sync::Arc::new(claim_shared::domain::endpoints::EndpointPlan::single(
-                    "oem-ats.iot.eu-west-1.amazonaws.com",
-                )),
-                region_hint: None,
-                idempotency_key: None,
-            })
-            .await
+        support::claim(&self.claims, user, thing).await
     }
 
     async fn deliver(&self, event: &Value) -> String {

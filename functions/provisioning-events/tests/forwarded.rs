@@ -4,18 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use claim_shared::{
     adapters::dynamodb::DynamoOwnershipStore,
     domain::{
         claim::ClaimState,
-        endpoints::EndpointPlan,
         forwarding::Forwarders,
-        history::Actor,
-        ids::{ClaimId, ThingName, UserId},
-        registry::NewDevice,
+        ids::{ClaimId, ThingName},
     },
     ports::OwnershipStore,
-    service::{ClaimRequest, ClaimService, ClaimSettings, SystemClock},
+    service::{ClaimService, ClaimSettings, Clock, SystemClock},
 };
 use claim_tests::{fixture::Fixture, local_dynamodb};
 use provisioning_events::handle_invocation;
@@ -56,38 +55,15 @@ fn batch(bodies: &[String]) -> Vec<u8> {
     serde_json::to_vec(&json!({ "Records": records })).unwrap()
 }
 
-async fn invoke<S: OwnershipStore, C: claim_shared::service::Clock>(
-    claims: &ClaimService<S, C>,
-    payload: &[u8],
-) -> Value {
+async fn invoke<S: OwnershipStore, C: Clock>(claims: &ClaimService<S, C>, payload: &[u8]) -> Value {
     handle_invocation(claims, payload, Some("us-east-1"), Some(STACK_ACCOUNT), &forwarders())
         .await
         .unwrap()
 }
 
-async fn claimed_device(
-    claims: &ClaimService<DynamoOwnershipStore, impl claim_shared::service::Clock>,
-    thing: &str,
-) -> ClaimId {
-    let device = NewDevice {
-        thing_name: ThingName::parse(thing).unwrap(),
-        vendor: "espressif".into(),
-        sku: None,
-        code_hash: None,
-        allow_thing_name: None,
-        code_as_thing_name: None,
-    };
-    claims.import(&device, Actor::Operator("test".into())).await.unwrap();
-    let outcome = claims
-        .claim(&ClaimRequest {
-            user: UserId::parse("alice").unwrap(),
-            code: ThingName::parse(thing).unwrap().into(),
-            endpoints: std::sync::Arc::new(EndpointPlan::single("oem-ats.iot.eu-west-1.amazonaws.com")),
-            region_hint: None,
-            idempotency_key: None,
-        })
-        .await
-        .unwrap();
+async fn claimed_device(claims: &ClaimService<DynamoOwnershipStore, impl Clock>, thing: &str) -> ClaimId {
+    support::import(claims, thing).await;
+    let outcome = support::claim(claims, "alice", thing).await.unwrap();
     outcome.claim().claim_id.clone()
 }
 
