@@ -100,11 +100,6 @@ pub enum CommitError {
     /// required to be absent exists (which device is not said).
     #[error("the label code is already used by another device")]
     CodeTaken,
-    /// Only the change's publisher lease stood in the way: the lease it takes is another
-    /// delivery's, or the one it gives back was taken over. Committed without the lease, the change
-    /// may land.
-    #[error("the publisher lease is another delivery's")]
-    LeaseHeld,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -149,24 +144,6 @@ pub struct DeviceChange {
     /// The device's quarantine when the decision was made: when `device.quarantine` differs, the
     /// store puts or removes the quarantine's list entry in the same transaction.
     pub previous_quarantine: Option<Quarantine>,
-    /// A publisher lease taken or given back in the same transaction (a claim accepted and published
-    /// in one request: see `service::outbox`); if only the lease's condition fails, the change fails
-    /// with [`CommitError::LeaseHeld`].
-    pub lease: Option<LeaseChange>,
-}
-
-/// What a [`DeviceChange`] does with a publisher lease (see [`OwnershipStore::acquire_lease`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseChange {
-    /// Takes the lease until `until` if it is free or lapsed at `now`.
-    Take {
-        name: String,
-        holder: String,
-        now: OffsetDateTime,
-        until: OffsetDateTime,
-    },
-    /// Gives the lease back; it must be `holder`'s or gone.
-    Release { name: String, holder: String },
 }
 
 /// One item a use case reads, for [`OwnershipStore::read_many`].
@@ -218,7 +195,6 @@ impl DeviceChange {
             previous_code_hash: before.code_hash.clone(),
             must_be_absent: Vec::new(),
             previous_quarantine: before.quarantine.clone(),
-            lease: None,
         }
     }
 
@@ -246,7 +222,6 @@ impl DeviceChange {
             previous_code_hash: None,
             must_be_absent: Vec::new(),
             previous_quarantine: None,
-            lease: None,
         }
     }
 

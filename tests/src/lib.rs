@@ -218,8 +218,21 @@ pub fn local_claim_thing_secret(pki: &pki::LocalPki, staging_port: u16) -> Resul
 }
 
 /// A vendor profile that is always there and never used for a real connection: for tests whose
-/// staging endpoint is a fake (the profile only has to exist).
-pub struct FixedCredentials;
+/// staging endpoint is a fake (the profile only has to exist, with its transport).
+pub struct FixedCredentials {
+    pub transport: claim_shared::domain::publish::PublishTransport,
+}
+
+impl FixedCredentials {
+    /// A transport the API publishes inline (`https`).
+    pub const INLINE: Self = Self {
+        transport: claim_shared::domain::publish::PublishTransport::Https,
+    };
+    /// `mqtt`: the API leaves its claims owed to the stream-fed publisher.
+    pub const MQTT: Self = Self {
+        transport: claim_shared::domain::publish::PublishTransport::Mqtt,
+    };
+}
 
 #[async_trait::async_trait]
 impl claim_shared::ports::CredentialSource for FixedCredentials {
@@ -228,7 +241,7 @@ impl claim_shared::ports::CredentialSource for FixedCredentials {
         _vendor: &str,
     ) -> Result<claim_shared::domain::publish::ClaimThingCredentials, claim_shared::domain::publish::PublishError> {
         Ok(claim_shared::domain::publish::ClaimThingCredentials {
-            transport: claim_shared::domain::publish::PublishTransport::Mqtt,
+            transport: self.transport,
             certificate_pem: String::new(),
             private_key_pem: String::new(),
             client_id: "claim-thing".into(),

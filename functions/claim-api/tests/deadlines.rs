@@ -47,7 +47,7 @@ fn api_on(
     budget: Duration,
     staging: Arc<dyn EndpointPublisher>,
 ) -> Fixture {
-    let delivery = Delivery::new(Arc::new(FixedCredentials), staging, DeliverySettings::default());
+    let delivery = Delivery::new(Arc::new(FixedCredentials::INLINE), staging, DeliverySettings::default());
     let service = claim_shared::service::ClaimService::new(store.clone(), clock.clone(), ClaimSettings::default())
         .with_delivery(delivery);
     Fixture {

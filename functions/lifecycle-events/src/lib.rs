@@ -16,22 +16,7 @@ use serde_json::{json, Value};
 
 /// The lifecycle event of one raw stream record, with the record's sequence number.
 fn read_record(raw: &Value) -> Result<(String, Option<LifecycleEvent>), String> {
-    let record: aws_lambda_events::event::dynamodb::EventRecord =
-        serde_json::from_value(raw.clone()).map_err(|err| format!("not a stream record: {err}"))?;
-    let sequence = record
-        .change
-        .sequence_number
-        .clone()
-        .ok_or_else(|| "no sequence number".to_owned())?;
-    let image = |item: serde_dynamo::Item| (!item.is_empty()).then(|| item.into());
-    let millis = record.change.approximate_creation_date_time.timestamp_millis();
-    let change = StreamChange {
-        event_name: record.event_name,
-        new_image: image(record.change.new_image),
-        old_image: image(record.change.old_image),
-        at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-            .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
-    };
+    let (sequence, change) = StreamChange::of_record(raw)?;
     let event = lifecycle_event(&change).map_err(|err| err.to_string())?;
     Ok((sequence, event))
 }

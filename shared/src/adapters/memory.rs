@@ -25,9 +25,7 @@ use crate::{
         label_code::CodeHash,
         quarantine::Quarantine,
     },
-    ports::{
-        Absent, CommitError, DeviceChange, IdempotencyRecord, LeaseChange, OwnershipStore, Page, PageError, StoreError,
-    },
+    ports::{Absent, CommitError, DeviceChange, IdempotencyRecord, OwnershipStore, Page, PageError, StoreError},
 };
 
 #[derive(Clone, Default)]
@@ -138,21 +136,12 @@ impl Tables {
                 .get(&(record.user.as_str().to_owned(), record.key.as_str().to_owned()))
                 .is_none_or(|stored| millis(stored.expires_at) <= millis(record.created_at))
         });
-        let lease_ok = match &change.lease {
-            None => true,
-            Some(LeaseChange::Take { name, holder, now, .. }) => self.lease_free(name, holder, *now),
-            Some(LeaseChange::Release { name, holder }) => {
-                self.leases.get(name).is_none_or(|(current, _)| current == holder)
-            }
-        };
         if !code_ok || !absent_ok {
             Err(CommitError::CodeTaken)
         } else if !idempotency_ok {
             Err(CommitError::IdempotencyKeyUsed)
         } else if !(device_ok && claims_ok && history_ok && old_code_ok) {
             Err(CommitError::Conflict)
-        } else if !lease_ok {
-            Err(CommitError::LeaseHeld)
         } else {
             Ok(())
         }
@@ -186,17 +175,6 @@ impl Tables {
         if let Some(record) = change.idempotency {
             let key = (record.user.as_str().to_owned(), record.key.as_str().to_owned());
             self.idempotency.insert(key, record);
-        }
-        match change.lease {
-            Some(LeaseChange::Take {
-                name, holder, until, ..
-            }) => {
-                self.leases.insert(name, (holder, until));
-            }
-            Some(LeaseChange::Release { name, .. }) => {
-                self.leases.remove(&name);
-            }
-            None => {}
         }
         if change.previous_quarantine != change.device.quarantine {
             match &change.device.quarantine {

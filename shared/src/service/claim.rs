@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 
-use super::{elapsed_ms, outbox::Lease, settle, ClaimService, Clock};
+use super::{elapsed_ms, ClaimService, Clock};
 use crate::{
     domain::{
         attempts::{AttemptLimits, AttemptScope},
@@ -19,7 +19,7 @@ use crate::{
         label_code::LabelCode,
     },
     metrics,
-    ports::{CommitError, ControlError, DeviceChange, Found, IdempotencyRecord, OwnershipStore, Read, StoreError},
+    ports::{ControlError, DeviceChange, Found, IdempotencyRecord, OwnershipStore, Read, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -102,9 +102,6 @@ impl ClaimError {
 pub(super) struct Committed {
     /// The device record as the commit wrote it.
     pub device: Device,
-    /// The vendor's publisher lease, taken in the same commit (`None`: not asked for, or another
-    /// delivery holds it).
-    pub lease: Option<Lease>,
 }
 
 /// What a claim request resolved its code to, and what came of it.
@@ -120,18 +117,18 @@ fn unexpected_reads() -> StoreError {
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// `POST /v1/claims` as the API runs it: [`Self::claim`], then a new claim's endpoint message is
-    /// published at once if its vendor's claim-thing is free (within the inline budget, and with
-    /// the request's `deadline`, returning before it). The answer is the claim as far as it got;
-    /// what is not published now is published by the schedule. The vendor's publisher lease is
-    /// taken in the claim's own commit and given back in the write that records the publish, so an
-    /// accepted and published claim costs at most four store calls (see `docs/architecture.md`).
+    /// published at once when its vendor's transport is one the API publishes inline (`https`,
+    /// `iam`; within the inline budget, and with the request's `deadline`, returning before it).
+    /// An `mqtt` vendor's claim is answered at once, owed: the stream-fed publisher delivers it
+    /// (see `super::outbox`). The answer is the claim as far as it got. The publish is recorded
+    /// on the claim and device as committed, so an accepted claim costs at most four store calls
+    /// (see `docs/architecture.md`).
     pub async fn claim_and_publish(
         &self,
         request: &ClaimRequest,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<ClaimOutcome, ClaimError> {
-        let take_lease = self.publishes_inline(deadline);
-        Ok(match self.claim_committing(request, take_lease).await? {
+        Ok(match self.claim_committing(request).await? {
             (ClaimOutcome::Created(claim), committed) => {
                 ClaimOutcome::Created(self.publish_accepted(claim, committed, deadline).await)
             }
@@ -142,21 +139,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// Reserves a device for the caller, or returns the claim they already hold. Logs one
     /// `claim_decision` event (fields: see docs/operations.md, "Log fields").
     pub async fn claim(&self, request: &ClaimRequest) -> Result<ClaimOutcome, ClaimError> {
-        self.claim_committing(request, false).await.map(|(outcome, _)| outcome)
+        self.claim_committing(request).await.map(|(outcome, _)| outcome)
     }
 
-    /// [`Self::claim`]; with `take_lease`, a new claim's commit also takes its vendor's publisher
-    /// lease if it is free. A claim this request committed comes with the device as written.
-    async fn claim_committing(
-        &self,
-        request: &ClaimRequest,
-        take_lease: bool,
-    ) -> Result<(ClaimOutcome, Option<Committed>), ClaimError> {
+    /// [`Self::claim`]; a claim this request committed comes with the device as written.
+    async fn claim_committing(&self, request: &ClaimRequest) -> Result<(ClaimOutcome, Option<Committed>), ClaimError> {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let user_scope = AttemptScope::User(request.user.clone());
         let device_scope = |thing: &ThingName| AttemptScope::UserDevice(request.user.clone(), thing.clone());
-        let (resolved, result) = self.decide(request, now, take_lease).await;
+        let (resolved, result) = self.decide(request, now).await;
         // A code that found nothing counts against the user: that is what guessing looks like. A
         // device somebody else holds counts against the user too (probing which devices are held
         // is bounded like guessing), and against the user on that device, whose smaller limit
@@ -207,7 +199,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// [`Self::decide_and_claim`] reads. A user over their limit gets `429` whatever the code
     /// named (what was read with the count is not used), except the first answer again for a
     /// repeat of a request that succeeded (same Idempotency-Key, same device).
-    async fn decide(&self, request: &ClaimRequest, now: OffsetDateTime, take_lease: bool) -> Decided {
+    async fn decide(&self, request: &ClaimRequest, now: OffsetDateTime) -> Decided {
         let limits = &self.settings.attempt_limits;
         let user_scope = AttemptScope::User(request.user.clone());
         let hash = self.code_key.as_ref().map(|key| key.hash(&request.code));
@@ -253,8 +245,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let result = match &resolved {
             Ok((thing, named_by)) => {
                 let prefetched = hash.is_none().then(|| found.collect());
-                self.decide_and_claim(request, thing, named_by, prefetched, take_lease)
-                    .await
+                self.decide_and_claim(request, thing, named_by, prefetched).await
             }
             Err(err) => Err(err.clone()),
         };
@@ -350,7 +341,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         thing: &ThingName,
         named_by: &NamedBy,
         mut prefetched: Option<Vec<Found>>,
-        take_lease: bool,
     ) -> Result<(ClaimOutcome, Option<Committed>), ClaimError> {
         let fingerprint = ClaimRequest::fingerprint(thing);
         let limits = &self.settings.attempt_limits;
@@ -436,39 +426,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 self.lift_in(&mut change, quarantine, user, Some(claim.claim_id.clone()), now)
                     .await?;
             }
-            let lease = if take_lease {
-                self.lease_taken_with(&mut change, &claim.vendor, now)
-            } else {
-                None
-            };
             let written = change.device.clone();
-            if let Some(lease_landed) = self.commit_claim(change, attempt).await? {
-                let committed = Committed {
-                    device: written,
-                    lease: lease.filter(|_| lease_landed),
-                };
+            if self.try_commit(change, attempt).await? {
+                let committed = Committed { device: written };
                 return Ok((ClaimOutcome::Created(claim), Some(committed)));
             }
         }
         Err(ClaimError::Busy)
-    }
-
-    /// Commits a new claim's change. If only the publisher lease it takes stood in the way (another
-    /// delivery holds it), the change is committed again without it: that delivery or the schedule
-    /// publishes the claim. `Ok(None)`: lost a race, decide again; `Ok(Some(with_lease))`: landed.
-    async fn commit_claim(&self, change: DeviceChange, attempt: u32) -> Result<Option<bool>, StoreError> {
-        let without_lease = change.lease.is_some().then(|| DeviceChange {
-            lease: None,
-            ..change.clone()
-        });
-        let had_lease = without_lease.is_some();
-        match (self.store.commit(change).await, without_lease) {
-            (Ok(()), _) => Ok(Some(had_lease)),
-            (Err(CommitError::LeaseHeld), Some(without)) => {
-                Ok(self.try_commit(without, attempt).await?.then_some(false))
-            }
-            (result, _) => Ok(settle(result, attempt).await?.then_some(had_lease)),
-        }
     }
 
     /// The claim an idempotency record of this user points at, if the record was made for the same

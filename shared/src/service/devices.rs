@@ -11,7 +11,7 @@ use crate::{
         quarantine::QuarantineReason,
         registry::{ImportDecision, NewDevice},
     },
-    ports::{Absent, CommitError, DeviceChange, OwnershipStore, StoreError},
+    ports::{Absent, CommitError, DeviceChange, OwnershipStore},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +50,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 Ok(()) => return Ok(outcome),
                 Err(CommitError::CodeTaken) => return Err(DeviceOpError::CodeInUse),
                 Err(CommitError::Conflict | CommitError::IdempotencyKeyUsed) => super::backoff(attempt).await,
-                Err(CommitError::LeaseHeld) => {
-                    return Err(StoreError::Corrupt("unexpected publisher lease".into()).into())
-                }
                 Err(CommitError::Store(err)) => return Err(err.into()),
             }
         }

@@ -201,8 +201,6 @@ async fn settle(result: Result<(), CommitError>, attempt: u32) -> Result<bool, S
         }
         // Only an import changes a label code, and it commits by itself.
         Err(CommitError::CodeTaken) => Err(StoreError::Corrupt("unexpected label code change".into())),
-        // Only a claim takes a publisher lease with its change, and it handles this itself.
-        Err(CommitError::LeaseHeld) => Err(StoreError::Corrupt("unexpected publisher lease".into())),
         Err(CommitError::Store(err)) => Err(err),
     }
 }

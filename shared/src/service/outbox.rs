@@ -1,19 +1,22 @@
-//! Delivers the endpoint messages that claims owe, one claim-thing connection at a time.
+//! Delivers the endpoint messages that claims owe.
 //!
 //! A claim owes a publish while `next_publish_at` is set (see `domain::claim::Claim`); such claims
-//! form the outbox (a sparse index of the table). Each vendor's claim-thing has one MQTT client id,
-//! and AWS IoT disconnects a client when another connects with the same id, so a vendor's publishes
-//! must never overlap: every delivery runs under a per-vendor lease in the table, with a holder
-//! token of its own (so even two drains in one process exclude each other). The `https` and `iam`
-//! transports (one HTTP request, no client id) would not need the lease, but keep it, so retries,
-//! backoff and ordering are the same whichever transport a vendor uses. Who delivers:
+//! form the outbox (a sparse index of the table). Who delivers depends on the vendor's transport:
 //!
-//! - the API, right after accepting (or retrying) a claim: [`ClaimService::publish_now`] delivers
-//!   that claim if its vendor's lease is free, within the inline budget and what the request's own
-//!   deadline leaves (see [`DeliverySettings`]);
-//! - the scheduled `claim-publisher`: [`ClaimService::drain`] delivers every due claim, vendor by
-//!   vendor, skipping vendors whose lease another delivery holds.
+//! - `https` and `iam` (one HTTP request each, no client id): the API, right after accepting (or
+//!   retrying) a claim ([`ClaimService::claim_and_publish`], [`ClaimService::retry_and_publish`]),
+//!   within the inline budget and what the request's own deadline leaves (see
+//!   [`DeliverySettings`]). Any number of API instances publish in parallel: no lease.
+//! - `mqtt`: never the API. Each vendor's claim-thing has one MQTT client id; AWS IoT allows one
+//!   connection per client id and one CONNECT per second per client id, so every MQTT message
+//!   goes through `claim-publisher`, which runs one instance at a time (reserved concurrency 1),
+//!   is fed the claims the table's stream reports owed ([`ClaimService::deliver_streamed`]), and
+//!   keeps its connection open across invocations (`adapters::mqtt`).
+//! - whatever is left (a failed publish whose backoff passed, an instance that died): the
+//!   scheduled `claim-publisher` ([`ClaimService::drain`]), vendor by vendor.
 //!
+//! The publisher's deliveries run under a per-vendor lease in the table with a holder token of its
+//! own, so a drain and a stream delivery (or two drains) never send with one client id at once.
 //! Every decision uses a fresh, strongly consistent read of the claim (the index may lag), and a
 //! failed publish is recorded on the claim ([`super::publish`]) and retried with backoff until it
 //! succeeds or the claim expires, without anyone asking again.
@@ -24,19 +27,19 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use tokio::time::Instant;
 
 use super::{claim::Committed, ClaimService, Clock, PublishAttempt};
 use crate::{
     domain::{
         claim::Claim,
-        device::{Device, Holder},
+        device::Holder,
         ids::{ClaimId, ConfigTopic},
-        publish::{endpoint_message, ClaimThingCredentials, PublishError},
+        publish::{endpoint_message, ClaimThingCredentials, PublishError, PublishTransport},
     },
     metrics,
-    ports::{CredentialSource, DeviceChange, EndpointPublisher, Found, LeaseChange, OwnershipStore, Read, StoreError},
+    ports::{CredentialSource, EndpointPublisher, Found, OwnershipStore, Read, StoreError},
 };
 
 #[derive(Debug, Clone)]
@@ -58,6 +61,11 @@ pub struct DeliverySettings {
     /// Secrets Manager in tens of milliseconds): past it the attempt fails as
     /// `credentials_unavailable`, and the publish is not tried.
     pub credentials_timeout: StdDuration,
+    /// Transports whose messages the API publishes right after it accepts a claim. Never `mqtt`
+    /// in a deployment: AWS IoT's one connection and one CONNECT per second per client id leave
+    /// those to the one stream-fed publisher (tests of the inline path with fake transports may
+    /// add it).
+    pub inline_transports: Vec<PublishTransport>,
 }
 
 impl Default for DeliverySettings {
@@ -68,6 +76,7 @@ impl Default for DeliverySettings {
             inline_budget: StdDuration::from_secs(3),
             record_reserve: StdDuration::from_millis(500),
             credentials_timeout: StdDuration::from_secs(1),
+            inline_transports: vec![PublishTransport::Https, PublishTransport::Iam],
         }
     }
 }
@@ -75,6 +84,16 @@ impl Default for DeliverySettings {
 /// Claims of one vendor a drain sends together, over one connection for `mqtt` (pipelined at AWS
 /// IoT Core's 100 publishes per second: 10 s, a third of the lease, which is renewed per chunk).
 pub const DRAIN_CHUNK: usize = 1000;
+
+/// A claim the API made due "now" by its clock is due for the publisher too, whose host's clock
+/// may be slightly behind; far below the first publish backoff (2 s), so a failed publish still
+/// waits for its backoff.
+const STREAM_CLOCK_SLACK: Duration = Duration::milliseconds(500);
+
+/// How long a stream delivery waits for a vendor's lease another delivery holds, trying every
+/// [`LEASE_RETRY`], before it leaves the claims to the schedule.
+const LEASE_WAIT: StdDuration = StdDuration::from_secs(3);
+const LEASE_RETRY: StdDuration = StdDuration::from_millis(200);
 
 /// Store calls a drain makes at once (reading claims afresh, recording results).
 const STORE_PARALLEL: usize = 16;
@@ -130,7 +149,7 @@ pub struct InlinePublish {
 
 /// A vendor's lease as one delivery run holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Lease {
+struct Lease {
     pub name: String,
     pub holder: String,
 }
@@ -158,42 +177,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Some((publish_by, publish_by.saturating_duration_since(now)))
     }
 
-    /// Whether a request with `deadline` has the time to publish what it accepts.
-    pub(super) fn publishes_inline(&self, deadline: Option<Instant>) -> bool {
-        self.inline_window(deadline)
-            .is_some_and(|(_, left)| left >= MIN_INLINE_PUBLISH)
-    }
-
-    /// Adds the vendor's publisher lease to a claim's change (see `ClaimService::claim_and_publish`);
-    /// the lease, if the change lands with it.
-    pub(super) fn lease_taken_with(
-        &self,
-        change: &mut DeviceChange,
-        vendor: &str,
-        now: OffsetDateTime,
-    ) -> Option<Lease> {
-        let delivery = self.delivery.as_ref()?;
-        let lease = Lease::new_for(vendor);
-        change.lease = Some(LeaseChange::Take {
-            name: lease.name.clone(),
-            holder: lease.holder.clone(),
-            now,
-            until: now + delivery.settings.lease_for,
-        });
-        Some(lease)
-    }
-
-    /// A claim this request just accepted or made due, published now if possible: the claim as far
-    /// as it got. A failure here is not the caller's: the claim is accepted (committed, and owed in
-    /// the outbox), and the lease holder or the schedule delivers it. With the request's
-    /// `deadline`, this returns before it: the message must be confirmed `record_reserve` before it
-    /// (a slow staging endpoint is cut off and recorded as a failed attempt), and whatever else is
-    /// slow (the store) is abandoned `INLINE_STOP_MARGIN` before it, leaving the claim owed.
+    /// A claim this request just accepted or made due, published now if its vendor's transport is
+    /// one the API publishes inline: the claim as far as it got. A failure here is not the
+    /// caller's: the claim is accepted (committed, and owed in the outbox), and the publisher
+    /// delivers it. With the request's `deadline`, this returns before it: the message must be
+    /// confirmed `record_reserve` before it (a slow staging endpoint is cut off and recorded as a
+    /// failed attempt), and whatever else is slow (the store) is abandoned `INLINE_STOP_MARGIN`
+    /// before it, leaving the claim owed.
     ///
-    /// `committed`: the claim as this request committed it (`None`: an idempotent repeat, read
-    /// afresh). With the vendor's lease taken in that commit, nothing is read: the publish is
-    /// recorded, and the lease given back, in one write. Without it, another delivery holds the
-    /// lease and publishes the claim (or the schedule does).
+    /// `committed`: the claim as this request committed it, recorded on without reading it back
+    /// (`None`: a retry or an idempotent repeat, read afresh). An `mqtt` vendor's claim is left
+    /// owed at once (see the module's doc); so is any claim when no delivery is configured.
     pub(super) async fn publish_accepted(
         &self,
         claim: Claim,
@@ -201,16 +195,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         deadline: Option<Instant>,
     ) -> Claim {
         let now = Instant::now();
-        let Some((publish_by, left)) = self.inline_window(deadline) else {
+        let (Some(delivery), Some((publish_by, left))) = (&self.delivery, self.inline_window(deadline)) else {
             return claim;
         };
         if left < MIN_INLINE_PUBLISH {
-            if let Some(Committed { lease: Some(lease), .. }) = &committed {
-                // Time ran out while the claim was committed: the lease goes back at once.
-                if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
-                    tracing::warn!(event = "outbox_drain_failed", error = %err);
-                }
-            }
             tracing::info!(
                 event = "outbox_inline_skipped",
                 claim_id = claim.claim_id.as_str(),
@@ -219,19 +207,29 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return claim;
         }
         let publish = async {
+            let credentials = self.credentials_for(delivery, &claim.vendor, publish_by).await;
+            if let Ok(profile) = &credentials {
+                if !delivery.settings.inline_transports.contains(&profile.transport) {
+                    tracing::info!(
+                        event = "outbox_inline_deferred",
+                        claim_id = claim.claim_id.as_str(),
+                        transport = profile.transport.as_str(),
+                    );
+                    return Ok(None);
+                }
+            }
+            let mut report = DrainReport::default();
             match committed {
-                None => self.publish_until(&claim, publish_by).await,
-                Some(Committed {
-                    device,
-                    lease: Some(lease),
-                }) => self.publish_committed(&claim, &device, &lease, publish_by).await,
-                Some(Committed { lease: None, .. }) => Ok(InlinePublish {
-                    report: DrainReport {
-                        busy_vendors: 1,
-                        ..DrainReport::default()
-                    },
-                    claim: None,
-                }),
+                Some(Committed { device }) => {
+                    let attempt = self
+                        .attempt_publish(delivery, &claim, &credentials, publish_by, &mut report)
+                        .await;
+                    Ok(Some(self.record_on(claim.clone(), &device, &attempt).await))
+                }
+                None => {
+                    self.deliver(delivery, &claim.claim_id, &credentials, publish_by, &mut report)
+                        .await
+                }
             }
         };
         let outcome = match deadline {
@@ -241,8 +239,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 match tokio::time::timeout_at(stop, publish).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
-                        // The store did not answer in time (lease, claim read or record); the
-                        // claim is owed, and a lease taken lapses within `lease_for`.
+                        // The store did not answer in time (the claim's read or the record): the
+                        // claim is owed.
                         tracing::warn!(
                             event = "outbox_inline_cut",
                             claim_id = claim.claim_id.as_str(),
@@ -254,40 +252,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
         };
         match outcome {
-            Ok(InlinePublish {
-                claim: Some(latest), ..
-            }) => latest,
-            Ok(_) => claim,
+            Ok(Some(latest)) => latest,
+            Ok(None) => claim,
             Err(err) => {
                 tracing::warn!(event = "outbox_drain_failed", error = %err);
                 claim
             }
         }
-    }
-
-    /// Publishes a claim this request committed with its vendor's lease, by `publish_by`, and
-    /// records the result as a change on the claim and device as committed, giving the lease back
-    /// in the same write ([`Self::record_on`]).
-    async fn publish_committed(
-        &self,
-        claim: &Claim,
-        device: &Device,
-        lease: &Lease,
-        publish_by: Instant,
-    ) -> Result<InlinePublish, StoreError> {
-        let mut done = InlinePublish {
-            report: DrainReport::default(),
-            claim: None,
-        };
-        let Some(delivery) = &self.delivery else {
-            return Ok(done);
-        };
-        let credentials = self.credentials_for(delivery, &claim.vendor, publish_by).await;
-        let attempt = self
-            .attempt_publish(delivery, claim, &credentials, publish_by, &mut done.report)
-            .await;
-        done.claim = Some(self.record_on(claim.clone(), device, &attempt, Some(lease)).await);
-        Ok(done)
     }
 
     /// Delivers one claim now if it still owes a publish and its vendor's lease is free (otherwise
@@ -351,33 +322,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let Some(vendor) = due.first().map(|claim| claim.vendor.clone()) else {
                 break;
             };
-            let Some(lease) = self.take_lease(delivery, &vendor, None).await? else {
-                busy.insert(vendor);
-                report.busy_vendors += 1;
-                continue;
-            };
-            let credentials = self.credentials_for(delivery, &vendor, deadline).await;
-            let mut outcome = Ok(());
             let owed: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
-            for chunk in owed.chunks(DRAIN_CHUNK) {
-                tried.extend(chunk.iter().map(|claim| claim.claim_id.clone()));
-                if Instant::now() >= deadline {
-                    report.out_of_time = true;
-                    break;
-                }
-                // Renew before each chunk, so a long drain never outlives its lease.
-                if self.take_lease(delivery, &vendor, Some(&lease)).await?.is_none() {
-                    break;
-                }
-                outcome = self
-                    .deliver_all(delivery, chunk, &credentials, deadline, &mut report)
-                    .await;
-                if outcome.is_err() {
-                    break;
-                }
+            tried.extend(owed.iter().map(|claim| claim.claim_id.clone()));
+            let credentials = self.credentials_for(delivery, &vendor, deadline).await;
+            if !self
+                .deliver_vendor(delivery, &vendor, &owed, &credentials, deadline, &mut report)
+                .await?
+            {
+                report.busy_vendors += 1;
+                busy.insert(vendor);
             }
-            self.store.release_lease(&lease.name, &lease.holder).await?;
-            outcome?;
             if report.out_of_time {
                 break;
             }
@@ -393,6 +347,103 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             );
         }
         Ok(report)
+    }
+
+    /// Delivers the claims the table's stream reported owing a publish (`claim-publisher`'s
+    /// stream invocations), vendor by vendor, within `budget`: only those of vendors whose
+    /// transport the API does not publish inline (`mqtt`; the API delivers the others itself),
+    /// and only those due now (a failed publish waits for its backoff, then the schedule).
+    /// Claims of a vendor whose lease another delivery holds are left to it or the schedule.
+    pub async fn deliver_streamed(&self, owed: &[Claim], budget: StdDuration) -> Result<DrainReport, StoreError> {
+        let started = Instant::now();
+        let deadline = started + budget;
+        let mut report = DrainReport::default();
+        let Some(delivery) = &self.delivery else {
+            return Ok(report);
+        };
+        let due_by = self.clock.now() + STREAM_CLOCK_SLACK;
+        let mut due: Vec<&Claim> = owed
+            .iter()
+            .filter(|claim| claim.next_publish_at.is_some_and(|at| at <= due_by))
+            .collect();
+        let mut skipped_inline = 0;
+        while let Some(vendor) = due.first().map(|claim| claim.vendor.clone()) {
+            let (mine, rest): (Vec<&Claim>, Vec<&Claim>) = due.into_iter().partition(|claim| claim.vendor == vendor);
+            due = rest;
+            let credentials = self.credentials_for(delivery, &vendor, deadline).await;
+            if credentials
+                .as_ref()
+                .is_ok_and(|profile| delivery.settings.inline_transports.contains(&profile.transport))
+            {
+                skipped_inline += mine.len();
+                continue;
+            }
+            // The lease is normally free (one publisher instance); a drain of this process or a
+            // lapsing holder may still have it for a moment.
+            let wait_until = Instant::now() + LEASE_WAIT;
+            while !self
+                .deliver_vendor(delivery, &vendor, &mine, &credentials, deadline, &mut report)
+                .await?
+            {
+                if Instant::now() >= wait_until.min(deadline) {
+                    report.busy_vendors += 1;
+                    break;
+                }
+                tokio::time::sleep(LEASE_RETRY).await;
+            }
+            if report.out_of_time {
+                break;
+            }
+        }
+        if owed.is_empty() {
+            // A batch with nothing owed (a stream without the template's filter, locally).
+            return Ok(report);
+        }
+        tracing::info!(
+            event = "outbox_stream",
+            owed = owed.len(),
+            published = report.published,
+            failed = report.failed,
+            busy_vendors = report.busy_vendors,
+            inline_transport = skipped_inline,
+            out_of_time = report.out_of_time,
+            latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        );
+        Ok(report)
+    }
+
+    /// Delivers `owed` claims of one vendor under its lease, [`DRAIN_CHUNK`] at a time, renewing
+    /// the lease before each chunk. `Ok(false)`: another delivery holds the lease, nothing was
+    /// sent.
+    async fn deliver_vendor(
+        &self,
+        delivery: &Delivery,
+        vendor: &str,
+        owed: &[&Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        report: &mut DrainReport,
+    ) -> Result<bool, StoreError> {
+        let Some(lease) = self.take_lease(delivery, vendor, None).await? else {
+            return Ok(false);
+        };
+        let mut outcome = Ok(());
+        for chunk in owed.chunks(DRAIN_CHUNK) {
+            if Instant::now() >= deadline {
+                report.out_of_time = true;
+                break;
+            }
+            // Renew before each chunk, so a long delivery never outlives its lease.
+            if self.take_lease(delivery, vendor, Some(&lease)).await?.is_none() {
+                break;
+            }
+            outcome = self.deliver_all(delivery, chunk, credentials, deadline, report).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        self.store.release_lease(&lease.name, &lease.holder).await?;
+        outcome.map(|()| true)
     }
 
     /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
@@ -442,7 +493,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             .attempt_publish_all(delivery, &sending, credentials, deadline, report)
             .await;
         let records = live.into_iter().zip(sent).map(|((claim, device), attempt)| async move {
-            self.record_on(claim, &device, &attempt, None).await;
+            self.record_on(claim, &device, &attempt).await;
         });
         futures::stream::iter(records)
             .buffer_unordered(STORE_PARALLEL)

@@ -5,7 +5,7 @@
 
 use time::OffsetDateTime;
 
-use super::{elapsed_ms, outbox::Lease, ClaimService, ClaimSettings, Clock, DeviceOpError};
+use super::{elapsed_ms, ClaimService, ClaimSettings, Clock, DeviceOpError};
 use crate::{
     domain::{
         claim::{Claim, ClaimState},
@@ -14,7 +14,7 @@ use crate::{
         ids::ClaimId,
         publish::PublishError,
     },
-    ports::{DeviceChange, LeaseChange, OwnershipStore, StoreError},
+    ports::{DeviceChange, OwnershipStore, StoreError},
 };
 
 /// What a delivery run did with one claim that owed a publish.
@@ -67,18 +67,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// Records a publish attempt on a live claim that owes it, from the claim and device as they
-    /// were just committed or read (nothing is read), giving `lease` back in the same write. If
-    /// either changed since, or the lease was taken over, the result is recorded as
-    /// [`Self::record_publish_result`] does and the lease given back by itself. A record that
+    /// were just committed or read (nothing is read), in one write. If either changed since, the
+    /// result is recorded as [`Self::record_publish_result`] does. A record that
     /// cannot be written is logged; the claim then stays due and is published again later. The
     /// claim as it stands after.
-    pub(super) async fn record_on(
-        &self,
-        claim: Claim,
-        device: &Device,
-        attempt: &PublishAttempt,
-        lease: Option<&Lease>,
-    ) -> Claim {
+    pub(super) async fn record_on(&self, claim: Claim, device: &Device, attempt: &PublishAttempt) -> Claim {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut recorded = claim.clone();
@@ -87,22 +80,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let before = recorded.version;
         change.update_claim(before, recorded.clone());
         recorded.version = before + 1;
-        change.lease = lease.map(|lease| LeaseChange::Release {
-            name: lease.name.clone(),
-            holder: lease.holder.clone(),
-        });
         if applied.is_ok() && self.store.commit(change).await.is_ok() {
             let outcome = Ok((Progress::Applied(Box::new(recorded.clone())), recorded.clone()));
             log_publish(&claim.claim_id, attempt, &outcome, started);
             return recorded;
         }
-        let outcome = self.record_publish_result(&claim.claim_id, attempt).await;
-        if let Some(lease) = lease {
-            if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
-                tracing::warn!(event = "outbox_drain_failed", error = %err);
-            }
-        }
-        match outcome {
+        match self.record_publish_result(&claim.claim_id, attempt).await {
             Ok((_, recorded)) => recorded,
             Err(err) => {
                 tracing::warn!(event = "outbox_record_failed", claim_id = claim.claim_id.as_str(), error = %err);

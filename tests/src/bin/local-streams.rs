@@ -1,10 +1,10 @@
-//! The ownership table's change stream, delivered to `lifecycle-events` locally as the Lambda
-//! event source mapping does on AWS: DynamoDB Local's stream is read shard by shard, in order, and
+//! The ownership table's change stream, delivered to a function (`lifecycle-events`,
+//! `claim-publisher`) locally as a Lambda event source mapping does on AWS: DynamoDB Local's stream is read shard by shard, in order, and
 //! each batch goes to the function as a DynamoDB Streams event. A partial batch response
 //! (`batchItemFailures`) makes it deliver again from the first failed record; a failed invocation,
 //! the whole batch again, after a pause. Nothing is skipped, so nothing is lost.
 //!
-//! Usage: local-streams --table <name> --invoke <lifecycle-events invocation URL>
+//! Usage: local-streams --table <name> --invoke <function invocation URL> [--batch N] [--latest]
 //! (AWS settings from the environment: `source .local/endpoints.env`.)
 
 use std::{collections::HashMap, time::Duration};
@@ -21,12 +21,16 @@ struct Options {
     /// The ownership table.
     #[arg(long)]
     table: String,
-    /// Invoke URL of lifecycle-events (the Lambda Invoke API of cargo lambda watch).
+    /// Invoke URL of the function (the Lambda Invoke API of cargo lambda watch).
     #[arg(long, value_name = "URL")]
     invoke: String,
-    /// Records per batch (the event source mapping's BatchSize).
+    /// Records per batch (the event source mapping's BatchSize; DynamoDB Streams gives at most
+    /// 1000).
     #[arg(long, default_value_t = 100)]
     batch: i32,
+    /// Start at the stream's end (StartingPosition LATEST) rather than its oldest record.
+    #[arg(long)]
+    latest: bool,
 }
 
 const IDLE: Duration = Duration::from_millis(250);
@@ -72,14 +76,11 @@ async fn deliver(http: &reqwest::Client, options: &Options, mut records: Vec<Val
         let body: Option<Value> = match answer {
             Ok(answer) if answer.status().is_success() => answer.json().await.ok(),
             Ok(answer) => {
-                println!(
-                    "lifecycle-events failed ({}); delivering the batch again",
-                    answer.status()
-                );
+                println!("the function failed ({}); delivering the batch again", answer.status());
                 None
             }
             Err(err) => {
-                println!("lifecycle-events unreachable ({err}); delivering the batch again");
+                println!("the function is unreachable ({err}); delivering the batch again");
                 None
             }
         };
@@ -98,7 +99,7 @@ async fn deliver(http: &reqwest::Client, options: &Options, mut records: Vec<Val
             .iter()
             .position(|record| record["dynamodb"]["SequenceNumber"] == failed.as_str())
             .unwrap_or(0);
-        println!("lifecycle-events asked for the batch again from record {from}");
+        println!("the function asked for the batch again from record {from}");
         records.drain(..from);
         tokio::time::sleep(AFTER_FAILURE).await;
     }
@@ -138,6 +139,7 @@ async fn main() {
     println!("watching {arn}");
     // Shard id → its next iterator (None once the shard is closed and read to its end).
     let mut iterators: HashMap<String, Option<String>> = HashMap::new();
+    let mut first_round = true;
     loop {
         match streams.describe_stream().stream_arn(&arn).send().await {
             Ok(out) => {
@@ -150,7 +152,13 @@ async fn main() {
                         .get_shard_iterator()
                         .stream_arn(&arn)
                         .shard_id(id)
-                        .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                        // Only shards open at start begin at their end; a shard that opens later
+                        // is read whole, as the mapping does.
+                        .shard_iterator_type(if options.latest && first_round {
+                            ShardIteratorType::Latest
+                        } else {
+                            ShardIteratorType::TrimHorizon
+                        })
                         .send()
                         .await
                         .ok()
@@ -165,6 +173,7 @@ async fn main() {
                 aws_sdk_dynamodbstreams::error::DisplayErrorContext(&err)
             ),
         }
+        first_round = false;
         let mut busy = false;
         let mut shards: Vec<String> = iterators.keys().cloned().collect();
         shards.sort();

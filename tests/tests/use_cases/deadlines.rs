@@ -96,7 +96,7 @@ pub(super) async fn claim_with_staging<S: TestStore>(
     let staging = slow_staging(delay);
     let service = delivering(
         fx,
-        Arc::new(FixedCredentials),
+        Arc::new(FixedCredentials::INLINE),
         staging.clone(),
         DeliverySettings::default(),
     );

@@ -234,7 +234,7 @@ pub async fn fixture_on(config: ApiConfig, key: Option<LabelCodeKey>) -> Fixture
     let stores = StoreFixture::<DynamoOwnershipStore>::new().await;
     let published = Arc::new(RecordingPublisher::default());
     let delivery = Delivery::new(
-        Arc::new(FixedCredentials),
+        Arc::new(FixedCredentials::INLINE),
         published.clone(),
         DeliverySettings::default(),
     );

@@ -31,8 +31,7 @@ use crate::{
         quarantine::Quarantine,
     },
     ports::{
-        Absent, CommitError, DeviceChange, Found, IdempotencyRecord, LeaseChange, OwnershipStore, Page, PageError,
-        Read, StoreError,
+        Absent, CommitError, DeviceChange, Found, IdempotencyRecord, OwnershipStore, Page, PageError, Read, StoreError,
     },
 };
 
@@ -130,9 +129,6 @@ impl DynamoOwnershipStore {
         if let Some(write) = self.quarantine_write(change)? {
             writes.push((Part::Quarantine, write));
         }
-        if let Some(lease) = &change.lease {
-            writes.push((Part::Lease, self.lease_write(lease)?));
-        }
         for absent in &change.must_be_absent {
             writes.push((Part::Absent, self.absent(absent)?));
         }
@@ -146,42 +142,6 @@ impl DynamoOwnershipStore {
             writes.push((Part::Idempotency, put));
         }
         Ok(writes)
-    }
-
-    /// Taking a publisher lease (as [`OwnershipStore::acquire_lease`] does, for a new holder) or
-    /// giving it back.
-    fn lease_write(&self, lease: &LeaseChange) -> Result<TransactWriteItem, StoreError> {
-        let built = |err: aws_sdk_dynamodb::error::BuildError| StoreError::Corrupt(err.to_string());
-        Ok(match lease {
-            LeaseChange::Take {
-                name,
-                holder,
-                now,
-                until,
-            } => {
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(lease_item(name, holder, *until)))
-                    .condition_expression(LEASE_FREE)
-                    .expression_attribute_names("#until", "until")
-                    .expression_attribute_values(":now", n(millis(*now)))
-                    .expression_attribute_values(":holder", s(holder))
-                    .build()
-                    .map_err(built)?;
-                TransactWriteItem::builder().put(put).build()
-            }
-            LeaseChange::Release { name, holder } => {
-                let delete = Delete::builder()
-                    .table_name(&self.table)
-                    .key("pk", s(lease_pk(name)))
-                    .key("sk", s(LEASE_SK))
-                    .condition_expression("attribute_not_exists(pk) OR holder = :holder")
-                    .expression_attribute_values(":holder", s(holder))
-                    .build()
-                    .map_err(built)?;
-                TransactWriteItem::builder().delete(delete).build()
-            }
-        })
     }
 
     /// A condition that the item does not exist.
@@ -580,8 +540,6 @@ enum Part {
     Idempotency,
     /// The device's quarantine list entry (unconditional).
     Quarantine,
-    /// A publisher lease taken or given back ([`LeaseChange`]).
-    Lease,
 }
 
 /// Which condition failed decides what the caller does next.
@@ -597,13 +555,6 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
     }
     if failed(Part::Idempotency) {
         return CommitError::IdempotencyKeyUsed;
-    }
-    let others_failed = reasons
-        .iter()
-        .zip(parts)
-        .any(|(reason, part)| *part != Part::Lease && reason.code() == Some("ConditionalCheckFailed"));
-    if failed(Part::Lease) && !others_failed {
-        return CommitError::LeaseHeld;
     }
     let codes: Vec<&str> = reasons
         .iter()
@@ -673,16 +624,6 @@ mod tests {
         assert_eq!(
             classify_cancellation(&[ok.clone(), failed.clone()], &[Device, Absent]),
             CommitError::CodeTaken
-        );
-        assert_eq!(
-            classify_cancellation(&[ok.clone(), ok.clone(), failed.clone()], &[Device, Claim, Lease]),
-            CommitError::LeaseHeld,
-            "only the lease stood in the way"
-        );
-        assert_eq!(
-            classify_cancellation(&[failed.clone(), ok.clone(), failed.clone()], &[Device, Claim, Lease]),
-            CommitError::Conflict,
-            "the device changed too: decide again"
         );
         assert_eq!(
             classify_cancellation(&[conflict, ok.clone()], &[Device, Claim]),

@@ -1,10 +1,12 @@
-//! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): connect as the claim-thing,
-//! publish QoS 1, wait for the PUBACK, disconnect; a batch goes over one connection, pipelined
-//! within AWS IoT Core's limits per connection (100 publishes per second, 100 unacknowledged), and
-//! a process never connects twice within a second with one client id. Port 443 uses ALPN
-//! `x-amzn-mqtt-ca` as AWS IoT requires there. Callers make sure no two publishes with the same
-//! client id overlap (see the publisher lease). The TLS configuration is built once per claim-thing
-//! profile ([`Built`]).
+//! [`EndpointPublisher`] over MQTT 3.1.1 with mutual TLS (rustls): publish QoS 1 as the
+//! claim-thing and wait for the PUBACK, over a connection kept open between batches
+//! ([`session`]), pipelined within AWS IoT Core's limits per connection (100 publishes per second,
+//! 100 unacknowledged); a process never connects twice within a second with one client id. Port
+//! 443 uses ALPN `x-amzn-mqtt-ca` as AWS IoT requires there. Callers make sure no two processes
+//! publish with the same client id (one `claim-publisher` instance, and the publisher lease). The
+//! TLS configuration is built once per claim-thing profile ([`Built`]).
+
+pub mod session;
 
 use std::{
     sync::{Arc, Mutex},
@@ -12,13 +14,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use rumqttc::{
-    tokio_rustls::rustls::{
-        self,
-        pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
-    },
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+use rumqttc::tokio_rustls::rustls::{
+    self,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
 };
+use session::Session;
 
 use crate::{
     domain::{
@@ -41,7 +41,12 @@ pub struct MqttPublisher {
     tls: Built<Arc<rustls::ClientConfig>>,
     /// When this process last connected (or will connect) with each client id.
     connects: Arc<Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
+    /// The connection kept for each client id.
+    sessions: Arc<Mutex<std::collections::HashMap<String, Slot>>>,
 }
+
+/// Where the connection kept for one client id waits between batches.
+type Slot = Arc<tokio::sync::Mutex<Option<Session>>>;
 
 impl Default for MqttPublisher {
     fn default() -> Self {
@@ -49,6 +54,7 @@ impl Default for MqttPublisher {
             timeout: PUBLISH_TIMEOUT,
             tls: Built::default(),
             connects: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 }
@@ -215,10 +221,17 @@ impl MqttPublisher {
         at
     }
 
-    /// Connects once as the claim-thing and sends `messages` over that connection: paced at
-    /// [`PUBLISH_INTERVAL`], up to [`MAX_IN_FLIGHT`] unacknowledged, each confirmed by its PUBACK;
-    /// then disconnects. What was not confirmed when the connection failed or the time ran out
-    /// failed (it may still have arrived: delivery is at least once).
+    /// The slot holding the session kept for `client_id` (one at a time uses it).
+    fn slot(&self, client_id: &str) -> Slot {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Arc::clone(sessions.entry(client_id.to_owned()).or_default())
+    }
+
+    /// Sends `messages` as the claim-thing over its kept connection, or a new one: paced at
+    /// [`PUBLISH_INTERVAL`], up to [`MAX_IN_FLIGHT`] unacknowledged, each confirmed by its PUBACK.
+    /// The connection stays open for the next batch if every publish settled; a kept connection
+    /// that turns out to be gone before it confirmed anything is replaced once, within the call.
+    /// What was not confirmed failed (it may still have arrived: delivery is at least once).
     async fn exchange(
         &self,
         credentials: &ClaimThingCredentials,
@@ -231,95 +244,38 @@ impl MqttPublisher {
             Ok(tls) => tls,
             Err(err) => return vec![Err(err); messages.len()],
         };
-        let mut options = MqttOptions::new(&credentials.client_id, &credentials.staging_endpoint, credentials.port);
-        options.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
-        options.set_clean_session(true);
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_inflight(MAX_IN_FLIGHT);
-        let (client, mut events) = AsyncClient::new(options, usize::from(MAX_IN_FLIGHT));
-        let mut results: Vec<Option<Result<(), PublishError>>> = vec![None; messages.len()];
-        let limit = self.timeout + PUBLISH_INTERVAL * u32::try_from(messages.len()).unwrap_or(u32::MAX);
-        tokio::time::sleep_until(self.connect_slot(&credentials.client_id)).await;
-        let started = tokio::time::Instant::now();
-        // Publishes are queued paced, in order; the broker's PUBACKs come back by packet id,
-        // which the event loop reports in the same order as it sends them.
-        let feed = async {
-            for (i, (topic, payload)) in messages.iter().enumerate() {
-                tokio::time::sleep_until(started + PUBLISH_INTERVAL * u32::try_from(i).unwrap_or(u32::MAX)).await;
-                if client
-                    .publish(topic.as_str(), QoS::AtLeastOnce, false, payload.clone())
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            std::future::pending::<()>().await;
-        };
-        let confirm = async {
-            let mut sent = 0;
-            let mut by_packet: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
-            let mut confirmed = 0;
-            while confirmed < messages.len() {
-                match events.poll().await {
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(packet))) => {
-                        by_packet.insert(packet, sent);
-                        sent += 1;
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(i) = by_packet.remove(&ack.pkid) {
-                            results[i] = Some(Ok(()));
-                            confirmed += 1;
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code != ConnectReturnCode::Success => {
-                        return Err(PublishError::new(
-                            "staging_refused",
-                            format!("connection refused: {:?}", ack.code),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(err) => return Err(connection_error(&err)),
-                }
-            }
-            Ok(())
-        };
-        let outcome = tokio::time::timeout(limit, async {
-            tokio::select! {
-                outcome = confirm => outcome,
-                () = feed => Ok(()),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            Err(PublishError::new(
-                "staging_timeout",
-                format!("no PUBACK from the staging endpoint within {limit:?}"),
-            ))
+        let profile = profile_digest(credentials);
+        let slot = self.slot(&credentials.client_id);
+        let mut kept = slot.lock().await;
+        // Taken out while in use: a call cancelled midway drops it (and its connection) rather
+        // than leave a session with publishes of unknown fate for the next batch.
+        let mut session = kept.take().filter(|session| {
+            session.is_alive() && session.profile == profile && session.last_used.elapsed() < session::REUSE_WITHIN
         });
-        if outcome.is_ok() {
-            // Polite close; the messages are already confirmed, so a failure here changes nothing.
-            let _ = client.disconnect().await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                while let Ok(event) = events.poll().await {
-                    if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                        break;
-                    }
+        let mut may_replace = session.is_some();
+        loop {
+            let mut current = match session.take() {
+                Some(reused) => reused,
+                None => {
+                    tokio::time::sleep_until(self.connect_slot(&credentials.client_id)).await;
+                    Session::open(credentials, Arc::clone(&tls), profile)
                 }
-            })
-            .await;
+            };
+            let by = tokio::time::Instant::now()
+                + self.timeout
+                + PUBLISH_INTERVAL * u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            let (results, settled) = current.send(messages, by).await;
+            let alive = current.is_alive();
+            if settled && alive {
+                *kept = Some(current);
+                return results;
+            }
+            drop(current);
+            if std::mem::take(&mut may_replace) && !alive && results.iter().all(Result::is_err) {
+                continue;
+            }
+            return results;
         }
-        let failure = outcome.err();
-        results
-            .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(failure
-                        .clone()
-                        .unwrap_or_else(|| PublishError::new("staging_timeout", "no PUBACK")))
-                })
-            })
-            .collect()
     }
 }
 
@@ -348,17 +304,6 @@ impl EndpointPublisher for MqttPublisher {
             return Vec::new();
         }
         self.exchange(credentials, messages).await
-    }
-}
-
-fn connection_error(err: &ConnectionError) -> PublishError {
-    match err {
-        ConnectionError::ConnectionRefused(code) => {
-            PublishError::new("staging_refused", format!("connection refused: {code:?}"))
-        }
-        ConnectionError::Io(io) => PublishError::new("staging_unreachable", io.to_string()),
-        ConnectionError::Tls(tls) => PublishError::new("staging_tls", tls.to_string()),
-        other => PublishError::new("staging_unreachable", other.to_string()),
     }
 }
 
