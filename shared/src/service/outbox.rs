@@ -212,6 +212,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 if !delivery.settings.inline_transports.contains(&profile.transport) {
                     tracing::info!(
                         event = "outbox_inline_deferred",
+                        outcome = "deferred",
                         claim_id = claim.claim_id.as_str(),
                         transport = profile.transport.as_str(),
                     );

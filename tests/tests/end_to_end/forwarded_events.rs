@@ -90,6 +90,10 @@ async fn claim_without_module() -> (Stack, ForwardedQueue, Waiting) {
     let claimed = stack.claim(&user, &thing).await;
     assert_eq!(claimed.status, 202, "{:?}", claimed.body);
     let claim_id = claimed.body["claim_id"].as_str().unwrap().to_owned();
+    // Published by claim-publisher from the table's stream, before the test looks at the device.
+    stack
+        .claim_until(&user, &claim_id, "endpoint_published", Duration::from_secs(15))
+        .await;
     let waiting = Waiting {
         thing,
         certificate_id,

@@ -11,6 +11,7 @@ mod forwarded_events;
 mod hostile_corpus;
 mod label_codes;
 mod lifecycle_events;
+mod mqtt_publisher;
 mod observability;
 mod rogue_devices;
 mod transports;

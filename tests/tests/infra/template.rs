@@ -149,7 +149,7 @@ fn allowed_resources(function: &str) -> BTreeSet<String> {
             .collect(),
         "ClaimPublisherFunction" => table(&["outbox", "by_state"])
             .into_iter()
-            .chain([SECRETS.into(), CONFIG_TOPICS.into()])
+            .chain([SECRETS.into(), CONFIG_TOPICS.into(), STREAMS.into()])
             .collect(),
         "ProvisioningEventsFunction" => table(&[])
             .into_iter()
@@ -222,16 +222,18 @@ fn every_function_has_its_own_role_with_every_permission_written_out() {
 }
 
 /// The claim path reads what it decides on with one `BatchGetItem`
-/// (`shared/src/adapters/dynamodb/reads.rs`): DynamoDB Local does not check IAM, so without this
-/// every claim would fail first on AWS. No other function batches reads.
+/// (`shared/src/adapters/dynamodb/reads.rs`), and the publisher reads a batch's claims and devices
+/// afresh the same way: DynamoDB Local does not check IAM, so without this every claim (every
+/// delivery) would fail first on AWS. No other function batches reads.
 #[test]
-fn only_claim_api_reads_items_in_batches() {
+fn only_claim_api_and_the_publisher_read_items_in_batches() {
     let template = template();
     for (function, role) in function_roles(&template) {
         let batches = role_statements(&resources(&template)[role.as_str()])
             .iter()
             .any(|statement| statement.actions.iter().any(|action| action == "dynamodb:BatchGetItem"));
-        assert_eq!(batches, function == "ClaimApiFunction", "{function}");
+        let reads_batches = ["ClaimApiFunction", "ClaimPublisherFunction"].contains(&function.as_str());
+        assert_eq!(batches, reads_batches, "{function}");
     }
 }
 
@@ -403,15 +405,17 @@ fn forwarded_events_reach_provisioning_events_from_the_allowed_accounts_only() {
     );
 }
 
+/// Deletes: the publisher gives its vendor leases back; claim-api lifts a device's quarantine
+/// (its list entry) when a claim brings the device back.
 #[test]
-fn only_the_functions_that_hold_publisher_leases_may_delete_items() {
+fn only_the_functions_that_give_leases_back_or_lift_quarantines_may_delete_items() {
     let template = template();
     for (function, role) in function_roles(&template) {
         let deletes = role_statements(&resources(&template)[role.as_str()])
             .iter()
             .any(|statement| statement.actions.iter().any(|action| action == "dynamodb:DeleteItem"));
-        let holds_leases = ["ClaimApiFunction", "ClaimPublisherFunction"].contains(&function.as_str());
-        assert_eq!(deletes, holds_leases, "{function}");
+        let may_delete = ["ClaimApiFunction", "ClaimPublisherFunction"].contains(&function.as_str());
+        assert_eq!(deletes, may_delete, "{function}");
     }
 }
 
@@ -857,6 +861,40 @@ fn lifecycle_events_read_the_tables_stream_with_partial_batches_and_a_dead_lette
         resources(&template)["LifecycleEventBus"]["Condition"].as_str(),
         Some("CreateEventBus")
     );
+}
+
+/// mqtt endpoint messages (docs/architecture.md, "Delivery"): claim-publisher runs one instance at
+/// a time (a vendor's client id never connects twice at once), and the table's stream hands it the
+/// claims written owing a publish, at once, from the stream's end, never retried (the schedule is
+/// the safety net), filtered on the attributes the store writes.
+#[test]
+fn one_publisher_instance_is_fed_the_owed_claims_by_the_tables_stream() {
+    let template = template();
+    let function = &resources(&template)["ClaimPublisherFunction"]["Properties"];
+    assert_eq!(function["ReservedConcurrentExecutions"].as_i64(), Some(1));
+    let source = &function["Events"]["OwedClaims"];
+    assert_eq!(source["Type"].as_str(), Some("DynamoDB"));
+    let properties = &source["Properties"];
+    assert_eq!(render(&properties["Stream"]), "ClaimsTable.StreamArn");
+    assert_eq!(properties["StartingPosition"].as_str(), Some("LATEST"));
+    assert_eq!(properties["MaximumBatchingWindowInSeconds"].as_i64(), Some(0));
+    assert_eq!(properties["MaximumRetryAttempts"].as_i64(), Some(0));
+    let batch = properties["BatchSize"].as_i64().unwrap();
+    assert!((1..=1000).contains(&batch), "{batch}");
+    let patterns: Vec<serde_json::Value> = list(&properties["FilterCriteria"]["Filters"])
+        .into_iter()
+        .map(|filter| serde_json::from_str(filter["Pattern"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(patterns.len(), 1);
+    let pattern = &patterns[0];
+    assert_eq!(pattern["eventName"], serde_json::json!(["INSERT", "MODIFY"]));
+    let image = &pattern["dynamodb"]["NewImage"];
+    assert_eq!(image["entity"]["S"], serde_json::json!(["claim"]));
+    assert_eq!(image["next_publish_at"]["N"], serde_json::json!([{ "exists": true }]));
+    // The store writes a claim's due time as a number under that name.
+    let items =
+        std::fs::read_to_string(template_path().with_file_name("shared/src/adapters/dynamodb/items.rs")).unwrap();
+    assert!(items.contains("item.insert(\"next_publish_at\".to_owned(), n("));
 }
 
 /// The registration portal (docs/portal.md): a private bucket that only the stack's CloudFront
