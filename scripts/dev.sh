@@ -680,6 +680,9 @@ cmd_test() {
   for template in template.yaml infra/event-forwarder.yaml; do
     SAM_CLI_TELEMETRY=0 timed "sam validate" "$SAM_VENV/bin/sam" validate --lint --template "$template"
   done
+  # AWS IoT's per-client-id quotas, checked over everything this run logs at the staging broker.
+  local quotas_since
+  quotas_since=$(date +%s)
   say "cargo test (DynamoDB Local, moto, Mosquitto and the functions of the local stack)"
   # Compiling and running apart, so the timings tell them apart. The infra/ scripts' tests run the AWS
   # CLI of the SAM venv against moto.
@@ -688,6 +691,8 @@ cmd_test() {
   timed "arm64 build" build_lambdas "${LAMBDA_PROFILE:-lambda-check}"
   # On by default; SCHEMATHESIS=0 skips it (docs/local-stack.md, "fuzz-api").
   if [ "${SCHEMATHESIS:-1}" != 0 ]; then timed "fuzz-api" run_schemathesis; fi
+  say "claim-thing connections in the staging broker's log (AWS IoT quotas per client id)"
+  timed "broker quotas" "$(cargo_target_dir)/debug/broker-quotas" --log "$LOGS/broker.log" --since "$quotas_since"
   say "all checks passed"
 }
 

@@ -236,9 +236,90 @@ pub fn connections_of(log: &str, client_id: &str) -> Connections {
     seen
 }
 
+/// AWS IoT's per-client-id quotas over every claim-thing connection in a Mosquitto log from
+/// `since` (epoch seconds) on: one line per client id that connected more than once in a second,
+/// held two connections at once, or was taken over. A client id that also connected under another
+/// identity than `claim-thing` is left out: a test took it over on purpose.
+pub fn claim_thing_quota_violations(log: &str, since: u64) -> Vec<String> {
+    let recent: String = log
+        .lines()
+        .filter(|line| {
+            line.split_once(": ")
+                .and_then(|(second, _)| second.trim().parse::<u64>().ok())
+                .is_some_and(|second| second >= since)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    let mut identities: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+    for line in recent.lines() {
+        let Some(rest) = line.split_once(": New client connected from ").map(|(_, rest)| rest) else {
+            continue;
+        };
+        let Some((client_id, user)) = rest
+            .split_once(" as ")
+            .and_then(|(_, rest)| rest.split_once(" ("))
+            .and_then(|(id, rest)| rest.split_once("u'").map(|(_, user)| (id, user)))
+        else {
+            continue;
+        };
+        let user = user.split('\'').next().unwrap_or_default();
+        identities.entry(client_id).or_default().insert(user);
+    }
+    identities
+        .iter()
+        .filter(|(_, users)| users.len() == 1 && users.contains(crate::pki::CLAIM_THING))
+        .flat_map(|(client_id, _)| {
+            connections_of(&recent, client_id)
+                .quota_violations()
+                .into_iter()
+                .map(move |violation| format!("{client_id}: {violation}"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_claim_thing_client_id_is_held_to_the_quotas_except_one_a_test_took_over() {
+        let log = "\
+90: New client connected from 127.0.0.1:1 as old (p2, c1, k30, u'claim-thing').
+90: New client connected from 127.0.0.1:1 as old (p2, c1, k30, u'claim-thing').
+100: New client connected from 127.0.0.1:1 as kept (p2, c1, k30, u'claim-thing').
+100: New client connected from 127.0.0.1:2 as fast (p2, c1, k30, u'claim-thing').
+100: Client fast closed its connection.
+100: New client connected from 127.0.0.1:3 as fast (p2, c1, k30, u'claim-thing').
+101: New client connected from 127.0.0.1:4 as taken (p2, c1, k30, u'claim-thing').
+103: Client taken already connected, closing old connection.
+103: New client connected from 127.0.0.1:5 as taken (p2, c1, k30, u'claim-thing').
+104: New client connected from 127.0.0.1:6 as intruded (p2, c1, k30, u'claim-thing').
+106: Client intruded already connected, closing old connection.
+106: New client connected from 127.0.0.1:7 as intruded (p2, c1, k30, u'observer').
+107: New client connected from 127.0.0.1:8 as device-1 (p2, c1, k30, u'device-1').
+107: New client connected from 127.0.0.1:9 as device-1 (p2, c1, k30, u'device-1').
+";
+        let violations = claim_thing_quota_violations(log, 100);
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(
+            violations[0].starts_with("fast: 2 CONNECTs within one second"),
+            "{violations:?}"
+        );
+        assert!(
+            violations[1].starts_with("taken: two connections at once"),
+            "{violations:?}"
+        );
+        assert_eq!(
+            claim_thing_quota_violations(log, 91),
+            violations,
+            "lines before `since` are not read"
+        );
+        assert_eq!(
+            claim_thing_quota_violations(log, 0).len(),
+            4,
+            "and `old` connected twice in a second, two at once"
+        );
+    }
 
     #[test]
     fn a_broker_log_tells_connects_per_second_and_takeovers() {

@@ -112,8 +112,10 @@ async fn a_kept_connection_carries_batch_after_batch_and_one_the_broker_dropped_
 
     // Another client takes the client id over (as a second publisher would): the broker drops the
     // kept connection, and the next batch goes over a new one, at least a second after the last.
+    // The intruder connects as the observer, so the run's quota check (`broker-quotas`) knows this
+    // takeover was made on purpose.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let identity = stack.pki.client(pki::CLAIM_THING).unwrap();
+    let identity = stack.pki.client(pki::OBSERVER).unwrap();
     let ca = stack.pki.ca_pem().unwrap();
     let (intruder, mut events) = client(
         &claim_thing.client_id,
