@@ -2,8 +2,8 @@
 //! `claim-api` binary under the Lambda Runtime API emulator reaches a private DynamoDB Local and moto
 //! through proxies that record every AWS operation sent (`claim_tests::engines::CountingLink`),
 //! retries included. A warm claim that is accepted and published in the request (`202`,
-//! `endpoint_published`) makes at most four DynamoDB calls — label code lookup, rate limits, the
-//! device, the idempotency record, the claim's commit, the publisher lease and the publish's record
+//! `endpoint_published`, the `iam` transport) makes at most four DynamoDB calls — label code lookup,
+//! rate limits, the device, the idempotency record, the claim's commit and the publish's record
 //! included — and no Secrets Manager call, by ThingName and by label code, with and without an
 //! `Idempotency-Key`.
 //!

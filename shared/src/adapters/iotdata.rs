@@ -144,15 +144,17 @@ impl EndpointPublisher for HttpsPublisher {
         credentials: &ClaimThingCredentials,
         messages: &[(ConfigTopic, Vec<u8>)],
     ) -> Vec<Result<(), PublishError>> {
-        let mut results = Vec::with_capacity(messages.len());
-        for chunk in messages.chunks(HTTPS_PARALLEL) {
-            let mut pending = Vec::with_capacity(chunk.len());
-            for (topic, payload) in chunk {
-                pending.push(self.publish(credentials, topic, payload));
-            }
-            results.extend(futures::future::join_all(pending).await);
-        }
-        results
+        use futures::StreamExt as _;
+        // Always HTTPS_PARALLEL under way (a slow one does not hold up the next ones), results in
+        // the messages' order.
+        let publishes: Vec<_> = messages
+            .iter()
+            .map(|(topic, payload)| self.publish(credentials, topic, payload))
+            .collect();
+        futures::stream::iter(publishes)
+            .buffered(HTTPS_PARALLEL)
+            .collect()
+            .await
     }
 }
 
