@@ -11,6 +11,7 @@
 //!
 //! A stream batch never fails the invocation: a claim not delivered stays owed in the outbox and
 //! the schedule delivers it, so retrying the batch (and holding up the stream) would add nothing.
+//! (The event source mapping retries only batches throttled while the one instance was busy.)
 
 use std::{collections::HashMap, time::Duration};
 

@@ -865,7 +865,7 @@ fn lifecycle_events_read_the_tables_stream_with_partial_batches_and_a_dead_lette
 
 /// mqtt endpoint messages (docs/architecture.md, "Delivery"): claim-publisher runs one instance at
 /// a time (a vendor's client id never connects twice at once), and the table's stream hands it the
-/// claims written owing a publish, at once, from the stream's end, never retried (the schedule is
+/// claims written owing a publish, at once, from the stream's end, retried briefly (the schedule is
 /// the safety net), filtered on the attributes the store writes.
 #[test]
 fn one_publisher_instance_is_fed_the_owed_claims_by_the_tables_stream() {
@@ -878,7 +878,13 @@ fn one_publisher_instance_is_fed_the_owed_claims_by_the_tables_stream() {
     assert_eq!(render(&properties["Stream"]), "ClaimsTable.StreamArn");
     assert_eq!(properties["StartingPosition"].as_str(), Some("LATEST"));
     assert_eq!(properties["MaximumBatchingWindowInSeconds"].as_i64(), Some(0));
-    assert_eq!(properties["MaximumRetryAttempts"].as_i64(), Some(0));
+    let retries = properties["MaximumRetryAttempts"].as_i64().unwrap();
+    assert!((0..=10).contains(&retries), "bounded: {retries}");
+    let oldest = properties["MaximumRecordAgeInSeconds"].as_i64().unwrap();
+    assert!(
+        (60..=300).contains(&oldest),
+        "a record older is the schedule's: {oldest}"
+    );
     let batch = properties["BatchSize"].as_i64().unwrap();
     assert!((1..=1000).contains(&batch), "{batch}");
     let patterns: Vec<serde_json::Value> = list(&properties["FilterCriteria"]["Filters"])

@@ -92,3 +92,85 @@ pub fn lifecycle_event(change: &StreamChange) -> Result<Option<LifecycleEvent>, 
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+    use time::Duration;
+
+    use super::*;
+    use crate::{
+        adapters::dynamodb::items::claim_item,
+        domain::ids::{ClaimId, ThingName, UserId},
+    };
+
+    fn claim() -> Claim {
+        Claim::new(
+            ClaimId::new_random(),
+            ThingName::parse("stream-thing").unwrap_or_else(|err| panic!("{err}")),
+            UserId::parse("alice").unwrap_or_else(|err| panic!("{err}")),
+            "acme".into(),
+            "oem.example".into(),
+            OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap_or_else(|err| panic!("{err}")),
+            Duration::minutes(15),
+        )
+    }
+
+    /// A stream record as Lambda hands it over, with the store's own encoding of `image`.
+    fn record(event_name: &str, image: Option<&HashMap<String, AttributeValue>>, sequence: &str) -> Value {
+        let image = image.map_or(json!({}), |item| {
+            serde_json::to_value(serde_dynamo::Item::from(item.clone())).unwrap_or(Value::Null)
+        });
+        json!({
+            "eventID": "e1",
+            "eventName": event_name,
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "ApproximateCreationDateTime": 1_767_225_600.0,
+                "Keys": {},
+                "NewImage": image,
+                "SequenceNumber": sequence,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_AND_OLD_IMAGES"
+            }
+        })
+    }
+
+    #[test]
+    fn a_claim_written_owing_its_message_is_read_back_from_its_stream_record() {
+        let owed = claim();
+        assert!(owed.next_publish_at.is_some(), "a new claim owes its message");
+        let item = claim_item(&owed);
+        for event in ["INSERT", "MODIFY"] {
+            let (sequence, change) =
+                StreamChange::of_record(&record(event, Some(&item), "42")).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(sequence, "42");
+            let read = owed_claim(&change).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(read.as_ref(), Some(&owed), "{event}");
+        }
+    }
+
+    #[test]
+    fn a_claim_that_owes_nothing_a_removal_and_other_items_are_not_owed() {
+        let mut published = claim();
+        published.next_publish_at = None;
+        let owed = claim_item(&claim());
+        let mut device = owed.clone();
+        device.insert("entity".into(), AttributeValue::S("device".into()));
+        for (event, image) in [
+            ("MODIFY", Some(claim_item(&published))),
+            ("REMOVE", None),
+            ("INSERT", Some(device)),
+        ] {
+            let (_, change) =
+                StreamChange::of_record(&record(event, image.as_ref(), "7")).unwrap_or_else(|err| panic!("{err}"));
+            assert_eq!(
+                owed_claim(&change).unwrap_or_else(|err| panic!("{err}")),
+                None,
+                "{event}"
+            );
+        }
+        assert!(StreamChange::of_record(&json!({"eventName": "INSERT"})).is_err());
+    }
+}
