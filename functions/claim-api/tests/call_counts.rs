@@ -17,12 +17,15 @@ mod support;
 use claim_shared::domain::label_code::{LabelCode, LabelCodeKey};
 use claim_tests::{engines::CountingLink, local_sdk_config_at};
 use support::{
-    deployment::{Deployment, Served, USER},
+    deployment::{Deployment, Served, MQTT_VENDOR, USER},
     Call,
 };
 
 /// The most DynamoDB calls an accepted claim may make (issue 13; a plain handler makes two).
 const MAX_DYNAMODB_CALLS: usize = 4;
+
+/// An `mqtt` claim is not published by the API: the reads and the claim's commit only.
+const MAX_DYNAMODB_CALLS_MQTT: usize = 3;
 
 /// Warm claims of each kind.
 const CLAIMS_PER_KIND: usize = 3;
@@ -110,6 +113,31 @@ async fn an_accepted_claim_makes_at_most_four_dynamodb_calls_and_no_secrets_mana
             }
         }
     }
+    // An `mqtt` vendor's claims: answered `pending` at once, never published by the API (no IoT
+    // data plane call either), after the first the profile comes from the cache.
+    let first_mqtt = deployment.new_device_of(MQTT_VENDOR, None).await;
+    let warm_mqtt = served.send(&Served::claim(&first_mqtt)).await;
+    assert_eq!(warm_mqtt.status, 202, "{warm_mqtt:?}");
+    for _ in 0..CLAIMS_PER_KIND {
+        let thing = deployment.new_device_of(MQTT_VENDOR, None).await;
+        dynamodb.calls.take();
+        moto.calls.take();
+        let answer = served.send(&Served::claim(&thing)).await;
+        let (table_calls, moto_calls) = (dynamodb.calls.take(), moto.calls.take());
+        assert_eq!(answer.status, 202, "mqtt: {answer:?}");
+        assert_eq!(answer.body["state"], "pending", "mqtt: {answer:?}");
+        assert!(
+            table_calls.len() <= MAX_DYNAMODB_CALLS_MQTT,
+            "mqtt: {} DynamoDB calls for one claim: {table_calls:?}",
+            table_calls.len()
+        );
+        assert!(
+            moto_calls.is_empty(),
+            "mqtt: no secret read, no publish: {moto_calls:?}"
+        );
+        report.push(("mqtt (left to the publisher)", table_calls));
+    }
+
     // The device of the warm-up claim, claimed again by the same user: `200`, the same claim.
     let mine = served.send(&Call::claim(USER, &first)).await;
     assert_eq!(mine.status, 200, "{mine:?}");

@@ -26,6 +26,9 @@ use serde_json::{json, Value};
 use super::{Call, Shape};
 
 pub const VENDOR: &str = "frozen-vendor";
+/// A vendor whose profile says `mqtt`: the API leaves its claims to the publisher, so the profile
+/// is read but never used for a connection here.
+pub const MQTT_VENDOR: &str = "frozen-mqtt-vendor";
 pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
 pub const OEM_ENDPOINT: &str = "frozen-oem-ats.iot.us-east-1.amazonaws.com";
 pub const USER: &str = "5d0c4b1a-frozen-engines-user";
@@ -59,6 +62,14 @@ impl Deployment {
         )
         .await
         .unwrap();
+        put_claim_thing_secret(
+            &secrets,
+            &format!("{SECRET_PREFIX}{MQTT_VENDOR}"),
+            &json!({"transport": "mqtt", "certificate_pem": "-", "private_key_pem": "-",
+                    "client_id": "never-connected", "staging_endpoint": "staging.invalid"}),
+        )
+        .await
+        .unwrap();
         let table = LocalTable { client, name };
         let service = ClaimService::new(table.store(), SystemClock, ClaimSettings::default());
         Self {
@@ -76,10 +87,15 @@ impl Deployment {
 
     /// [`Self::new_device`] with a label code (its hash).
     pub async fn new_device_with_code(&self, code_hash: Option<CodeHash>) -> String {
+        self.new_device_of(VENDOR, code_hash).await
+    }
+
+    /// A new device of `vendor`, with a label code (its hash) or none.
+    pub async fn new_device_of(&self, vendor: &str, code_hash: Option<CodeHash>) -> String {
         let thing = format!("frozen-{}", uuid::Uuid::new_v4().simple());
         let device = NewDevice {
             thing_name: ThingName::parse(&thing).unwrap(),
-            vendor: VENDOR.into(),
+            vendor: vendor.into(),
             sku: Some("FROZEN-1".into()),
             code_hash,
             allow_thing_name: None,
