@@ -221,4 +221,18 @@ impl Served {
             .filter(|line| line["event"] == event)
             .collect()
     }
+
+    /// [`Self::events`] once there are at least `count` (or after 5 s, what there is): the
+    /// function's log reaches the test through a pipe and a reader thread, which a loaded machine
+    /// may run only after the answer has arrived.
+    pub async fn events_at_least(&self, event: &str, count: usize) -> Vec<Value> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let found = self.events(event);
+            if found.len() >= count || std::time::Instant::now() >= until {
+                return found;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
