@@ -113,7 +113,14 @@ impl TableStream {
             let Some(Some(iterator)) = self.iterators.get(&shard).cloned() else {
                 continue;
             };
-            match self.streams.get_records().shard_iterator(&iterator).limit(limit).send().await {
+            match self
+                .streams
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(limit)
+                .send()
+                .await
+            {
                 Ok(out) => {
                     let records: Vec<Value> = out
                         .records()
@@ -126,12 +133,16 @@ impl TableStream {
                     if !records.is_empty() {
                         batches.push(records);
                     }
-                    self.iterators.insert(shard, out.next_shard_iterator().map(str::to_owned));
+                    self.iterators
+                        .insert(shard, out.next_shard_iterator().map(str::to_owned));
                 }
                 Err(err) => {
                     // DynamoDB Local sometimes refuses an iterator it handed out
                     // (TrimmedDataAccessException, expired iterators): a new one, after what was read.
-                    println!("get_records on {shard}: {}; reading on with a new iterator", err.code().unwrap_or("error"));
+                    println!(
+                        "get_records on {shard}: {}; reading on with a new iterator",
+                        err.code().unwrap_or("error")
+                    );
                     self.iterators.remove(&shard);
                 }
             }

@@ -15,11 +15,9 @@ use claim_tests::{
         built_beside,
         report::{markdown, summarise, BASELINE},
         round::{self, Plan, RoundResult},
-        Setup, Side,
+        Setup,
     },
-    local_sdk_config_at,
     mqtt::Observer,
-    streams::TableStream,
 };
 use clap::Parser;
 
@@ -57,7 +55,10 @@ struct Cli {
 }
 
 fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn release_binary(name: &str) -> PathBuf {
@@ -73,28 +74,17 @@ fn release_binary(name: &str) -> PathBuf {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let claim_api = cli.claim_api.clone().unwrap_or_else(|| release_binary("claim-api"));
-    let claim_publisher = cli.claim_publisher.clone().unwrap_or_else(|| release_binary("claim-publisher"));
+    let claim_publisher = cli
+        .claim_publisher
+        .clone()
+        .unwrap_or_else(|| release_binary("claim-publisher"));
     let load_before = load();
     let setup = Setup::connect().await;
-    let (ours, python, publisher_side) = (setup.side().await, setup.side().await, setup.side().await);
-    let publisher_side = Side {
-        table: ours.table.clone(),
-        ..publisher_side
-    };
+    let (ours, python) = (setup.side().await, setup.side().await);
     let observer = Observer::start(&setup.pki, setup.local.staging_port)
         .await
         .unwrap_or_else(|err| panic!("observer: {err}"));
-    let stream = TableStream::open(
-        &local_sdk_config_at(&setup.dynamodb_url).await,
-        Some(setup.dynamodb_url.clone()),
-        &ours.table.name,
-    )
-    .await;
-    let publisher = claim_tests::lambda_bench::publisher::StreamFedPublisher::start(
-        &setup.function(&claim_publisher, &publisher_side),
-        stream,
-    )
-    .await;
+    let (publisher, publisher_side) = setup.stream_fed_publisher(&claim_publisher, &ours).await;
 
     let mut rounds: Vec<RoundResult> = Vec::new();
     for &k in &cli.instances {
@@ -148,13 +138,22 @@ async fn main() -> std::process::ExitCode {
          Engines: DynamoDB Local, moto, Mosquitto (mutual TLS) of the local stack; times from outside the process.",
         claim_api.display(),
         claim_publisher.display(),
-        cli.python
-            .as_ref()
-            .map_or("none".to_owned(), |p| format!("tools/bench-baseline/handler.py under awslambdaric ({})", p.display())),
+        cli.python.as_ref().map_or("none".to_owned(), |p| format!(
+            "tools/bench-baseline/handler.py under awslambdaric ({})",
+            p.display()
+        )),
     );
     let table = markdown(&summaries, OURS);
     println!("\n{header}\n{table}");
-    let stamp = format!("{:04}{:02}{:02}-{:02}{:02}{:02}", when.year(), u8::from(when.month()), when.day(), when.hour(), when.minute(), when.second());
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        when.year(),
+        u8::from(when.month()),
+        when.day(),
+        when.hour(),
+        when.minute(),
+        when.second()
+    );
     let json = serde_json::json!({
         "header": header, "cores": cores, "load_before": load_before, "load_after": load_after,
         "summaries": summaries, "rounds": rounds,
@@ -167,7 +166,13 @@ async fn main() -> std::process::ExitCode {
         Err(err) => eprintln!("cannot write to {}: {err}", cli.out.display()),
     }
     for side in [&ours, &python] {
-        let _ = side.table.client.delete_table().table_name(&side.table.name).send().await;
+        let _ = side
+            .table
+            .client
+            .delete_table()
+            .table_name(&side.table.name)
+            .send()
+            .await;
     }
     std::process::ExitCode::SUCCESS
 }

@@ -15,7 +15,7 @@ use crate::runtime_api::{Function, Report, RuntimeApi};
 /// How long a cold start may take on a loaded machine before the run fails.
 const INIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long one invocation may take (the functions' budgets are far below).
+/// How long one API invocation may take (the API's request budget is far below).
 const INVOCATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How to start one instance of a function: the program (a bootstrap, or an interpreter), its
@@ -30,9 +30,10 @@ pub struct Runtime {
 /// `POST /v1/claims {"code": <code>}` as API Gateway's REST API hands it to the function, the caller
 /// a Cognito user `user` (the authorizer's `claims.sub`), with a new request id.
 pub fn claim_event(user: &str, code: &str) -> Vec<u8> {
-    let mut event: Value =
-        serde_json::from_str(include_str!("../../../functions/claim-api/tests/fixtures/apigw_rest_cognito.json"))
-            .unwrap_or(Value::Null);
+    let mut event: Value = serde_json::from_str(include_str!(
+        "../../../functions/claim-api/tests/fixtures/apigw_rest_cognito.json"
+    ))
+    .unwrap_or(Value::Null);
     event["body"] = json!(json!({ "code": code }).to_string());
     event["requestContext"]["authorizer"]["claims"]["sub"] = json!(user);
     event["requestContext"]["authorizer"]["claims"]["cognito:username"] = json!(user);
@@ -87,15 +88,20 @@ impl Instance {
     /// One invocation with `payload`; its answer, or `{"invocation_failed": …}` (an error, or no
     /// answer in time: the instance is then of no further use).
     pub async fn invoke(&mut self, payload: Vec<u8>) -> Value {
+        self.invoke_within(payload, INVOCATION_TIMEOUT).await
+    }
+
+    /// [`Self::invoke`], waiting at most `within` (the function's timeout).
+    pub async fn invoke_within(&mut self, payload: Vec<u8>, within: Duration) -> Value {
         let request_id = self.api.invoke(payload);
-        let answer = self.api.answer_to(&request_id, INVOCATION_TIMEOUT + Duration::from_secs(5));
-        match tokio::time::timeout(INVOCATION_TIMEOUT, answer).await {
+        let answer = self.api.answer_to(&request_id, within + Duration::from_secs(5));
+        match tokio::time::timeout(within, answer).await {
             Ok(Report::Response { body, .. }) => body,
             Ok(other) => json!({ "invocation_failed": format!("{other:?}") }),
             Err(_) => {
                 let output = self.function.output();
                 let tail: String = output.lines().rev().take(5).collect::<Vec<_>>().join("\n");
-                eprintln!("no answer within {INVOCATION_TIMEOUT:?}; the function's last lines:\n{tail}");
+                eprintln!("no answer within {within:?}; the function's last lines:\n{tail}");
                 json!({ "invocation_failed": "timeout" })
             }
         }
@@ -146,7 +152,11 @@ pub async fn claim_all(instances: &mut [Instance], codes: &[String], user: &str)
             done
         }
     });
-    let mut all: Vec<Invocation> = futures::future::join_all(per_instance).await.into_iter().flatten().collect();
+    let mut all: Vec<Invocation> = futures::future::join_all(per_instance)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     all.sort_by_key(|invocation| invocation.answered);
     all
 }

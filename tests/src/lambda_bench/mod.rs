@@ -24,9 +24,10 @@ use futures::StreamExt;
 
 use crate::{
     engines::CountingLink, fixture::LocalTable, local_claim_thing_secret, local_secrets, pki::LocalPki,
-    put_claim_thing_secret, LocalStack,
+    put_claim_thing_secret, streams::TableStream, LocalStack,
 };
 use instance::Runtime;
+use publisher::StreamFedPublisher;
 
 /// Where the harness's vendors keep their claim-thing secrets (as the local stack's functions).
 pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
@@ -53,8 +54,8 @@ impl Setup {
         let local = LocalStack::from_env();
         let pki = LocalPki::ensure(&local.pki_dir)
             .unwrap_or_else(|err| panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"));
-        let dynamodb_url = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
-            .unwrap_or_else(|_| crate::DEFAULT_DYNAMODB_ENDPOINT.to_owned());
+        let dynamodb_url =
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| crate::DEFAULT_DYNAMODB_ENDPOINT.to_owned());
         Self {
             local,
             pki,
@@ -64,11 +65,28 @@ impl Setup {
 
     /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
     pub async fn side(&self) -> Side {
+        self.side_on(LocalTable::fresh().await).await
+    }
+
+    /// `table` and counting proxies of their own to the engines.
+    pub async fn side_on(&self, table: LocalTable) -> Side {
         Side {
-            table: LocalTable::fresh().await,
+            table,
             dynamodb: CountingLink::start(&self.dynamodb_url).await,
             moto: CountingLink::start(&self.local.moto_url).await,
         }
+    }
+
+    /// `claim-publisher` (`binary`) as one process fed by the change stream of `side`'s table, and
+    /// the proxies its calls go through (to count them).
+    pub async fn stream_fed_publisher(&self, binary: &Path, side: &Side) -> (StreamFedPublisher, Side) {
+        let own = self.side_on(side.table.clone()).await;
+        let aws = crate::local_sdk_config_at(&self.dynamodb_url).await;
+        let stream = TableStream::open(&aws, Some(self.dynamodb_url.clone()), &side.table.name).await;
+        (
+            StreamFedPublisher::start(&self.function(binary, &own), stream).await,
+            own,
+        )
     }
 
     /// A new module vendor whose claim-thing (a client id of its own) publishes to the staging
@@ -167,5 +185,10 @@ pub fn built_beside(name: &str) -> PathBuf {
         .take(2)
         .map(|dir| dir.join(name))
         .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{name} is not built beside {} (cargo build --bin {name})", exe.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not built beside {} (cargo build --bin {name})",
+                exe.display()
+            )
+        })
 }

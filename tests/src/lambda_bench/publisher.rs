@@ -8,7 +8,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -23,6 +23,9 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 
 /// Records per invocation (the event source mapping's `BatchSize`, template.yaml's default).
 const BATCH_SIZE: i32 = 100;
+
+/// The function's timeout (template.yaml: 60 s; a drain's budget is 45 s).
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the publisher process did so far.
 #[derive(Default, Debug)]
@@ -44,7 +47,8 @@ impl PublisherCounts {
 
 pub struct StreamFedPublisher {
     pub counts: Arc<PublisherCounts>,
-    pid: u32,
+    /// The process now (a new one after an invocation timed out, as Lambda replaces it).
+    pid: Arc<Mutex<u32>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -52,9 +56,9 @@ impl StreamFedPublisher {
     /// Starts the publisher (`runtime`) and feeds it the stream of `table`.
     pub async fn start(runtime: &Runtime, mut stream: TableStream) -> Self {
         let mut instance = Instance::start(runtime).await;
-        let pid = instance.function.pid();
+        let pid = Arc::new(Mutex::new(instance.function.pid()));
         let counts = Arc::new(PublisherCounts::default());
-        let counted = counts.clone();
+        let (counted, runtime, current_pid) = (counts.clone(), runtime.clone(), pid.clone());
         let task = tokio::spawn(async move {
             loop {
                 let batches = stream.next_batches(BATCH_SIZE).await;
@@ -63,11 +67,22 @@ impl StreamFedPublisher {
                     counted.records.fetch_add(records.len() as u64, Ordering::Relaxed);
                     while !records.is_empty() {
                         counted.invocations.fetch_add(1, Ordering::Relaxed);
-                        let answer = instance.invoke(json!({ "Records": records }).to_string().into_bytes()).await;
-                        if answer.get("invocation_failed").is_some() {
-                            counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                            continue;
+                        let event = json!({ "Records": records }).to_string().into_bytes();
+                        let answer = instance.invoke_within(event, FUNCTION_TIMEOUT).await;
+                        match answer.get("invocation_failed") {
+                            // Lambda ends the process at its timeout, and a new one gets the batch.
+                            Some(failure) if failure == "timeout" => {
+                                counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
+                                instance = Instance::start(&runtime).await;
+                                *lock(&current_pid) = instance.function.pid();
+                                continue;
+                            }
+                            Some(_) => {
+                                counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                continue;
+                            }
+                            None => {}
                         }
                         records = left_after(records, &answer);
                     }
@@ -80,13 +95,21 @@ impl StreamFedPublisher {
         Self { counts, pid, task }
     }
 
+    fn pid(&self) -> u32 {
+        *lock(&self.pid)
+    }
+
     pub fn cpu(&self) -> Duration {
-        super::proc_stat::cpu_time(self.pid).unwrap_or_default()
+        super::proc_stat::cpu_time(self.pid()).unwrap_or_default()
     }
 
     pub fn peak_rss(&self) -> u64 {
-        super::proc_stat::peak_rss(self.pid).unwrap_or_default()
+        super::proc_stat::peak_rss(self.pid()).unwrap_or_default()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drop for StreamFedPublisher {

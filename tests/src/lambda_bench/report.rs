@@ -66,7 +66,10 @@ fn mb(bytes: u64) -> f64 {
 pub fn summarise(rounds: &[RoundResult]) -> Vec<Summary> {
     let mut groups: BTreeMap<(usize, String), Vec<&RoundResult>> = BTreeMap::new();
     for round in rounds {
-        groups.entry((round.instances, round.implementation.clone())).or_default().push(round);
+        groups
+            .entry((round.instances, round.implementation.clone()))
+            .or_default()
+            .push(round);
     }
     groups
         .into_iter()
@@ -91,17 +94,31 @@ pub fn summarise(rounds: &[RoundResult]) -> Vec<Summary> {
                 peak_rss_mb: mb(rounds.iter().map(|r| r.peak_rss_bytes).max().unwrap_or_default()),
                 dynamodb_per_warm_claim: rounds.iter().map(|r| r.calls_per_warm_claim("DynamoDB")).sum::<f64>()
                     / rounds.len() as f64,
-                secrets_per_warm_claim: rounds.iter().map(|r| r.calls_per_warm_claim("secretsmanager")).sum::<f64>()
+                secrets_per_warm_claim: rounds
+                    .iter()
+                    .map(|r| r.calls_per_warm_claim("secretsmanager"))
+                    .sum::<f64>()
                     / rounds.len() as f64,
-                accepted: rounds.iter().map(|r| r.statuses.get(&202).copied().unwrap_or_default()).sum(),
+                accepted: rounds
+                    .iter()
+                    .map(|r| r.statuses.get(&202).copied().unwrap_or_default())
+                    .sum(),
                 answered_published: sum(|r| r.answered_published),
                 delivered,
                 duplicates: sum(|r| r.duplicates),
                 connects_per_claim: sum(|r| r.connects) as f64 / claims.max(1) as f64,
-                most_connects_per_second: rounds.iter().map(|r| r.most_connects_per_second).max().unwrap_or_default(),
+                most_connects_per_second: rounds
+                    .iter()
+                    .map(|r| r.most_connects_per_second)
+                    .max()
+                    .unwrap_or_default(),
                 quota_violations: sum(|r| r.quota_violations.len()),
                 messages_per_second: rounds.iter().map(|r| r.messages_per_second).sum::<f64>() / rounds.len() as f64,
-                most_messages_in_a_second: rounds.iter().map(|r| r.most_messages_in_a_second).max().unwrap_or_default(),
+                most_messages_in_a_second: rounds
+                    .iter()
+                    .map(|r| r.most_messages_in_a_second)
+                    .max()
+                    .unwrap_or_default(),
                 accept_to_message_p50: quantile(all(|r| &r.accept_to_message_ms), 0.5),
                 accept_to_message_p99: quantile(all(|r| &r.accept_to_message_ms), 0.99),
                 last_message_after_last_answer: rounds
@@ -126,22 +143,62 @@ const ROWS: &[Row] = &[
     ("warm p99 (ms)", |s| Some(s.warm_p99), true),
     ("CPU per warm claim (ms)", |s| Some(s.cpu_per_warm_claim), true),
     ("peak RSS (MB)", |s| Some(s.peak_rss_mb), true),
-    ("DynamoDB calls per warm claim", |s| Some(s.dynamodb_per_warm_claim), true),
-    ("Secrets Manager calls per warm claim", |s| Some(s.secrets_per_warm_claim), false),
-    ("accepted (202) / claims", |s| Some(s.accepted as f64 / s.claims.max(1) as f64), false),
-    ("answered endpoint_published", |s| Some(s.answered_published as f64), false),
+    (
+        "DynamoDB calls per warm claim",
+        |s| Some(s.dynamodb_per_warm_claim),
+        true,
+    ),
+    (
+        "Secrets Manager calls per warm claim",
+        |s| Some(s.secrets_per_warm_claim),
+        false,
+    ),
+    (
+        "accepted (202) / claims",
+        |s| Some(s.accepted as f64 / s.claims.max(1) as f64),
+        false,
+    ),
+    (
+        "answered endpoint_published",
+        |s| Some(s.answered_published as f64),
+        false,
+    ),
     ("endpoint messages delivered", |s| Some(s.delivered as f64), false),
     ("duplicate messages", |s| Some(s.duplicates as f64), false),
     ("MQTT CONNECTs per claim", |s| Some(s.connects_per_claim), true),
-    ("most CONNECTs in a second (client id)", |s| Some(s.most_connects_per_second as f64), false),
-    ("connection quota violations", |s| Some(s.quota_violations as f64), false),
+    (
+        "most CONNECTs in a second (client id)",
+        |s| Some(s.most_connects_per_second as f64),
+        false,
+    ),
+    (
+        "connection quota violations",
+        |s| Some(s.quota_violations as f64),
+        false,
+    ),
     ("endpoint messages/s (sustained)", |s| Some(s.messages_per_second), true),
-    ("most endpoint messages in a second", |s| Some(s.most_messages_in_a_second as f64), true),
+    (
+        "most endpoint messages in a second",
+        |s| Some(s.most_messages_in_a_second as f64),
+        true,
+    ),
     ("accept → message p50 (ms)", |s| Some(s.accept_to_message_p50), true),
     ("accept → message p99 (ms)", |s| Some(s.accept_to_message_p99), true),
-    ("last message after last answer (ms)", |s| Some(s.last_message_after_last_answer), false),
-    ("claim-publisher CPU per claim (ms)", |s| s.publisher_cpu_per_claim, false),
-    ("claim-publisher DynamoDB calls per claim", |s| s.publisher_dynamodb_per_claim, false),
+    (
+        "last message after last answer (ms)",
+        |s| Some(s.last_message_after_last_answer),
+        false,
+    ),
+    (
+        "claim-publisher CPU per claim (ms)",
+        |s| s.publisher_cpu_per_claim,
+        false,
+    ),
+    (
+        "claim-publisher DynamoDB calls per claim",
+        |s| s.publisher_dynamodb_per_claim,
+        false,
+    ),
     ("claim-publisher peak RSS (MB)", |s| s.publisher_peak_rss_mb, false),
 ];
 

@@ -39,6 +39,8 @@ pub struct PublisherUse {
     pub peak_rss_bytes: u64,
     pub dynamodb_calls: usize,
     pub secrets_calls: usize,
+    /// Invocations that failed or timed out so far in the run (a timed-out process is replaced).
+    pub failed_invocations_so_far: u64,
 }
 
 /// What one round measured (times in milliseconds).
@@ -120,19 +122,13 @@ pub async fn run(
         let (invocations, records) = p.counts.snapshot();
         (p.cpu(), invocations, records)
     });
-    let mut instances: Vec<Instance> =
-        futures::future::join_all((0..k).map(|_| Instance::start(&plan.runtime))).await;
+    let mut instances: Vec<Instance> = futures::future::join_all((0..k).map(|_| Instance::start(&plan.runtime))).await;
     let (cold_codes, warm_codes) = plan.codes.split_at(k);
-    let first: Vec<Invocation> = futures::future::join_all(
-        instances
-            .iter_mut()
-            .zip(cold_codes)
-            .enumerate()
-            .map(|(i, (instance, code))| async move {
-                instance.claim(&format!("{}-cold-{i}", plan.vendor), code).await
-            }),
-    )
-    .await;
+    let first: Vec<Invocation> =
+        futures::future::join_all(instances.iter_mut().zip(cold_codes).enumerate().map(
+            |(i, (instance, code))| async move { instance.claim(&format!("{}-cold-{i}", plan.vendor), code).await },
+        ))
+        .await;
     plan.side.dynamodb.calls.take();
     plan.side.moto.calls.take();
     let cpu_before: Duration = instances.iter().map(Instance::cpu).sum();
@@ -166,7 +162,13 @@ pub async fn run(
     if let (Some((publisher, side)), Some((cpu, invocations, records))) = (publisher, publisher_start) {
         let (now_invocations, now_records) = publisher.counts.snapshot();
         let calls = side.dynamodb.calls.take().len();
-        let secrets = side.moto.calls.take().iter().filter(|c| c.starts_with("secretsmanager.")).count();
+        let secrets = side
+            .moto
+            .calls
+            .take()
+            .iter()
+            .filter(|c| c.starts_with("secretsmanager."))
+            .count();
         result.publisher = Some(PublisherUse {
             invocations: now_invocations - invocations,
             records: now_records - records,
@@ -174,6 +176,10 @@ pub async fn run(
             peak_rss_bytes: publisher.peak_rss(),
             dynamodb_calls: calls,
             secrets_calls: secrets,
+            failed_invocations_so_far: publisher
+                .counts
+                .failed_invocations
+                .load(std::sync::atomic::Ordering::Relaxed),
         });
     }
     result.invocations = invocations;
@@ -189,10 +195,17 @@ async fn deliveries(result: &mut RoundResult, invocations: &[Invocation], observ
         .map(|i| (format!("{}/expresslink_config", i.code), i.answered))
         .collect();
     let prefix = format!("{}-", plan.vendor);
-    let last_answer = invocations.iter().map(|i| i.answered).max().unwrap_or_else(Instant::now);
+    let last_answer = invocations
+        .iter()
+        .map(|i| i.answered)
+        .max()
+        .unwrap_or_else(Instant::now);
     let arrivals = loop {
         let arrivals = observer.arrivals(&prefix);
-        let seen = accepted.keys().filter(|topic| arrivals.iter().any(|(t, _)| t == *topic)).count();
+        let seen = accepted
+            .keys()
+            .filter(|topic| arrivals.iter().any(|(t, _)| t == *topic))
+            .count();
         if seen == accepted.len() || last_answer.elapsed() > plan.deliver_within {
             // A duplicate may still be on its way: a moment more.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -218,7 +231,11 @@ async fn deliveries(result: &mut RoundResult, invocations: &[Invocation], observ
         .collect();
     if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
         let span = last.1.duration_since(first.1).as_secs_f64();
-        result.messages_per_second = if span > 0.0 { (arrivals.len() - 1) as f64 / span } else { 0.0 };
+        result.messages_per_second = if span > 0.0 {
+            (arrivals.len() - 1) as f64 / span
+        } else {
+            0.0
+        };
         let mut per_second: HashMap<u64, usize> = HashMap::new();
         for (_, at) in &arrivals {
             *per_second.entry(at.duration_since(first.1).as_secs()).or_default() += 1;
