@@ -19,6 +19,11 @@
 #                           default) in target/lambda/, with their sizes
 #   scripts/dev.sh bench [--claims N] [--concurrency C]
 #                           load benchmark of the claim path on the local stack (leaves it running)
+#   scripts/dev.sh bench --lambda [--instances K[,K...]] [--claims N] [--rounds R]
+#                           the claim path as AWS Lambda runs it: release claim-api and claim-publisher
+#                           bootstraps under a Runtime API emulator, K instances, against the Python
+#                           baseline (tools/bench-baseline/) in interleaved rounds; prints a table with the
+#                           ratios and writes it to .local/artefacts/bench/ (docs/benchmark.md)
 #   scripts/dev.sh fuzz-api Schemathesis against the running stack from infra/openapi.yaml, as a user over
 #                           the user routes and as an operator over the admin routes: all checks, a fixed
 #                           seed, FUZZ_API_EXAMPLES (200) examples per operation, about 1.5 minutes; prints a
@@ -768,9 +773,40 @@ cmd_build_lambdas() {
 }
 
 cmd_bench() {
+  if [ "${1:-}" = --lambda ]; then shift; cmd_bench_lambda "$@"; return; fi
   stack_up
   cd "$ROOT"
   "$(cargo_target_dir)/debug/claim-bench" "$@"
+}
+
+# The Python baseline's packages (paho-mqtt, awslambdaric) in the stack's venv; pip again only when
+# tools/bench-baseline/requirements.txt changed or the venv was rebuilt.
+ensure_baseline_packages() {
+  local requirements="$ROOT/tools/bench-baseline/requirements.txt" stamp="$VENV/.bench-baseline.sha256" want
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return
+  say "installing the Python baseline's packages into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$stamp"
+}
+
+# claim-api and claim-publisher for this machine, with the release profile the shipped ones use (fat
+# LTO: minutes from a cold cache), each alone as `sam build` builds them (no features).
+build_release_functions() (
+  cd "$ROOT"
+  cargo build -q --release -p claim-api --bin claim-api
+  cargo build -q --release -p claim-publisher --bin claim-publisher
+)
+
+cmd_bench_lambda() {
+  stack_up
+  timed tools ensure_baseline_packages
+  say "release build of claim-api and claim-publisher"
+  timed "release build" build_release_functions
+  cd "$ROOT"
+  "$(cargo_target_dir)/debug/claim-bench-lambda" --claim-api "$(cargo_target_dir)/release/claim-api" \
+    --claim-publisher "$(cargo_target_dir)/release/claim-publisher" --python "$VENV/bin/python" \
+    --out "$STATE/artefacts/bench" "$@"
 }
 
 case "${1:-}" in

@@ -325,6 +325,11 @@ async fn proxy(upstream: &str, delay: Duration, calls: Option<Calls>) -> (String
                 let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                     return;
                 };
+                // Pass each chunk on at once: with Nagle's algorithm, a request the client sends in
+                // two writes (headers, then body: Python's http.client) would wait ~40 ms for the
+                // engine's delayed ACK here, a stall the client itself avoids with TCP_NODELAY.
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
                 let (mut client_read, mut client_write) = client.into_split();
                 let (mut server_read, mut server_write) = server.into_split();
                 let requests = async {

@@ -7,6 +7,7 @@ pub mod engines;
 pub mod fixture;
 pub mod forwarding;
 pub mod iotdata;
+pub mod lambda_bench;
 pub mod lifecycle;
 pub mod local_iot;
 pub mod logs_insights;
@@ -14,6 +15,7 @@ pub mod mqtt;
 pub mod pki;
 pub mod runtime_api;
 pub mod schema;
+pub mod streams;
 
 use std::sync::{
     atomic::{AtomicI64, Ordering},

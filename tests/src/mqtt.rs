@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -14,9 +14,13 @@ use crate::pki::{Identity, LocalPki, OBSERVER};
 
 pub type Messages = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
+/// When each message arrived (topic, time), in the order they came.
+pub type Arrivals = Arc<Mutex<Vec<(String, Instant)>>>;
+
 /// Subscribed to `#` on a listener with the observer identity; records every message it sees.
 pub struct Observer {
     pub messages: Messages,
+    pub arrivals: Arrivals,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,8 +32,9 @@ impl Observer {
         let client_id = format!("observer-{}", uuid::Uuid::new_v4().simple());
         let (client, mut events) = client(&client_id, "localhost", port, &ca, &identity)?;
         let messages: Messages = Arc::default();
+        let arrivals: Arrivals = Arc::default();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let recorded = Arc::clone(&messages);
+        let (recorded, timed) = (Arc::clone(&messages), Arc::clone(&arrivals));
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             loop {
@@ -43,6 +48,9 @@ impl Observer {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if let Ok(mut all) = timed.lock() {
+                            all.push((p.topic.clone(), Instant::now()));
+                        }
                         if let Ok(mut all) = recorded.lock() {
                             all.push((p.topic.clone(), p.payload.to_vec()));
                         }
@@ -56,7 +64,19 @@ impl Observer {
             .await
             .map_err(|_| "observer did not subscribe within 10 s".to_owned())?
             .map_err(|_| "observer stopped".to_owned())?;
-        Ok(Self { messages, task })
+        Ok(Self {
+            messages,
+            arrivals,
+            task,
+        })
+    }
+
+    /// When each message on a topic that starts with `prefix` arrived.
+    pub fn arrivals(&self, prefix: &str) -> Vec<(String, Instant)> {
+        self.arrivals
+            .lock()
+            .map(|all| all.iter().filter(|(t, _)| t.starts_with(prefix)).cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Messages seen on topics that start with `prefix`.

@@ -3,8 +3,8 @@
 //! invocations (raw payload bytes, e.g. an API Gateway proxy event) and read what it answered, from
 //! outside, as Lambda would.
 //!
-//! HTTP/1.1 only as far as the runtime client speaks it: request line, headers, `Content-Length`
-//! bodies, keep-alive. `GET …/invocation/next` is answered with the next queued invocation, or held
+//! HTTP/1.1 only as far as the runtime clients speak it: request line, headers, `Content-Length`
+//! and chunked bodies, keep-alive. `GET …/invocation/next` is answered with the next queued invocation, or held
 //! until one is queued ([`RuntimeApi::invoke`]); the emulator reports [`Report::Idle`] each time the
 //! runtime waits with nothing queued.
 
@@ -82,6 +82,9 @@ impl RuntimeApi {
         let (sender, reports) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                // Without it, an answer written in two segments waits for the client's delayed ACK
+                // (~40 ms) under Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(serve(stream, queue.clone(), sender.clone()));
             }
         });
@@ -221,6 +224,8 @@ fn invocation_headers(request_id: &str, after: Duration) -> Vec<(&'static str, S
             "lambda-runtime-trace-id",
             "Root=1-00000000-000000000000000000000000".to_owned(),
         ),
+        // As Lambda sends it; AWS's Python Runtime Interface Client crashes without it.
+        ("content-type", "application/json".to_owned()),
     ]
 }
 
@@ -233,23 +238,54 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut words = line.split_whitespace();
     let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
     let mut length = 0;
+    let mut chunked = false;
     loop {
         let mut header = String::new();
         stream.read_line(&mut header).await.ok()?;
         let Some((name, value)) = header.trim_end().split_once(':') else {
             break;
         };
-        assert!(
-            !name.eq_ignore_ascii_case("transfer-encoding"),
-            "the emulator reads Content-Length bodies only"
-        );
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.trim().eq_ignore_ascii_case("chunked");
+        }
         if name.eq_ignore_ascii_case("content-length") {
             length = value.trim().parse().ok()?;
         }
     }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).await.ok()?;
+    let body = if chunked {
+        read_chunked(stream).await?
+    } else {
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.ok()?;
+        body
+    };
     Some(Request { method, path, body })
+}
+
+/// A `Transfer-Encoding: chunked` body (as some runtime clients send a response, e.g. AWS's Python
+/// Runtime Interface Client): chunks of a hexadecimal size line and that many bytes, up to the empty
+/// one; trailers are skipped.
+async fn read_chunked(stream: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        stream.read_line(&mut size_line).await.ok()?;
+        let size_text = size_line.trim().split(';').next()?;
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        if size == 0 {
+            loop {
+                let mut trailer = String::new();
+                if stream.read_line(&mut trailer).await.ok()? == 0 || trailer.trim().is_empty() {
+                    return Some(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        stream.read_exact(&mut body[start..]).await.ok()?;
+        let mut end = [0; 2];
+        stream.read_exact(&mut end).await.ok()?;
+    }
 }
 
 async fn write_response(
@@ -263,8 +299,9 @@ async fn write_response(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
+    let mut whole = head.into_bytes();
+    whole.extend_from_slice(body);
+    stream.write_all(&whole).await?;
     stream.flush().await
 }
 
@@ -281,11 +318,18 @@ impl Function {
     /// on top of what Lambda sets (the function's own settings). Nothing else of the test's
     /// environment reaches it.
     pub fn start(binary: &str, api: SocketAddr, vars: &[(&str, &str)]) -> Self {
-        let name = Path::new(binary)
+        Self::start_command(binary, &[], api, vars)
+    }
+
+    /// [`Self::start`] for a runtime that is a program with arguments (e.g. `python -m awslambdaric
+    /// handler.handler`); the function's name is the program's file name.
+    pub fn start_command(program: &str, args: &[&str], api: SocketAddr, vars: &[(&str, &str)]) -> Self {
+        let name = Path::new(program)
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_else(|| "function".to_owned());
-        let mut child = Command::new(binary)
+        let mut child = Command::new(program)
+            .args(args)
             .env_clear()
             .envs([
                 ("AWS_LAMBDA_RUNTIME_API", api.to_string().as_str()),
@@ -303,7 +347,7 @@ impl Function {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|err| panic!("start {binary}: {err}"));
+            .unwrap_or_else(|err| panic!("start {program}: {err}"));
         let output = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![
             child.stdout.take().map(|pipe| collect(pipe, output.clone())),
@@ -314,6 +358,11 @@ impl Function {
             output,
             readers: readers.into_iter().flatten().collect(),
         }
+    }
+
+    /// The process id (its CPU time and memory are in `/proc/<pid>/`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -7,12 +7,9 @@
 //! Usage: local-streams --table <name> --invoke <function invocation URL> [--batch N] [--latest]
 //! (AWS settings from the environment: `source .local/endpoints.env`.)
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use aws_sdk_dynamodbstreams::{
-    types::{Record, ShardIteratorType},
-    Client,
-};
+use claim_tests::streams::{left_after, TableStream};
 use clap::Parser;
 use serde_json::{json, Value};
 
@@ -35,34 +32,6 @@ struct Options {
 
 const IDLE: Duration = Duration::from_millis(250);
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
-
-/// A record as Lambda hands it to the function.
-fn lambda_record(record: &Record, stream_arn: &str, region: &str) -> Value {
-    let change = record.dynamodb();
-    let image = |item: Option<&HashMap<String, aws_sdk_dynamodbstreams::types::AttributeValue>>| {
-        item.map(|item| serde_json::to_value(serde_dynamo::Item::from(item.clone())).unwrap_or(Value::Null))
-    };
-    let created = change
-        .and_then(|c| c.approximate_creation_date_time())
-        .map_or(0.0, |at| at.as_secs_f64());
-    json!({
-        "eventID": record.event_id(),
-        "eventName": record.event_name().map(|name| name.as_str()),
-        "eventVersion": record.event_version(),
-        "eventSource": "aws:dynamodb",
-        "awsRegion": region,
-        "eventSourceARN": stream_arn,
-        "dynamodb": {
-            "ApproximateCreationDateTime": created,
-            "Keys": image(change.and_then(|c| c.keys.as_ref())),
-            "NewImage": image(change.and_then(|c| c.new_image.as_ref())),
-            "OldImage": image(change.and_then(|c| c.old_image.as_ref())),
-            "SequenceNumber": change.and_then(|c| c.sequence_number()),
-            "SizeBytes": change.and_then(|c| c.size_bytes()),
-            "StreamViewType": change.and_then(|c| c.stream_view_type()).map(|v| v.as_str()),
-        },
-    })
-}
 
 /// Delivers `records` until the function takes them all.
 async fn deliver(http: &reqwest::Client, options: &Options, mut records: Vec<Value>) {
@@ -88,38 +57,17 @@ async fn deliver(http: &reqwest::Client, options: &Options, mut records: Vec<Val
             tokio::time::sleep(AFTER_FAILURE).await;
             continue;
         };
-        let failed = body["batchItemFailures"][0]["itemIdentifier"]
-            .as_str()
-            .map(str::to_owned);
-        let Some(failed) = failed else {
-            println!("delivered {} records", records.len());
+        let sent = records.len();
+        records = left_after(records, &body);
+        if records.is_empty() {
+            println!("delivered {sent} records");
             return;
-        };
-        let from = records
-            .iter()
-            .position(|record| record["dynamodb"]["SequenceNumber"] == failed.as_str())
-            .unwrap_or(0);
-        println!("the function asked for the batch again from record {from}");
-        records.drain(..from);
-        tokio::time::sleep(AFTER_FAILURE).await;
-    }
-}
-
-async fn stream_arn(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
-    loop {
-        match dynamodb.describe_table().table_name(table).send().await {
-            Ok(out) => {
-                if let Some(arn) = out.table().and_then(|t| t.latest_stream_arn()) {
-                    return arn.to_owned();
-                }
-                println!("table {table} has no stream; waiting");
-            }
-            Err(err) => println!(
-                "waiting for table {table}: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(&err)
-            ),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        println!(
+            "the function asked for the batch again from record {}",
+            sent - records.len()
+        );
+        tokio::time::sleep(AFTER_FAILURE).await;
     }
 }
 
@@ -127,84 +75,17 @@ async fn stream_arn(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String 
 async fn main() {
     let options = Options::parse();
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let region = aws.region().map(ToString::to_string).unwrap_or_default();
-    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    // DynamoDB Streams has no endpoint variable of its own: it is served by DynamoDB Local.
-    let mut streams_config = aws_sdk_dynamodbstreams::config::Builder::from(&aws);
-    streams_config.set_endpoint_url(std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok());
-    let streams_config = streams_config.build();
-    let streams = Client::from_conf(streams_config);
+    let mut stream = TableStream::open(&aws, std::env::var("AWS_ENDPOINT_URL_DYNAMODB").ok(), &options.table).await;
+    if options.latest {
+        stream = stream.from_its_end();
+    }
     let http = reqwest::Client::new();
-    let arn = stream_arn(&dynamodb, &options.table).await;
-    println!("watching {arn}");
-    // Shard id → its next iterator (None once the shard is closed and read to its end).
-    let mut iterators: HashMap<String, Option<String>> = HashMap::new();
-    let mut first_round = true;
+    println!("watching {}", stream.arn());
     loop {
-        match streams.describe_stream().stream_arn(&arn).send().await {
-            Ok(out) => {
-                for shard in out.stream_description().map(|d| d.shards()).unwrap_or_default() {
-                    let Some(id) = shard.shard_id() else { continue };
-                    if iterators.contains_key(id) {
-                        continue;
-                    }
-                    let iterator = streams
-                        .get_shard_iterator()
-                        .stream_arn(&arn)
-                        .shard_id(id)
-                        // Only shards open at start begin at their end; a shard that opens later
-                        // is read whole, as the mapping does.
-                        .shard_iterator_type(if options.latest && first_round {
-                            ShardIteratorType::Latest
-                        } else {
-                            ShardIteratorType::TrimHorizon
-                        })
-                        .send()
-                        .await
-                        .ok()
-                        .and_then(|out| out.shard_iterator().map(str::to_owned));
-                    if iterator.is_some() {
-                        iterators.insert(id.to_owned(), iterator);
-                    }
-                }
-            }
-            Err(err) => println!(
-                "describe_stream: {}",
-                aws_sdk_dynamodbstreams::error::DisplayErrorContext(&err)
-            ),
-        }
-        first_round = false;
-        let mut busy = false;
-        let mut shards: Vec<String> = iterators.keys().cloned().collect();
-        shards.sort();
-        for shard in shards {
-            let Some(Some(iterator)) = iterators.get(&shard).cloned() else {
-                continue;
-            };
-            match streams
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(options.batch)
-                .send()
-                .await
-            {
-                Ok(out) => {
-                    let records: Vec<Value> = out
-                        .records()
-                        .iter()
-                        .map(|record| lambda_record(record, &arn, &region))
-                        .collect();
-                    if !records.is_empty() {
-                        busy = true;
-                        deliver(&http, &options, records).await;
-                    }
-                    iterators.insert(shard, out.next_shard_iterator().map(str::to_owned));
-                }
-                Err(err) => println!(
-                    "get_records: {}",
-                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(&err)
-                ),
-            }
+        let batches = stream.next_batches(options.batch).await;
+        let busy = !batches.is_empty();
+        for records in batches {
+            deliver(&http, &options, records).await;
         }
         if !busy {
             tokio::time::sleep(IDLE).await;

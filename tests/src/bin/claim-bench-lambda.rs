@@ -1,0 +1,193 @@
+//! The claim path as AWS Lambda runs it, against the plain Python handler it must beat
+//! (`scripts/dev.sh bench --lambda`; docs/benchmark.md says what is measured and how to read it).
+//!
+//! Release bootstraps of `claim-api` under Runtime API emulators of their own, K at a time, fed API
+//! Gateway REST events with a Cognito authorizer context; `claim-publisher` as one process fed by the
+//! table's change stream; the Python baseline (`tools/bench-baseline/`) under the same emulator, in
+//! interleaved rounds; all on the local stack's DynamoDB Local, moto and Mosquitto. Prints a table
+//! per K with the ratios to the baseline and the machine's load, and writes it (markdown and JSON,
+//! every round's figures) to `--out`.
+
+use std::{path::PathBuf, time::Duration};
+
+use claim_tests::{
+    lambda_bench::{
+        built_beside,
+        report::{markdown, summarise, BASELINE},
+        round::{self, Plan, RoundResult},
+        Setup,
+    },
+    mqtt::Observer,
+};
+use clap::Parser;
+
+const OURS: &str = "claim-api";
+
+/// Lambda-mode benchmark of the claim path: release claim-api bootstraps under a Runtime API
+/// emulator, K instances, against the Python baseline in the same run.
+#[derive(Parser, Debug)]
+#[command(name = "claim-bench-lambda", version, long_about = None)]
+struct Cli {
+    /// Instances per implementation in a round; several (1,8,16) run one after another.
+    #[arg(long, value_name = "K", value_delimiter = ',', default_value = "1", value_parser = clap::value_parser!(u32).range(1..=64))]
+    instances: Vec<u32>,
+    /// Claims per implementation and round (fresh devices of a vendor of the round's own).
+    #[arg(long, value_name = "N", default_value_t = 300, value_parser = clap::value_parser!(u32).range(2..=5000))]
+    claims: u32,
+    /// Rounds per K, the implementations taking turns first.
+    #[arg(long, value_name = "R", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// claim-api's bootstrap (default: beside this binary's target directory, release).
+    #[arg(long, value_name = "PATH")]
+    claim_api: Option<PathBuf>,
+    /// claim-publisher's bootstrap (default: as --claim-api).
+    #[arg(long, value_name = "PATH")]
+    claim_publisher: Option<PathBuf>,
+    /// The Python with boto3, paho-mqtt and awslambdaric (the stack's venv); none: no baseline.
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Seconds after the last answer that endpoint messages may still come.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    deliver_within: u64,
+    /// Where the table goes (markdown and JSON).
+    #[arg(long, value_name = "DIR", default_value = ".local/artefacts/bench")]
+    out: PathBuf,
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn release_binary(name: &str) -> PathBuf {
+    let beside = built_beside(name);
+    beside
+        .parent()
+        .and_then(|dir| dir.parent())
+        .map(|target| target.join("release").join(name))
+        .unwrap_or(beside)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let claim_api = cli.claim_api.clone().unwrap_or_else(|| release_binary("claim-api"));
+    let claim_publisher = cli
+        .claim_publisher
+        .clone()
+        .unwrap_or_else(|| release_binary("claim-publisher"));
+    let load_before = load();
+    let setup = Setup::connect().await;
+    let (ours, python) = (setup.side().await, setup.side().await);
+    let observer = Observer::start(&setup.pki, setup.local.staging_port)
+        .await
+        .unwrap_or_else(|err| panic!("observer: {err}"));
+    let (publisher, publisher_side) = setup.stream_fed_publisher(&claim_publisher, &ours).await;
+
+    let mut rounds: Vec<RoundResult> = Vec::new();
+    for &k in &cli.instances {
+        for turn in 0..cli.rounds {
+            let mut order = vec![OURS];
+            if cli.python.is_some() {
+                order.insert(usize::from(turn % 2 == 1), BASELINE);
+            }
+            for implementation in order {
+                let side = if implementation == OURS { &ours } else { &python };
+                let (vendor, client_id) = setup.new_vendor(&format!("bench-{implementation}")).await;
+                let codes = setup.import(&side.table, &vendor, cli.claims as usize).await;
+                let runtime = match (implementation, &cli.python) {
+                    (BASELINE, Some(python_bin)) => setup.python_baseline(python_bin, side, &vendor),
+                    _ => setup.function(&claim_api, side),
+                };
+                let plan = Plan {
+                    implementation,
+                    runtime,
+                    side,
+                    vendor: &vendor,
+                    client_id: &client_id,
+                    instances: k as usize,
+                    codes,
+                    deliver_within: Duration::from_secs(cli.deliver_within),
+                };
+                let with_publisher = (implementation == OURS).then_some((&publisher, &publisher_side));
+                let result = round::run(plan, &observer, || setup.broker_log(), with_publisher).await;
+                println!(
+                    "K={k} round {}: {implementation}: {} of {} accepted, {} delivered, warm mean {:.1} ms; load {}",
+                    turn + 1,
+                    result.statuses.get(&202).copied().unwrap_or_default(),
+                    result.claims,
+                    result.delivered,
+                    result.warm_ms.iter().copied().sum::<f64>() / result.warm_ms.len().max(1) as f64,
+                    load()
+                );
+                rounds.push(result);
+            }
+        }
+    }
+    drop(publisher);
+
+    let summaries = summarise(&rounds);
+    let load_after = load();
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let when = time::OffsetDateTime::now_utc();
+    let header = format!(
+        "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
+         {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
+         Engines: DynamoDB Local, moto, Mosquitto (mutual TLS) of the local stack; times from outside the process.",
+        claim_api.display(),
+        claim_publisher.display(),
+        cli.python.as_ref().map_or("none".to_owned(), |p| format!(
+            "tools/bench-baseline/handler.py under awslambdaric ({})",
+            p.display()
+        )),
+    );
+    let table = markdown(&summaries, OURS);
+    println!("\n{header}\n{table}");
+    let stamp = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        when.year(),
+        u8::from(when.month()),
+        when.day(),
+        when.hour(),
+        when.minute(),
+        when.second()
+    );
+    let json = serde_json::json!({
+        "header": header, "cores": cores, "load_before": load_before, "load_after": load_after,
+        "summaries": summaries, "rounds": rounds,
+    });
+    let written = std::fs::create_dir_all(&cli.out)
+        .and_then(|()| std::fs::write(cli.out.join(format!("lambda-{stamp}.md")), format!("{header}\n{table}")))
+        .and_then(|()| std::fs::write(cli.out.join(format!("lambda-{stamp}.json")), json.to_string()));
+    match written {
+        Ok(()) => println!("written to {}/lambda-{stamp}.{{md,json}}", cli.out.display()),
+        Err(err) => eprintln!("cannot write to {}: {err}", cli.out.display()),
+    }
+    for side in [&ours, &python] {
+        let _ = side
+            .table
+            .client
+            .delete_table()
+            .table_name(&side.table.name)
+            .send()
+            .await;
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["claim-bench-lambda", "--instances", "1,8,16"]).unwrap();
+        assert_eq!(cli.instances, [1, 8, 16]);
+        assert!(Cli::try_parse_from(["claim-bench-lambda", "--instances", "0"]).is_err());
+    }
+}

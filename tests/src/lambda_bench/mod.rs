@@ -1,0 +1,194 @@
+//! The claim path as Lambda runs it, measured from outside (`scripts/dev.sh bench --lambda`, the
+//! `claim-bench-lambda` binary, and the 400-claim burst test): built function processes under
+//! Runtime API emulators of their own (one process = one execution environment, K side by side),
+//! fed API Gateway REST proxy events with a Cognito authorizer context, on the local stack's
+//! engines — DynamoDB Local, moto's Secrets Manager, Mosquitto with mutual TLS as the staging
+//! endpoint — reached through proxies that count every AWS call; `claim-publisher` as one process fed
+//! by the table's change stream; an MQTT observer that times every endpoint message; the broker's
+//! log for AWS IoT's connection quotas. The same harness runs the Python baseline
+//! (`tools/bench-baseline/`).
+
+pub mod instance;
+pub mod proc_stat;
+pub mod publisher;
+pub mod report;
+pub mod round;
+
+use std::path::{Path, PathBuf};
+
+use claim_shared::{
+    domain::{history::Actor, ids::ThingName, registry::NewDevice},
+    service::{ClaimService, ClaimSettings, SystemClock},
+};
+use futures::StreamExt;
+
+use crate::{
+    engines::CountingLink, fixture::LocalTable, local_claim_thing_secret, local_secrets, pki::LocalPki,
+    put_claim_thing_secret, streams::TableStream, LocalStack,
+};
+use instance::Runtime;
+use publisher::StreamFedPublisher;
+
+/// Where the harness's vendors keep their claim-thing secrets (as the local stack's functions).
+pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
+
+/// Devices imported at once while setting up (not measured).
+const IMPORTS_AT_ONCE: usize = 16;
+
+/// The local stack's engines and broker, as `.local/endpoints.env` describes them.
+pub struct Setup {
+    pub local: LocalStack,
+    pub pki: LocalPki,
+    pub dynamodb_url: String,
+}
+
+/// One implementation's way to the engines: its table, and proxies that count its calls.
+pub struct Side {
+    pub table: LocalTable,
+    pub dynamodb: CountingLink,
+    pub moto: CountingLink,
+}
+
+impl Setup {
+    pub async fn connect() -> Self {
+        let local = LocalStack::from_env();
+        let pki = LocalPki::ensure(&local.pki_dir)
+            .unwrap_or_else(|err| panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"));
+        let dynamodb_url =
+            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| crate::DEFAULT_DYNAMODB_ENDPOINT.to_owned());
+        Self {
+            local,
+            pki,
+            dynamodb_url,
+        }
+    }
+
+    /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
+    pub async fn side(&self) -> Side {
+        self.side_on(LocalTable::fresh().await).await
+    }
+
+    /// `table` and counting proxies of their own to the engines.
+    pub async fn side_on(&self, table: LocalTable) -> Side {
+        Side {
+            table,
+            dynamodb: CountingLink::start(&self.dynamodb_url).await,
+            moto: CountingLink::start(&self.local.moto_url).await,
+        }
+    }
+
+    /// `claim-publisher` (`binary`) as one process fed by the change stream of `side`'s table, and
+    /// the proxies its calls go through (to count them).
+    pub async fn stream_fed_publisher(&self, binary: &Path, side: &Side) -> (StreamFedPublisher, Side) {
+        let own = self.side_on(side.table.clone()).await;
+        let aws = crate::local_sdk_config_at(&self.dynamodb_url).await;
+        let stream = TableStream::open(&aws, Some(self.dynamodb_url.clone()), &side.table.name).await;
+        (
+            StreamFedPublisher::start(&self.function(binary, &own), stream).await,
+            own,
+        )
+    }
+
+    /// A new module vendor whose claim-thing (a client id of its own) publishes to the staging
+    /// listener; its name and client id.
+    pub async fn new_vendor(&self, prefix: &str) -> (String, String) {
+        let vendor = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let profile = local_claim_thing_secret(&self.pki, self.local.staging_port)
+            .unwrap_or_else(|err| panic!("claim-thing profile: {err}"));
+        let client_id = profile["client_id"].as_str().unwrap_or_default().to_owned();
+        put_claim_thing_secret(&local_secrets().await, &format!("{SECRET_PREFIX}{vendor}"), &profile)
+            .await
+            .unwrap_or_else(|err| panic!("secret of {vendor}: {err}"));
+        (vendor, client_id)
+    }
+
+    /// `count` new devices of `vendor` in `table`, imported as an operator would; their ThingNames.
+    pub async fn import(&self, table: &LocalTable, vendor: &str, count: usize) -> Vec<String> {
+        let service = ClaimService::new(table.store(), SystemClock, ClaimSettings::default());
+        let service = &service;
+        futures::stream::iter(0..count)
+            .map(|i| async move {
+                let thing = format!("{vendor}-{i}");
+                let device = NewDevice {
+                    thing_name: ThingName::parse(&thing).unwrap_or_else(|err| panic!("{thing}: {err}")),
+                    vendor: vendor.to_owned(),
+                    sku: Some("BENCH-1".into()),
+                    code_hash: None,
+                    allow_thing_name: None,
+                    code_as_thing_name: None,
+                };
+                if let Err(err) = service.import(&device, Actor::Operator("bench".into())).await {
+                    panic!("import {thing}: {err}");
+                }
+                thing
+            })
+            .buffered(IMPORTS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    /// A Rust function (`claim-api`, `claim-publisher`) on `side`'s table, through its proxies.
+    pub fn function(&self, binary: &Path, side: &Side) -> Runtime {
+        Runtime {
+            program: binary.display().to_string(),
+            args: Vec::new(),
+            vars: self.vars(side),
+        }
+    }
+
+    /// The Python baseline (`tools/bench-baseline/handler.py` under awslambdaric, as Lambda's
+    /// Python runtime runs a handler) for `vendor`, on `side`'s table, through its proxies.
+    pub fn python_baseline(&self, python: &Path, side: &Side, vendor: &str) -> Runtime {
+        let mut vars = self.vars(side);
+        vars.push(("BASELINE_VENDOR".into(), vendor.to_owned()));
+        vars.push(("PYTHONPATH".into(), baseline_dir().display().to_string()));
+        vars.push(("AWS_DEFAULT_REGION".into(), "us-east-1".into()));
+        Runtime {
+            program: python.display().to_string(),
+            args: ["-m", "awslambdaric", "handler.handler"].map(str::to_owned).to_vec(),
+            vars,
+        }
+    }
+
+    fn vars(&self, side: &Side) -> Vec<(String, String)> {
+        [
+            ("CLAIMS_TABLE", side.table.name.as_str()),
+            ("OEM_ENDPOINT", self.local.oem_endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", side.dynamodb.url.as_str()),
+            ("AWS_ENDPOINT_URL", side.moto.url.as_str()),
+            ("CLAIM_THING_SECRET_PREFIX", SECRET_PREFIX),
+            // DynamoDB Local keeps tables per access key: the harness's (`local_sdk_config_at`).
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .to_vec()
+    }
+
+    /// The broker's log as it is now.
+    pub fn broker_log(&self) -> String {
+        std::fs::read_to_string(self.local.broker_log()).unwrap_or_default()
+    }
+}
+
+/// `tools/bench-baseline/`.
+pub fn baseline_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/bench-baseline")
+}
+
+/// A binary built into the same target directory and profile as the running executable (a test
+/// binary in `<target>/<profile>/deps/`, or a binary in `<target>/<profile>/`), e.g. `claim-api`.
+pub fn built_beside(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|err| panic!("this executable's path: {err}"));
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not built beside {} (cargo build --bin {name})",
+                exe.display()
+            )
+        })
+}

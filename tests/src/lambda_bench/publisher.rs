@@ -1,0 +1,120 @@
+//! `claim-publisher` as deployed with a stream trigger: ONE process (reserved concurrency 1) under
+//! the Runtime API emulator, invoked with the table's change stream as the Lambda event source
+//! mapping delivers it — batches of up to 100 records per shard, one invocation at a time, a shard
+//! polled four times a second when idle, a partial batch response (`batchItemFailures`) delivered
+//! again from the failed record. (Before claim-publisher reads stream records, it drains everything
+//! due on any event: that works too, only slower.)
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+
+use super::instance::{Instance, Runtime};
+use crate::streams::{left_after, TableStream};
+
+/// How often the event source mapping polls an idle shard (about four times a second on AWS).
+const POLL_EVERY: Duration = Duration::from_millis(250);
+
+/// Records per invocation (the event source mapping's `BatchSize`, template.yaml's default).
+const BATCH_SIZE: i32 = 100;
+
+/// The function's timeout (template.yaml: 60 s; a drain's budget is 45 s).
+const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the publisher process did so far.
+#[derive(Default, Debug)]
+pub struct PublisherCounts {
+    pub invocations: AtomicU64,
+    pub records: AtomicU64,
+    pub failed_invocations: AtomicU64,
+}
+
+impl PublisherCounts {
+    /// Invocations and records so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.invocations.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
+}
+
+pub struct StreamFedPublisher {
+    pub counts: Arc<PublisherCounts>,
+    /// The process now (a new one after an invocation timed out, as Lambda replaces it).
+    pid: Arc<Mutex<u32>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StreamFedPublisher {
+    /// Starts the publisher (`runtime`) and feeds it the stream of `table`.
+    pub async fn start(runtime: &Runtime, mut stream: TableStream) -> Self {
+        let mut instance = Instance::start(runtime).await;
+        let pid = Arc::new(Mutex::new(instance.function.pid()));
+        let counts = Arc::new(PublisherCounts::default());
+        let (counted, runtime, current_pid) = (counts.clone(), runtime.clone(), pid.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let batches = stream.next_batches(BATCH_SIZE).await;
+                let idle = batches.is_empty();
+                for mut records in batches {
+                    counted.records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    while !records.is_empty() {
+                        counted.invocations.fetch_add(1, Ordering::Relaxed);
+                        let event = json!({ "Records": records }).to_string().into_bytes();
+                        let answer = instance.invoke_within(event, FUNCTION_TIMEOUT).await;
+                        match answer.get("invocation_failed") {
+                            // Lambda ends the process at its timeout, and a new one gets the batch.
+                            Some(failure) if failure == "timeout" => {
+                                counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
+                                instance = Instance::start(&runtime).await;
+                                *lock(&current_pid) = instance.function.pid();
+                                continue;
+                            }
+                            Some(_) => {
+                                counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                continue;
+                            }
+                            None => {}
+                        }
+                        records = left_after(records, &answer);
+                    }
+                }
+                if idle {
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+        });
+        Self { counts, pid, task }
+    }
+
+    fn pid(&self) -> u32 {
+        *lock(&self.pid)
+    }
+
+    pub fn cpu(&self) -> Duration {
+        super::proc_stat::cpu_time(self.pid()).unwrap_or_default()
+    }
+
+    pub fn peak_rss(&self) -> u64 {
+        super::proc_stat::peak_rss(self.pid()).unwrap_or_default()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for StreamFedPublisher {
+    /// Ends the feeding task, which owns (and so stops) the process.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
