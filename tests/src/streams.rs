@@ -55,6 +55,15 @@ pub fn left_after(mut records: Vec<Value>, answer: &Value) -> Vec<Value> {
     records
 }
 
+/// Whether the event source mapping of `claim-publisher` hands this record over: template.yaml's
+/// `OwedClaims` filter (`INSERT` or `MODIFY` of a claim whose new image has `next_publish_at`).
+pub fn is_owed_claim(record: &Value) -> bool {
+    let image = &record["dynamodb"]["NewImage"];
+    matches!(record["eventName"].as_str(), Some("INSERT" | "MODIFY"))
+        && image["entity"]["S"] == "claim"
+        && image["next_publish_at"]["N"].is_string()
+}
+
 /// The stream of one table, read from its start (or, [`TableStream::from_its_end`], from what is
 /// written after it was opened).
 pub struct TableStream {
