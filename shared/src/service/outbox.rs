@@ -429,13 +429,13 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return Ok(false);
         };
         let mut outcome = Ok(());
-        for chunk in owed.chunks(DRAIN_CHUNK) {
+        for (i, chunk) in owed.chunks(DRAIN_CHUNK).enumerate() {
             if Instant::now() >= deadline {
                 report.out_of_time = true;
                 break;
             }
-            // Renew before each chunk, so a long delivery never outlives its lease.
-            if self.take_lease(delivery, vendor, Some(&lease)).await?.is_none() {
+            // Renew before each further chunk, so a long delivery never outlives its lease.
+            if i > 0 && self.take_lease(delivery, vendor, Some(&lease)).await?.is_none() {
                 break;
             }
             outcome = self.deliver_all(delivery, chunk, credentials, deadline, report).await;

@@ -249,9 +249,21 @@ impl MqttPublisher {
         let mut kept = slot.lock().await;
         // Taken out while in use: a call cancelled midway drops it (and its connection) rather
         // than leave a session with publishes of unknown fate for the next batch.
-        let mut session = kept.take().filter(|session| {
-            session.is_alive() && session.profile == profile && session.last_used.elapsed() < session::REUSE_WITHIN
-        });
+        let mut session = match kept.take() {
+            Some(fresh)
+                if fresh.is_alive()
+                    && fresh.profile == profile
+                    && fresh.last_used.elapsed() < session::REUSE_WITHIN =>
+            {
+                Some(fresh)
+            }
+            Some(stale) => {
+                // Too old to trust, or of another secret version: a polite DISCONNECT first.
+                stale.close().await;
+                None
+            }
+            None => None,
+        };
         let mut may_replace = session.is_some();
         loop {
             let mut current = match session.take() {
