@@ -76,10 +76,20 @@ impl Stack {
 
     /// A vendor of a test's own whose claim-thing publishes to `localhost:<staging_port>`.
     pub async fn new_vendor(&self, staging_port: u16) -> String {
+        self.new_vendor_with_profile(staging_port).await.0
+    }
+
+    /// [`Self::new_vendor`], and its claim-thing profile (its client id is new).
+    pub async fn new_vendor_with_profile(
+        &self,
+        staging_port: u16,
+    ) -> (String, claim_shared::domain::publish::ClaimThingCredentials) {
         let vendor = format!("test-{}", uuid::Uuid::new_v4().simple());
         let secret = crate::local_claim_thing_secret(&self.pki, staging_port).unwrap_or_else(|e| panic!("{e}"));
         self.put_secret(&vendor, &secret).await;
-        vendor
+        let profile = claim_shared::domain::publish::ClaimThingCredentials::parse(&secret.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+        (vendor, profile)
     }
 
     pub async fn put_secret(&self, vendor: &str, secret: &serde_json::Value) {

@@ -19,7 +19,7 @@ use claim_shared::{
     adapters::dynamodb::stream::{owed_claim, StreamChange},
     domain::claim::Claim,
     ports::OwnershipStore,
-    service::{ClaimService, Clock},
+    service::{ClaimService, Clock, DrainReport},
 };
 use lambda_runtime::Error;
 use serde_json::{json, Value};
@@ -69,13 +69,7 @@ pub fn owed_claims(records: &[Value]) -> Vec<Claim> {
 async fn streamed<S: OwnershipStore, C: Clock>(claims: &ClaimService<S, C>, records: &[Value]) -> Value {
     let owed = owed_claims(records);
     match claims.deliver_streamed(&owed, DRAIN_BUDGET).await {
-        Ok(report) => json!({
-            "owed": owed.len(),
-            "published": report.published,
-            "failed": report.failed,
-            "busy_vendors": report.busy_vendors,
-            "out_of_time": report.out_of_time,
-        }),
+        Ok(report) => answer(&report, ("owed", json!(owed.len()))),
         Err(err) => {
             tracing::warn!(event = "outbox_stream_failed", owed = owed.len(), error = %err);
             json!({ "owed": owed.len(), "error": err.to_string() })
@@ -88,12 +82,16 @@ async fn scheduled<S: OwnershipStore, C: Clock>(claims: &ClaimService<S, C>) -> 
     // fails the invocation (after both ran); the next scheduled run starts over.
     let expired = claims.sweep_overdue(SWEEP_BATCH).await;
     let report = claims.drain(DRAIN_BUDGET).await?;
-    let expired = expired?;
-    Ok(json!({
-        "expired": expired,
+    Ok(answer(&report, ("expired", json!(expired?))))
+}
+
+/// The invocation's answer: what the delivery did, and `first` (what else the invocation did).
+fn answer(report: &DrainReport, first: (&str, Value)) -> Value {
+    json!({
+        first.0: first.1,
         "published": report.published,
         "failed": report.failed,
         "busy_vendors": report.busy_vendors,
         "out_of_time": report.out_of_time,
-    }))
+    })
 }

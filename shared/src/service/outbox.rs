@@ -115,6 +115,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// Whether the API publishes `transport`'s messages itself, right after it accepts a claim
+    /// (otherwise the stream-fed publisher does).
+    fn publishes_inline(&self, transport: PublishTransport) -> bool {
+        self.settings.inline_transports.contains(&transport)
+    }
+
     pub fn new(
         credentials: Arc<dyn CredentialSource>,
         transport: Arc<dyn EndpointPublisher>,
@@ -209,7 +215,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let publish = async {
             let credentials = self.credentials_for(delivery, &claim.vendor, publish_by).await;
             if let Ok(profile) = &credentials {
-                if !delivery.settings.inline_transports.contains(&profile.transport) {
+                if !delivery.publishes_inline(profile.transport) {
                     tracing::info!(
                         event = "outbox_inline_deferred",
                         outcome = "deferred",
@@ -362,6 +368,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let Some(delivery) = &self.delivery else {
             return Ok(report);
         };
+        if owed.is_empty() {
+            // A batch with nothing owed (a stream without the template's filter, locally).
+            return Ok(report);
+        }
         let due_by = self.clock.now() + STREAM_CLOCK_SLACK;
         let mut due: Vec<&Claim> = owed
             .iter()
@@ -374,7 +384,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
             if credentials
                 .as_ref()
-                .is_ok_and(|profile| delivery.settings.inline_transports.contains(&profile.transport))
+                .is_ok_and(|profile| delivery.publishes_inline(profile.transport))
             {
                 skipped_inline += mine.len();
                 continue;
@@ -395,10 +405,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             if report.out_of_time {
                 break;
             }
-        }
-        if owed.is_empty() {
-            // A batch with nothing owed (a stream without the template's filter, locally).
-            return Ok(report);
         }
         tracing::info!(
             event = "outbox_stream",

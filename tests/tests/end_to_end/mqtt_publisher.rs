@@ -11,28 +11,17 @@ use std::time::Duration;
 
 use claim_shared::{
     adapters::mqtt::MqttPublisher,
-    domain::{
-        ids::{ConfigTopic, ThingName},
-        publish::ClaimThingCredentials,
-    },
+    domain::ids::{ConfigTopic, ThingName},
     ports::EndpointPublisher,
 };
 use claim_tests::{
     e2e::Stack,
-    local_claim_thing_secret,
     mqtt::{client, connections_of},
     pki,
 };
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A claim-thing profile of the test's own (its client id is new), stored as `vendor`'s secret.
-async fn own_claim_thing(stack: &Stack, vendor: &str) -> ClaimThingCredentials {
-    let secret = local_claim_thing_secret(&stack.pki, stack.local.staging_port).unwrap();
-    stack.put_secret(vendor, &secret).await;
-    ClaimThingCredentials::parse(&secret.to_string()).unwrap()
 }
 
 fn broker_log(stack: &Stack) -> String {
@@ -42,8 +31,7 @@ fn broker_log(stack: &Stack) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_api_answers_mqtt_claims_at_once_and_the_publisher_sends_them_over_one_kept_connection() {
     let stack = Stack::connect().await;
-    let vendor = unique("kept");
-    let claim_thing = own_claim_thing(&stack, &vendor).await;
+    let (vendor, claim_thing) = stack.new_vendor_with_profile(stack.local.staging_port).await;
     let user = unique("alice");
     let mut claim_ids = Vec::new();
     // One after another, each delivered before the next is claimed: every message is a batch, and
@@ -87,7 +75,7 @@ async fn the_api_answers_mqtt_claims_at_once_and_the_publisher_sends_them_over_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kept_connection_carries_batch_after_batch_and_one_the_broker_dropped_is_replaced() {
     let stack = Stack::connect().await;
-    let claim_thing = own_claim_thing(&stack, &unique("adapter")).await;
+    let (_, claim_thing) = stack.new_vendor_with_profile(stack.local.staging_port).await;
     let publisher = MqttPublisher::default();
     let batch = |n: usize| -> Vec<(ConfigTopic, Vec<u8>)> {
         (0..n)

@@ -84,22 +84,17 @@ pub(super) fn delivering<S: TestStore>(
 }
 
 /// `device` claimed by `who` through the API's path (`claim_and_publish`, the request's `deadline`)
-/// with a staging endpoint that confirms after `delay`: the service, the staging endpoint and the
-/// new claim.
+/// with the vendor's transport as `credentials` says and a staging endpoint that confirms after
+/// `delay`: the service, the staging endpoint and the new claim.
 pub(super) async fn claim_with_staging<S: TestStore>(
     fx: &Fixture<S>,
-    who: &str,
-    device: &str,
+    credentials: FixedCredentials,
+    (who, device): (&str, &str),
     delay: StdDuration,
     deadline: Instant,
 ) -> (ClaimService<S, ManualClock>, Arc<SlowStaging>, Claim) {
     let staging = slow_staging(delay);
-    let service = delivering(
-        fx,
-        Arc::new(FixedCredentials::INLINE),
-        staging.clone(),
-        DeliverySettings::default(),
-    );
+    let service = delivering(fx, Arc::new(credentials), staging.clone(), DeliverySettings::default());
     let outcome = service
         .claim_and_publish(&request(who, device, None), Some(deadline))
         .await
@@ -168,8 +163,14 @@ async fn a_slow_staging_endpoint_is_cut_off_before_the_requests_deadline<S: Test
     let started = Instant::now();
     // The inline budget alone (3 s) would run past it.
     let deadline = started + StdDuration::from_millis(2500);
-    let (_, staging, claim) =
-        claim_with_staging(&fx, "bob", "slow-staging-1", StdDuration::from_secs(30), deadline).await;
+    let (_, staging, claim) = claim_with_staging(
+        &fx,
+        FixedCredentials::INLINE,
+        ("bob", "slow-staging-1"),
+        StdDuration::from_secs(30),
+        deadline,
+    )
+    .await;
     let answered = Instant::now();
     assert!(answered < deadline, "answered in {:?}", answered - started);
     assert!(
@@ -186,7 +187,14 @@ async fn with_no_time_left_the_claim_stays_owed_and_nothing_is_tried<S: TestStor
     fx.import("no-time-1").await;
     // Less than the record reserve (500 ms) plus the least worth trying (250 ms).
     let deadline = Instant::now() + StdDuration::from_millis(600);
-    let (_, staging, claim) = claim_with_staging(&fx, "carol", "no-time-1", StdDuration::ZERO, deadline).await;
+    let (_, staging, claim) = claim_with_staging(
+        &fx,
+        FixedCredentials::INLINE,
+        ("carol", "no-time-1"),
+        StdDuration::ZERO,
+        deadline,
+    )
+    .await;
     assert!(Instant::now() < deadline);
     assert_eq!(staging.publishes.load(Ordering::SeqCst), 0);
     assert_eq!((claim.publish_attempts, claim.failure.clone()), (0, None));

@@ -22,7 +22,7 @@ use claim_tests::{
 use tokio::time::Instant;
 
 use super::{
-    deadlines::{delivering, slow_staging, SlowStaging},
+    deadlines::{claim_with_staging, delivering, slow_staging, SlowStaging},
     request, Steps,
 };
 
@@ -34,24 +34,15 @@ on_both_stores!(
 
 const LEASE: &str = "publisher#espressif";
 
-/// `device` claimed by `who` through the API's path with the vendor's transport as `credentials`
-/// says: the service, the staging endpoint and the answer.
+/// `device` claimed by alice through the API's path with the vendor's transport as `credentials`
+/// says, and a staging endpoint that confirms at once.
 async fn claim_over<S: TestStore>(
     fx: &Fixture<S>,
     credentials: FixedCredentials,
     device: &str,
 ) -> (ClaimService<S, ManualClock>, Arc<SlowStaging>, Claim) {
-    let staging = slow_staging(StdDuration::ZERO);
-    let service = delivering(fx, Arc::new(credentials), staging.clone(), DeliverySettings::default());
     let deadline = Instant::now() + StdDuration::from_secs(3);
-    let outcome = service
-        .claim_and_publish(&request("alice", device, None), Some(deadline))
-        .await
-        .unwrap();
-    let ClaimOutcome::Created(claim) = outcome else {
-        panic!("accepted: {outcome:?}")
-    };
-    (service, staging, claim)
+    claim_with_staging(fx, credentials, ("alice", device), StdDuration::ZERO, deadline).await
 }
 
 async fn an_https_claim_is_published_in_the_request_even_while_a_delivery_holds_the_vendor_lease<S: TestStore>(
