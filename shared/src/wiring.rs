@@ -63,6 +63,20 @@ pub fn sdk_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The deadlines of `claim-publisher`, which no request waits on: its store calls are batches (a
+/// `BatchGetItem` of 100 keys, a transaction per claim, 16 at once) with a 45 s budget per
+/// invocation. A write cut off at 1 s may still land, and the delivery then reads and writes it
+/// again; on a slow or throttled table the 1 s/2 s deadlines made whole stream batches wait for
+/// the schedule (measured on a loaded DynamoDB Local: docs/benchmark.md). Connecting stays as
+/// quick to give up as everywhere.
+pub fn background_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(8))
+        .build()
+}
+
 /// The deadlines of `claimctl`: an operator's tool, run over any network (a slow or distant link
 /// included), that reads pages of up to 1 MB; at 1 s an attempt would fail on a link slower than
 /// about 8 Mbit/s. Still deadlines, so it never hangs either, but ones a person's network meets.
@@ -88,7 +102,8 @@ impl Wiring {
         Self::from_env_with(sdk_timeouts()).await
     }
 
-    /// [`Self::from_env`] with other deadlines (`claimctl`: [`operator_timeouts`]).
+    /// [`Self::from_env`] with other deadlines (`claim-publisher`: [`background_timeouts`],
+    /// `claimctl`: [`operator_timeouts`]).
     pub async fn from_env_with(timeouts: TimeoutConfig) -> Self {
         Self {
             aws: aws_config::defaults(BehaviorVersion::latest())
@@ -208,5 +223,20 @@ mod tests {
         ] {
             assert!(looser.is_some() && looser > tighter, "{looser:?} {tighter:?}");
         }
+    }
+
+    #[test]
+    fn the_publishers_deadlines_are_patient_with_calls_but_not_with_connecting() {
+        let background = background_timeouts();
+        let functions = sdk_timeouts();
+        assert_eq!(background.connect_timeout(), functions.connect_timeout());
+        assert!(background.operation_attempt_timeout() > functions.operation_attempt_timeout());
+        assert!(background.operation_timeout() > functions.operation_timeout());
+        // Two attempts and their backoff fit, and many calls fit in an invocation's budget.
+        let (attempt, operation) = (
+            background.operation_attempt_timeout().unwrap_or_default(),
+            background.operation_timeout().unwrap_or_default(),
+        );
+        assert!(operation >= attempt * 2 && operation <= Duration::from_secs(10));
     }
 }

@@ -4,7 +4,13 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use claim_shared::{
     adapters::{dynamodb::DynamoOwnershipStore, iotdata::TransportRouter, secrets::SecretsManagerCredentials},
-    domain::{history::Actor, ids::ThingName, registry::NewDevice},
+    domain::{
+        claim::Claim,
+        history::Actor,
+        ids::{ClaimId, ThingName},
+        registry::NewDevice,
+    },
+    ports::OwnershipStore,
     service::{ClaimService, ClaimSettings, Delivery, DeliverySettings, SystemClock},
 };
 use expresslink_sim::{ModuleConfig, ModuleEvent};
@@ -20,6 +26,7 @@ pub struct Stack {
     pub pki: LocalPki,
     pub http: reqwest::Client,
     claims: ClaimService<DynamoOwnershipStore, SystemClock>,
+    store: DynamoOwnershipStore,
 }
 
 /// An HTTP answer: status and JSON body (`null` when empty).
@@ -36,11 +43,8 @@ impl Stack {
             Ok(pki) => pki,
             Err(err) => panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"),
         };
-        let claims = ClaimService::new(
-            DynamoOwnershipStore::new(local_dynamodb().await, &local.table),
-            SystemClock,
-            ClaimSettings::default(),
-        );
+        let store = DynamoOwnershipStore::new(local_dynamodb().await, &local.table);
+        let claims = ClaimService::new(store.clone(), SystemClock, ClaimSettings::default());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -50,6 +54,18 @@ impl Stack {
             pki,
             http,
             claims,
+            store,
+        }
+    }
+
+    /// The claim as stored (what the API does not show, such as when its next publish is due).
+    pub async fn stored_claim(&self, claim_id: &str) -> Claim {
+        let Some(id) = ClaimId::parse(claim_id) else {
+            panic!("not a claim id: {claim_id}")
+        };
+        match self.store.claim(&id).await {
+            Ok(Some(claim)) => claim,
+            other => panic!("claim {claim_id}: {other:?}"),
         }
     }
 

@@ -5,9 +5,10 @@
 //! accepted, every device gets its endpoint message exactly once and its claim records it, and the
 //! broker's log shows the vendor's client id connecting at most once in any second and never
 //! holding two connections (AWS IoT Core's quotas): the API never connects as the claim-thing, the
-//! publisher keeps its one connection. A test binary of its own, so it runs alone; on the local
-//! stack's engines (`scripts/dev.sh test`), a table of its own, dropped afterwards. About 30 s with
-//! debug builds on 2 cores.
+//! publisher keeps its one connection. A test binary of its own, so it runs alone; on a DynamoDB
+//! Local of its own (the local stack's, after the tests before it, is slower and would be measured
+//! too) and the local stack's moto and Mosquitto (`scripts/dev.sh test`). About 30 s with debug
+//! builds on 2 cores.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,9 +29,15 @@ const INSTANCES: usize = 8;
 /// How long after the last answer the messages may still come (debug builds, 2 loaded cores).
 const DELIVER_WITHIN: Duration = Duration::from_secs(60);
 
+/// A claim answered `503` (DynamoDB Local too slow for a request's budget on a loaded machine) is
+/// sent again, as the API contract says an app may, up to this many times.
+const RETRIES: u32 = 5;
+
 /// One burst on a table of its own; the round's figures and every message the observer saw of the
 /// vendor.
 struct Burst {
+    /// Its DynamoDB Local, stopped when the test is done.
+    _setup: Setup,
     /// Kept running until the test is done: it records the last batch's results after the
     /// messages went out.
     _publisher: StreamFedPublisher,
@@ -59,6 +66,7 @@ async fn burst() -> Burst {
         instances: INSTANCES,
         codes: codes.clone(),
         deliver_within: DELIVER_WITHIN,
+        retries: RETRIES,
     };
     let result = round::run(
         plan,
@@ -68,7 +76,8 @@ async fn burst() -> Burst {
     )
     .await;
     let summary = serde_json::json!({
-        "statuses": result.statuses, "answered_published": result.answered_published,
+        "statuses": result.statuses, "repeated_after_503": result.repeated_after_503,
+        "answered_published": result.answered_published,
         "delivered": result.delivered, "duplicates": result.duplicates,
         "messages_per_second": result.messages_per_second,
         "last_message_after_last_answer_ms": result.last_message_after_last_answer_ms,
@@ -77,6 +86,7 @@ async fn burst() -> Burst {
     });
     eprintln!("burst: {summary}");
     Burst {
+        _setup: setup,
         _publisher: publisher,
         seen: observer.seen(&format!("{vendor}-")),
         result,
@@ -86,26 +96,17 @@ async fn burst() -> Burst {
     }
 }
 
-impl Burst {
-    async fn drop_table(&self) {
-        let table = &self.side.table;
-        table
-            .client
-            .delete_table()
-            .table_name(&table.name)
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_400_claims_from_8_instances_is_delivered_once_each_recorded_and_within_the_quotas() {
     let burst = burst().await;
     let (result, summary) = (&burst.result, &burst.summary);
 
-    // Every claim accepted, no claim lost: each device's message exactly once.
-    assert_eq!(result.statuses.get(&202), Some(&CLAIMS), "{summary}");
+    // Every claim accepted (`202`; `200` for a repeat whose first try was answered `503` although
+    // its transaction landed), no claim lost: each device's message exactly once.
+    let accepted = result.statuses.get(&202).copied().unwrap_or_default();
+    let repeated = result.statuses.get(&200).copied().unwrap_or_default();
+    assert_eq!(accepted + repeated, CLAIMS, "{summary}");
+    assert!(repeated <= result.repeated_after_503 as usize, "{summary}");
     for code in &burst.codes {
         let topic = format!("{code}/expresslink_config");
         let count = burst.seen.iter().filter(|(t, _)| *t == topic).count();
@@ -137,5 +138,4 @@ async fn a_burst_of_400_claims_from_8_instances_is_delivered_once_each_recorded_
         result.connects <= 2,
         "one kept connection (a second if it was replaced): {summary}"
     );
-    burst.drop_table().await;
 }

@@ -2,7 +2,7 @@
 //! environment (so is the MQTT connection each vendor's messages go over); each invocation, from
 //! the table's stream or the schedule, goes to `claim_publisher::handle`.
 
-use claim_shared::wiring::Wiring;
+use claim_shared::wiring::{background_timeouts, Wiring};
 use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
 use metrics_cloudwatch_embedded::lambda::MetricsLayer;
 use serde_json::Value;
@@ -11,7 +11,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     claim_shared::logging::init();
     let metrics = claim_shared::metrics::install()?;
-    let wiring = Wiring::from_env().await;
+    let wiring = Wiring::from_env_with(background_timeouts()).await;
     let claims = wiring.service()?.with_delivery(wiring.delivery()?);
     let handler = service_fn(|event: LambdaEvent<Value>| {
         let claims = &claims;

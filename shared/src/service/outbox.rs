@@ -95,6 +95,11 @@ const STREAM_CLOCK_SLACK: Duration = Duration::milliseconds(500);
 const LEASE_WAIT: StdDuration = StdDuration::from_secs(3);
 const LEASE_RETRY: StdDuration = StdDuration::from_millis(200);
 
+/// The first pause before a stream delivery tries a vendor's claims again after a storage error;
+/// it doubles up to [`STORE_RETRY_MAX`] until the invocation's budget runs out.
+const STORE_RETRY_FIRST: StdDuration = StdDuration::from_millis(250);
+const STORE_RETRY_MAX: StdDuration = StdDuration::from_secs(4);
+
 /// Store calls a drain makes at once (reading claims afresh, recording results).
 const STORE_PARALLEL: usize = 16;
 
@@ -143,6 +148,8 @@ pub struct DrainReport {
     pub busy_vendors: u32,
     /// Stopped because the time budget ran out with claims still due.
     pub out_of_time: bool,
+    /// Storage errors a stream delivery waited out and tried again after.
+    pub store_retries: u32,
 }
 
 /// What publishing one claim now did, and the claim as it stands after (`None`: not read, because
@@ -290,10 +297,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return Ok(done);
         };
         let deadline = publish_by;
-        let Some(lease) = self.take_lease(delivery, &claim.vendor, None).await? else {
+        let lease = Lease::new_for(&claim.vendor);
+        if !self.take_lease(delivery, &lease).await? {
             done.report.busy_vendors = 1;
             return Ok(done);
-        };
+        }
         let credentials = self.credentials_for(delivery, &claim.vendor, deadline).await;
         let delivered = self
             .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut done.report)
@@ -332,8 +340,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let owed: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
             tried.extend(owed.iter().map(|claim| claim.claim_id.clone()));
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
+            let lease = Lease::new_for(&vendor);
             if !self
-                .deliver_vendor(delivery, &vendor, &owed, &credentials, deadline, &mut report)
+                .deliver_vendor(delivery, &lease, &owed, &credentials, deadline, &mut report)
                 .await?
             {
                 report.busy_vendors += 1;
@@ -390,17 +399,33 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 continue;
             }
             // The lease is normally free (one publisher instance); a drain of this process or a
-            // lapsing holder may still have it for a moment.
+            // lapsing holder may still have it for a moment. A storage error (a throttled or slow
+            // table) is tried again after a pause until the budget runs out: nothing was sent
+            // unrecorded, as claims are read afresh first, and the schedule would be far later.
+            let lease = Lease::new_for(&vendor);
             let wait_until = Instant::now() + LEASE_WAIT;
-            while !self
-                .deliver_vendor(delivery, &vendor, &mine, &credentials, deadline, &mut report)
-                .await?
-            {
-                if Instant::now() >= wait_until.min(deadline) {
-                    report.busy_vendors += 1;
-                    break;
-                }
-                tokio::time::sleep(LEASE_RETRY).await;
+            let mut store_pause = STORE_RETRY_FIRST;
+            loop {
+                let pause = match self
+                    .deliver_vendor(delivery, &lease, &mine, &credentials, deadline, &mut report)
+                    .await
+                {
+                    Ok(true) => break,
+                    Ok(false) if Instant::now() >= wait_until.min(deadline) => {
+                        report.busy_vendors += 1;
+                        break;
+                    }
+                    Ok(false) => LEASE_RETRY,
+                    Err(err) if Instant::now() + store_pause >= deadline => return Err(err),
+                    Err(err) => {
+                        tracing::warn!(event = "outbox_stream_store_retry", vendor = vendor.as_str(), error = %err);
+                        report.store_retries += 1;
+                        let pause = store_pause;
+                        store_pause = (store_pause * 2).min(STORE_RETRY_MAX);
+                        pause
+                    }
+                };
+                tokio::time::sleep(pause).await;
             }
             if report.out_of_time {
                 break;
@@ -412,6 +437,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             published = report.published,
             failed = report.failed,
             busy_vendors = report.busy_vendors,
+            store_retries = report.store_retries,
             inline_transport = skipped_inline,
             out_of_time = report.out_of_time,
             latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -419,44 +445,51 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Ok(report)
     }
 
-    /// Delivers `owed` claims of one vendor under its lease, [`DRAIN_CHUNK`] at a time, renewing
-    /// the lease before each chunk. `Ok(false)`: another delivery holds the lease, nothing was
-    /// sent.
+    /// Delivers `owed` claims of one vendor under `lease`, [`DRAIN_CHUNK`] at a time, renewing
+    /// the lease before each chunk, and lets it go whatever happened (a lease left behind would
+    /// hold up the vendor's deliveries until it lapses). `Ok(false)`: another delivery holds the
+    /// lease, nothing was sent.
     async fn deliver_vendor(
         &self,
         delivery: &Delivery,
-        vendor: &str,
+        lease: &Lease,
         owed: &[&Claim],
         credentials: &Result<ClaimThingCredentials, PublishError>,
         deadline: Instant,
         report: &mut DrainReport,
     ) -> Result<bool, StoreError> {
-        let Some(lease) = self.take_lease(delivery, vendor, None).await? else {
+        if !self.take_lease(delivery, lease).await? {
             return Ok(false);
-        };
-        let mut outcome = Ok(());
+        }
+        let mut outcome = Ok(true);
         for (i, chunk) in owed.chunks(DRAIN_CHUNK).enumerate() {
             if Instant::now() >= deadline {
                 report.out_of_time = true;
                 break;
             }
             // Renew before each further chunk, so a long delivery never outlives its lease.
-            if i > 0 && self.take_lease(delivery, vendor, Some(&lease)).await?.is_none() {
-                break;
+            if i > 0 {
+                match self.take_lease(delivery, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
             }
-            outcome = self.deliver_all(delivery, chunk, credentials, deadline, report).await;
-            if outcome.is_err() {
+            if let Err(err) = self.deliver_all(delivery, chunk, credentials, deadline, report).await {
+                outcome = Err(err);
                 break;
             }
         }
-        self.store.release_lease(&lease.name, &lease.holder).await?;
-        outcome.map(|()| true)
+        if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
+            // It lapses by itself; the same holder may take it again meanwhile.
+            tracing::warn!(event = "outbox_lease_release_failed", lease = lease.name.as_str(), error = %err);
+        }
+        outcome
     }
 
-    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
-    /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
-    /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`), every result recorded in
-    /// one write on the claim and device as read ([`Self::record_on`]), [`STORE_PARALLEL`] at a time.
     async fn deliver_all(
         &self,
         delivery: &Delivery,
@@ -648,18 +681,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// Takes (or, with `held`, renews) the vendor's lease. `None`: another delivery holds it.
-    async fn take_lease(
-        &self,
-        delivery: &Delivery,
-        vendor: &str,
-        held: Option<&Lease>,
-    ) -> Result<Option<Lease>, StoreError> {
-        let lease = held.cloned().unwrap_or_else(|| Lease::new_for(vendor));
+    /// Takes `lease` (or renews it: the holder is the same) until `lease_for` from now. `false`:
+    /// another holder has it.
+    async fn take_lease(&self, delivery: &Delivery, lease: &Lease) -> Result<bool, StoreError> {
         let now = self.clock.now();
-        let taken = self
-            .store
+        self.store
             .acquire_lease(&lease.name, &lease.holder, now, now + delivery.settings.lease_for)
-            .await?;
-        Ok(taken.then_some(lease))
+            .await
     }
 }

@@ -109,6 +109,7 @@ async fn main() -> std::process::ExitCode {
                     client_id: &client_id,
                     instances: k as usize,
                     codes,
+                    retries: 0,
                     deliver_within: Duration::from_secs(cli.deliver_within),
                 };
                 let with_publisher = (implementation == OURS).then_some((&publisher, &publisher_side));

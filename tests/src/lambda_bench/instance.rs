@@ -126,6 +126,20 @@ impl Instance {
         }
     }
 
+    /// [`Self::claim`] as an app does it: a `503` (which the API says is safe to repeat) is sent
+    /// again after its `Retry-After` (1 s), at most `retries` times; the last answer, and how many
+    /// repeats it took.
+    pub async fn claim_retrying(&mut self, user: &str, code: &str, retries: u32) -> (Invocation, u32) {
+        let mut answer = self.claim(user, code).await;
+        let mut repeats = 0;
+        while answer.status == 503 && repeats < retries {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            answer = self.claim(user, code).await;
+            repeats += 1;
+        }
+        (answer, repeats)
+    }
+
     pub fn cpu(&self) -> Duration {
         proc_stat::cpu_time(self.function.pid()).unwrap_or_default()
     }
@@ -136,18 +150,27 @@ impl Instance {
 }
 
 /// Claims every code of `codes` once over `instances`, each instance taking the next code as soon
-/// as it has answered the last one (as Lambda hands a burst to its warm instances); users `<user>-<i>`.
-/// The invocations in the order they were answered.
-pub async fn claim_all(instances: &mut [Instance], codes: &[String], user: &str) -> Vec<Invocation> {
+/// as it has answered the last one (as Lambda hands a burst to its warm instances); users `<user>-<i>`;
+/// a `503` sent again up to `retries` times ([`Instance::claim_retrying`]). The invocations in the
+/// order they were answered, and the repeats they took.
+pub async fn claim_all(
+    instances: &mut [Instance],
+    codes: &[String],
+    user: &str,
+    retries: u32,
+) -> (Vec<Invocation>, u32) {
+    let repeats = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let per_instance = instances.iter_mut().map(|instance| {
-        let next = &next;
+        let (next, repeats) = (&next, &repeats);
         async move {
             let mut done = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(code) = codes.get(i) else { break };
-                done.push(instance.claim(&format!("{user}-{i}"), code).await);
+                let (answer, took) = instance.claim_retrying(&format!("{user}-{i}"), code, retries).await;
+                repeats.fetch_add(took as usize, Ordering::SeqCst);
+                done.push(answer);
             }
             done
         }
@@ -158,5 +181,5 @@ pub async fn claim_all(instances: &mut [Instance], codes: &[String], user: &str)
         .flatten()
         .collect();
     all.sort_by_key(|invocation| invocation.answered);
-    all
+    (all, u32::try_from(repeats.into_inner()).unwrap_or(u32::MAX))
 }

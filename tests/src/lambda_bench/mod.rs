@@ -1,9 +1,11 @@
 //! The claim path as Lambda runs it, measured from outside (`scripts/dev.sh bench --lambda`, the
 //! `claim-bench-lambda` binary, and the 400-claim burst test): built function processes under
 //! Runtime API emulators of their own (one process = one execution environment, K side by side),
-//! fed API Gateway REST proxy events with a Cognito authorizer context, on the local stack's
-//! engines — DynamoDB Local, moto's Secrets Manager, Mosquitto with mutual TLS as the staging
-//! endpoint — reached through proxies that count every AWS call; `claim-publisher` as one process fed
+//! fed API Gateway REST proxy events with a Cognito authorizer context, on a DynamoDB Local of the
+//! run's own (a fresh engine: the local stack's slows down as tests and stream readers accumulate
+//! state in it, which would be measured too) and the local stack's moto (Secrets Manager) and
+//! Mosquitto with mutual TLS as the staging endpoint, reached through proxies that count every AWS
+//! call; `claim-publisher` as one process fed
 //! by the table's change stream; an MQTT observer that times every endpoint message; the broker's
 //! log for AWS IoT's connection quotas. The same harness runs the Python baseline
 //! (`tools/bench-baseline/`).
@@ -23,8 +25,13 @@ use claim_shared::{
 use futures::StreamExt;
 
 use crate::{
-    engines::CountingLink, fixture::LocalTable, local_claim_thing_secret, local_secrets, pki::LocalPki,
-    put_claim_thing_secret, streams::TableStream, LocalStack,
+    engines::{CountingLink, Engine},
+    fixture::LocalTable,
+    local_claim_thing_secret, local_secrets,
+    pki::LocalPki,
+    put_claim_thing_secret,
+    streams::TableStream,
+    LocalStack,
 };
 use instance::Runtime;
 use publisher::StreamFedPublisher;
@@ -35,11 +42,14 @@ pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
 /// Devices imported at once while setting up (not measured).
 const IMPORTS_AT_ONCE: usize = 16;
 
-/// The local stack's engines and broker, as `.local/endpoints.env` describes them.
+/// A DynamoDB Local of the run's own, and the local stack's moto and broker, as
+/// `.local/endpoints.env` describes them.
 pub struct Setup {
     pub local: LocalStack,
     pub pki: LocalPki,
     pub dynamodb_url: String,
+    /// Stopped when the setup is dropped.
+    _dynamodb: Engine,
 }
 
 /// One implementation's way to the engines: its table, and proxies that count its calls.
@@ -54,18 +64,20 @@ impl Setup {
         let local = LocalStack::from_env();
         let pki = LocalPki::ensure(&local.pki_dir)
             .unwrap_or_else(|err| panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"));
-        let dynamodb_url =
-            std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| crate::DEFAULT_DYNAMODB_ENDPOINT.to_owned());
+        let dynamodb = Engine::dynamodb().await;
         Self {
             local,
             pki,
-            dynamodb_url,
+            dynamodb_url: dynamodb.url.clone(),
+            _dynamodb: dynamodb,
         }
     }
 
     /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
     pub async fn side(&self) -> Side {
-        self.side_on(LocalTable::fresh().await).await
+        let client = crate::dynamodb_at(&self.dynamodb_url).await;
+        let name = crate::fresh_table(&client).await;
+        self.side_on(LocalTable { client, name }).await
     }
 
     /// `table` and counting proxies of their own to the engines.

@@ -35,6 +35,10 @@ pub struct PublisherCounts {
     pub invocations: AtomicU64,
     pub records: AtomicU64,
     pub failed_invocations: AtomicU64,
+    /// Answers of stream invocations that left claims of their batch to the schedule (a storage
+    /// error, a busy vendor lease, the budget run out), with the function's last warnings: what a
+    /// failed run shows first.
+    pub short_answers: Mutex<Vec<serde_json::Value>>,
 }
 
 impl PublisherCounts {
@@ -91,6 +95,18 @@ impl StreamFedPublisher {
                             }
                             None => {}
                         }
+                        if leaves_claims_owed(&answer) {
+                            // With the function's last warnings, which say what it waited for.
+                            let warnings: Vec<serde_json::Value> = instance
+                                .function
+                                .json_lines()
+                                .into_iter()
+                                .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
+                                .rev()
+                                .take(8)
+                                .collect();
+                            lock(&counted.short_answers).push(json!({ "answer": answer, "warnings": warnings }));
+                        }
                         records = left_after(records, &answer);
                     }
                 }
@@ -113,6 +129,13 @@ impl StreamFedPublisher {
     pub fn peak_rss(&self) -> u64 {
         super::proc_stat::peak_rss(self.pid()).unwrap_or_default()
     }
+}
+
+/// Whether a stream invocation's answer says some owed claims of its batch were not attempted.
+fn leaves_claims_owed(answer: &serde_json::Value) -> bool {
+    answer.get("error").is_some()
+        || answer["busy_vendors"].as_u64().is_some_and(|busy| busy > 0)
+        || answer["out_of_time"].as_bool() == Some(true)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

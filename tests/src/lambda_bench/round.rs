@@ -28,6 +28,9 @@ pub struct Plan<'a> {
     pub codes: Vec<String>,
     /// How long after the last answer the endpoint messages may still come.
     pub deliver_within: Duration,
+    /// How often a claim answered `503` is sent again, as an app does (0: each claim is sent once,
+    /// and the statuses are what the function answered; the benchmark).
+    pub retries: u32,
 }
 
 /// What `claim-publisher` (one process, fed by the stream) did during a round.
@@ -41,6 +44,9 @@ pub struct PublisherUse {
     pub secrets_calls: usize,
     /// Invocations that failed or timed out so far in the run (a timed-out process is replaced).
     pub failed_invocations_so_far: u64,
+    /// Stream invocations so far whose answer left claims to the schedule (see
+    /// [`super::publisher::PublisherCounts::short_answers`]).
+    pub short_answers_so_far: Vec<serde_json::Value>,
 }
 
 /// What one round measured (times in milliseconds).
@@ -57,7 +63,10 @@ pub struct RoundResult {
     pub peak_rss_bytes: u64,
     /// The calls of the warm claims, by operation (`DynamoDB_20120810.GetItem`, …).
     pub warm_calls: BTreeMap<String, usize>,
+    /// Each claim's (last) answer's status.
     pub statuses: BTreeMap<u64, usize>,
+    /// Claims sent again after a `503` ([`Plan::retries`]).
+    pub repeated_after_503: u32,
     /// Claims whose answer already said `endpoint_published`.
     pub answered_published: usize,
     /// Devices whose endpoint message the observer saw, and messages beyond one per device.
@@ -124,15 +133,22 @@ pub async fn run(
     });
     let mut instances: Vec<Instance> = futures::future::join_all((0..k).map(|_| Instance::start(&plan.runtime))).await;
     let (cold_codes, warm_codes) = plan.codes.split_at(k);
-    let first: Vec<Invocation> =
+    let retries = plan.retries;
+    let (first, first_repeats): (Vec<Invocation>, Vec<u32>) =
         futures::future::join_all(instances.iter_mut().zip(cold_codes).enumerate().map(
-            |(i, (instance, code))| async move { instance.claim(&format!("{}-cold-{i}", plan.vendor), code).await },
+            |(i, (instance, code))| async move {
+                instance
+                    .claim_retrying(&format!("{}-cold-{i}", plan.vendor), code, retries)
+                    .await
+            },
         ))
-        .await;
+        .await
+        .into_iter()
+        .unzip();
     plan.side.dynamodb.calls.take();
     plan.side.moto.calls.take();
     let cpu_before: Duration = instances.iter().map(Instance::cpu).sum();
-    let warm = claim_all(&mut instances, warm_codes, &format!("{}-user", plan.vendor)).await;
+    let (warm, warm_repeats) = claim_all(&mut instances, warm_codes, &format!("{}-user", plan.vendor), retries).await;
     let cpu_after: Duration = instances.iter().map(Instance::cpu).sum();
     let mut warm_calls = tally(plan.side.dynamodb.calls.take());
     warm_calls.extend(tally(plan.side.moto.calls.take()));
@@ -146,6 +162,7 @@ pub async fn run(
         warm_cpu_ms: ms(cpu_after.saturating_sub(cpu_before)),
         peak_rss_bytes: instances.iter().map(Instance::peak_rss).max().unwrap_or_default(),
         warm_calls,
+        repeated_after_503: first_repeats.iter().sum::<u32>() + warm_repeats,
         ..RoundResult::default()
     };
     drop(instances);
@@ -180,6 +197,12 @@ pub async fn run(
                 .counts
                 .failed_invocations
                 .load(std::sync::atomic::Ordering::Relaxed),
+            short_answers_so_far: publisher
+                .counts
+                .short_answers
+                .lock()
+                .map(|answers| answers.clone())
+                .unwrap_or_default(),
         });
     }
     result.invocations = invocations;
@@ -191,7 +214,8 @@ pub async fn run(
 async fn deliveries(result: &mut RoundResult, invocations: &[Invocation], observer: &Observer, plan: &Plan<'_>) {
     let accepted: HashMap<String, Instant> = invocations
         .iter()
-        .filter(|i| i.status == 202)
+        // 200: a repeat after a 503 found the claim its first try made.
+        .filter(|i| matches!(i.status, 200 | 202))
         .map(|i| (format!("{}/expresslink_config", i.code), i.answered))
         .collect();
     let prefix = format!("{}-", plan.vendor);

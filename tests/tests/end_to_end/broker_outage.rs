@@ -31,8 +31,8 @@ async fn a_claim_made_while_the_staging_endpoint_is_down_is_delivered_when_it_re
     assert_eq!(created.body["state"], "pending");
     let claim_id = created.body["claim_id"].as_str().unwrap().to_owned();
 
-    // Down for a while: attempts (the request's own, or the schedule's if it held the vendor lease)
-    // fail, the failure is shown, the claim keeps waiting.
+    // Down for a while: attempts (the stream-fed publisher's, then the schedule's after each
+    // backoff) fail, the failure is shown, the claim keeps waiting.
     let failing = stack
         .wait_for_claim("alice", &claim_id, Duration::from_secs(10), |a| {
             a.body["failure"]["code"].is_string()
@@ -43,18 +43,28 @@ async fn a_claim_made_while_the_staging_endpoint_is_down_is_delivered_when_it_re
         "{:?}",
         failing.body
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let waiting = stack
         .call("GET", &format!("/v1/claims/{claim_id}"), "alice", None)
         .await;
     assert_eq!(waiting.body["state"], "pending");
 
+    // The endpoint comes back right after an attempt failed, with the next one at least 3 s away
+    // (the backoff doubles from 2 s): time for the module to reconnect and subscribe again first.
+    // A message published before that would be lost, on AWS IoT as here, and the claim would read
+    // `endpoint_published` for a module that never got it (the user's retry is the way out); the
+    // test makes sure it is not that race it exercises.
+    let seen = stack.stored_claim(&claim_id).await.publish_attempts;
+    let next_in = wait_for_a_new_failure(&stack, &claim_id, seen, Duration::from_secs(3)).await;
     broker.resume().unwrap();
-    // The module reconnects and subscribes again (a message published before that would be lost,
-    // on AWS IoT as here; the growing backoff leaves it time).
+    let resumed = tokio::time::Instant::now();
     module
         .wait_for_next(Duration::from_secs(10), |e| *e == ModuleEvent::WaitingInStaging)
         .await;
+    assert!(
+        resumed.elapsed() < next_in,
+        "the module subscribed again {:?} after the endpoint came back, after the next attempt ({next_in:?})",
+        resumed.elapsed()
+    );
     // Delivered (and, once the module has moved and its arrival events came, provisioned).
     let delivered = stack
         .wait_for_claim("alice", &claim_id, Duration::from_secs(60), |a| {
@@ -69,4 +79,26 @@ async fn a_claim_made_while_the_staging_endpoint_is_down_is_delivered_when_it_re
         .await;
     module.settle(Duration::from_secs(3)).await;
     assert_eq!(module.messages().len(), 1, "delivered once: {:?}", module.seen);
+}
+
+/// Waits (up to 30 s) until the claim records a failed attempt after the `seen` ones whose next
+/// attempt is at least `at_least` away; how far away it is then.
+async fn wait_for_a_new_failure(stack: &Stack, claim_id: &str, mut seen: u32, at_least: Duration) -> Duration {
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < until {
+        let claim = stack.stored_claim(claim_id).await;
+        if claim.publish_attempts > seen {
+            seen = claim.publish_attempts;
+            let next_in = claim
+                .next_publish_at
+                .map(|at| at - time::OffsetDateTime::now_utc())
+                .and_then(|left| Duration::try_from(left).ok())
+                .unwrap_or_default();
+            if next_in >= at_least {
+                return next_in;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no failed attempt with its next one {at_least:?} away within 30 s ({seen} attempts)");
 }

@@ -3,7 +3,8 @@
 //! instead of passing for a staging timeout; an inline publish fits in what the request's deadline
 //! leaves, so a slow staging endpoint never costs an accepted claim its answer; with no time left
 //! the claim is left owed, untried. The credential store and the staging endpoint are fakes that
-//! hang; the store is real.
+//! hang; the store is real. A table that hangs during a stream delivery (a private DynamoDB Local,
+//! frozen from outside) is waited out, not left to the schedule.
 
 use std::{
     sync::{
@@ -14,18 +15,20 @@ use std::{
 };
 
 use async_trait::async_trait;
+use claim_shared::wiring::Wiring;
 use claim_shared::{
     domain::{
         claim::{Claim, ClaimState},
         ids::ConfigTopic,
         publish::{ClaimThingCredentials, PublishError},
     },
-    ports::{CredentialSource, EndpointPublisher},
+    ports::{CredentialSource, EndpointPublisher, OwnershipStore},
     service::{ClaimOutcome, ClaimService, ClaimSettings, Clock, Delivery, DeliverySettings},
 };
 use claim_tests::{
-    fixture::{Fixture, TestStore},
-    on_both_stores, FixedCredentials, ManualClock,
+    engines::Engine,
+    fixture::{Fixture, LocalTable, Probe, TestStore, T0},
+    fresh_table, local_sdk_config_at, on_both_stores, FixedCredentials, ManualClock,
 };
 use tokio::time::Instant;
 
@@ -200,4 +203,72 @@ async fn with_no_time_left_the_claim_stays_owed_and_nothing_is_tried<S: TestStor
     assert_eq!((claim.publish_attempts, claim.failure.clone()), (0, None));
     let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert!(stored.next_publish_at.is_some(), "owed in the outbox: {stored:?}");
+}
+
+/// The stream-fed publisher meets a table that hangs (a private DynamoDB Local, `SIGSTOP`ped for
+/// longer than a call's deadline, then continued): it waits the storage errors out and tries the
+/// vendor's claims again, read afresh, within its budget, instead of leaving them to the
+/// schedule; each message goes out once and is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_delivery_waits_out_a_table_that_hangs_and_publishes_each_claim_once() {
+    let dynamodb = Engine::dynamodb().await;
+    // The deployed functions' deadlines (1 s an attempt, 2 s a call), so the freeze fails calls.
+    let wiring = Wiring::from_config(local_sdk_config_at(&dynamodb.url).await);
+    let client = aws_sdk_dynamodb::Client::new(wiring.aws());
+    let table = LocalTable {
+        name: fresh_table(&client).await,
+        client,
+    };
+    let (store, clock) = (table.store(), ManualClock::at(T0));
+    let service = Arc::new(ClaimService::new(
+        store.clone(),
+        clock.clone(),
+        ClaimSettings::default(),
+    ));
+    let fx = Fixture {
+        store,
+        clock,
+        service,
+        probe: Probe::Table(table),
+    };
+    let staging = slow_staging(StdDuration::ZERO);
+    let publisher = delivering(
+        &fx,
+        Arc::new(FixedCredentials::MQTT),
+        staging.clone(),
+        DeliverySettings::default(),
+    );
+    let mut owed = Vec::new();
+    for (who, device) in [("alice", "hung-table-1"), ("bob", "hung-table-2")] {
+        fx.import(device).await;
+        let deadline = Instant::now() + StdDuration::from_secs(3);
+        let outcome = publisher
+            .claim_and_publish(&request(who, device, None), Some(deadline))
+            .await
+            .unwrap();
+        let ClaimOutcome::Created(claim) = outcome else {
+            panic!("accepted: {outcome:?}")
+        };
+        assert!(claim.next_publish_at.is_some(), "owed to the publisher: {claim:?}");
+        owed.push(claim);
+    }
+
+    let frozen = dynamodb.freeze();
+    let (report, ()) = tokio::join!(publisher.deliver_streamed(&owed, StdDuration::from_secs(45)), async {
+        tokio::time::sleep(StdDuration::from_secs(3)).await;
+        frozen.thaw();
+    });
+    let report = report.unwrap_or_else(|err| panic!("the delivery gave up: {err}\n{}", dynamodb.log()));
+    assert_eq!(
+        (report.published, report.failed, report.busy_vendors),
+        (2, 0, 0),
+        "{report:?}"
+    );
+    assert!(report.store_retries >= 1, "the freeze failed calls: {report:?}");
+    assert_eq!(staging.publishes.load(Ordering::SeqCst), 2, "each message once");
+    for claim in &owed {
+        let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+        assert_eq!(stored.state, ClaimState::EndpointPublished, "{stored:?}");
+        assert_eq!(stored.next_publish_at, None, "out of the outbox: {stored:?}");
+    }
 }
