@@ -136,7 +136,7 @@ async fn main() -> std::process::ExitCode {
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
          {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
-         Engines: DynamoDB Local, moto, Mosquitto (mutual TLS) of the local stack; times from outside the process.",
+         Engines: a DynamoDB Local of the run's own; moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.",
         claim_api.display(),
         claim_publisher.display(),
         cli.python.as_ref().map_or("none".to_owned(), |p| format!(
