@@ -41,8 +41,7 @@ impl TestStore for MemoryStore {
 
 impl TestStore for DynamoOwnershipStore {
     async fn fresh() -> (Self, Probe) {
-        let table = LocalTable::fresh().await;
-        (table.store(), Probe::Table(table))
+        LocalTable::fresh().await.into_store()
     }
 
     async fn unreachable() -> Self {
@@ -59,14 +58,24 @@ pub struct LocalTable {
 }
 
 impl LocalTable {
+    /// On the local stack's DynamoDB Local.
     pub async fn fresh() -> Self {
-        let client = local_dynamodb().await;
+        Self::fresh_on(local_dynamodb().await).await
+    }
+
+    /// On the engine (and with the settings) of `client`.
+    pub async fn fresh_on(client: Client) -> Self {
         let name = fresh_table(&client).await;
         Self { client, name }
     }
 
     pub fn store(&self) -> DynamoOwnershipStore {
         DynamoOwnershipStore::new(self.client.clone(), &self.name)
+    }
+
+    /// Its store, and the table kept as the fixture's probe.
+    pub fn into_store(self) -> (DynamoOwnershipStore, Probe) {
+        (self.store(), Probe::Table(self))
     }
 
     /// Every stored item of one entity kind (a scan: test-only, the product never scans).
@@ -153,6 +162,11 @@ impl<S: TestStore> Fixture<S> {
 
     pub async fn with_settings(settings: ClaimSettings) -> Self {
         let (store, probe) = S::fresh().await;
+        Self::on(store, probe, settings)
+    }
+
+    /// On `store` (e.g. a table on an engine of the test's own: [`LocalTable::into_store`]).
+    pub fn on(store: S, probe: Probe, settings: ClaimSettings) -> Self {
         let clock = ManualClock::at(T0);
         let service = Arc::new(ClaimService::new(store.clone(), clock.clone(), settings));
         Self {

@@ -166,7 +166,7 @@ pub struct InlinePublish {
 }
 
 /// A vendor's lease as one delivery run holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct Lease {
     pub name: String,
     pub holder: String,
@@ -495,6 +495,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         outcome
     }
 
+    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
+    /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
+    /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`) in pieces of
+    /// [`PUBLISH_PIECE`], each result recorded in one write on the claim and device as read
+    /// ([`Self::record_on`]) while the next piece goes out.
     async fn deliver_all(
         &self,
         delivery: &Delivery,
@@ -535,11 +540,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         // Publishing and recording overlap: a piece's results are recorded while the next piece
         // goes out, so a batch takes about as long as the slower of the two, not both.
         let mut results: Vec<((Claim, Device), PublishAttempt)> = Vec::new();
-        for piece in live.chunks(PUBLISH_PIECE) {
+        let mut live = live.into_iter();
+        loop {
+            let piece: Vec<(Claim, Device)> = live.by_ref().take(PUBLISH_PIECE).collect();
+            if piece.is_empty() {
+                break;
+            }
             let sending: Vec<Claim> = piece.iter().map(|(claim, _)| claim.clone()).collect();
             let publish = self.attempt_publish_all(delivery, &sending, credentials, deadline, report);
             let (sent, ()) = tokio::join!(publish, self.record_all(std::mem::take(&mut results)));
-            results = piece.iter().cloned().zip(sent).collect();
+            results = piece.into_iter().zip(sent).collect();
         }
         self.record_all(results).await;
         // Owed but no longer live (expired, superseded): leaves the outbox unsent.
@@ -694,7 +704,6 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
     }
 
-    /// Takes (or, with `held`, renews) the vendor's lease. `None`: another delivery holds it.
     /// Takes `lease` (or renews it: the holder is the same) until `lease_for` from now. `false`:
     /// another holder has it.
     async fn take_lease(&self, delivery: &Delivery, lease: &Lease) -> Result<bool, StoreError> {

@@ -75,9 +75,8 @@ impl Setup {
 
     /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
     pub async fn side(&self) -> Side {
-        let client = crate::dynamodb_at(&self.dynamodb_url).await;
-        let name = crate::fresh_table(&client).await;
-        self.side_on(LocalTable { client, name }).await
+        let table = LocalTable::fresh_on(crate::dynamodb_at(&self.dynamodb_url).await).await;
+        self.side_on(table).await
     }
 
     /// `table` and counting proxies of their own to the engines.

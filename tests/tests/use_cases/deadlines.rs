@@ -27,8 +27,8 @@ use claim_shared::{
 };
 use claim_tests::{
     engines::Engine,
-    fixture::{Fixture, LocalTable, Probe, TestStore, T0},
-    fresh_table, local_sdk_config_at, on_both_stores, FixedCredentials, ManualClock,
+    fixture::{Fixture, LocalTable, TestStore},
+    local_sdk_config_at, on_both_stores, FixedCredentials, ManualClock,
 };
 use tokio::time::Instant;
 
@@ -214,43 +214,32 @@ async fn a_stream_delivery_waits_out_a_table_that_hangs_and_publishes_each_claim
     let dynamodb = Engine::dynamodb().await;
     // The deployed functions' deadlines (1 s an attempt, 2 s a call), so the freeze fails calls.
     let wiring = Wiring::from_config(local_sdk_config_at(&dynamodb.url).await);
-    let client = aws_sdk_dynamodb::Client::new(wiring.aws());
-    let table = LocalTable {
-        name: fresh_table(&client).await,
-        client,
-    };
-    let (store, clock) = (table.store(), ManualClock::at(T0));
-    let service = Arc::new(ClaimService::new(
-        store.clone(),
-        clock.clone(),
-        ClaimSettings::default(),
-    ));
-    let fx = Fixture {
-        store,
-        clock,
-        service,
-        probe: Probe::Table(table),
-    };
-    let staging = slow_staging(StdDuration::ZERO);
-    let publisher = delivering(
+    let table = LocalTable::fresh_on(aws_sdk_dynamodb::Client::new(wiring.aws())).await;
+    let (store, probe) = table.into_store();
+    let fx = Fixture::on(store, probe, ClaimSettings::default());
+    let deadline = || Instant::now() + StdDuration::from_secs(3);
+    fx.import("hung-table-1").await;
+    fx.import("hung-table-2").await;
+    // The first claim's service delivers both: over mqtt the API left them owed.
+    let (publisher, staging, first) = claim_with_staging(
         &fx,
-        Arc::new(FixedCredentials::MQTT),
-        staging.clone(),
-        DeliverySettings::default(),
-    );
-    let mut owed = Vec::new();
-    for (who, device) in [("alice", "hung-table-1"), ("bob", "hung-table-2")] {
-        fx.import(device).await;
-        let deadline = Instant::now() + StdDuration::from_secs(3);
-        let outcome = publisher
-            .claim_and_publish(&request(who, device, None), Some(deadline))
-            .await
-            .unwrap();
-        let ClaimOutcome::Created(claim) = outcome else {
-            panic!("accepted: {outcome:?}")
-        };
+        FixedCredentials::MQTT,
+        ("alice", "hung-table-1"),
+        StdDuration::ZERO,
+        deadline(),
+    )
+    .await;
+    let (_, _, second) = claim_with_staging(
+        &fx,
+        FixedCredentials::MQTT,
+        ("bob", "hung-table-2"),
+        StdDuration::ZERO,
+        deadline(),
+    )
+    .await;
+    let owed = [first, second];
+    for claim in &owed {
         assert!(claim.next_publish_at.is_some(), "owed to the publisher: {claim:?}");
-        owed.push(claim);
     }
 
     let frozen = dynamodb.freeze();
