@@ -322,6 +322,11 @@ pub trait OwnershipStore: Send + Sync {
     /// Applies the change atomically, or nothing of it.
     async fn commit(&self, change: DeviceChange) -> Result<(), CommitError>;
 
+    /// Writes one existing claim alone, if it is still at `expected_version` (else
+    /// [`CommitError::Conflict`]): for changes that touch nothing but the claim, such as the record
+    /// of a publish attempt. One single-item write instead of a transaction with the device.
+    async fn update_claim(&self, claim: &Claim, expected_version: u64) -> Result<(), CommitError>;
+
     /// Devices recorded as held (owned or reserved) by `user`. The caller filters reservations
     /// whose deadline passed; a token that does not belong to this query is an error.
     async fn devices_held_by(

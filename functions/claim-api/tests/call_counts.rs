@@ -94,6 +94,14 @@ async fn an_accepted_claim_makes_at_most_four_dynamodb_calls_and_no_secrets_mana
                 "{kind}: {} DynamoDB calls for one claim: {table_calls:?}",
                 table_calls.len()
             );
+            // One transaction (the claim's commit); the publish is recorded by one write of the
+            // claim alone, not a second transaction with the device.
+            let transactions = table_calls.iter().filter(|call| call.ends_with(".TransactWriteItems"));
+            assert_eq!(transactions.count(), 1, "{kind}: {table_calls:?}");
+            assert!(
+                table_calls.last().is_some_and(|call| call.ends_with(".PutItem")),
+                "{kind}: {table_calls:?}"
+            );
             let secret_calls: Vec<&String> = moto_calls
                 .iter()
                 .filter(|call| call.starts_with("secretsmanager."))

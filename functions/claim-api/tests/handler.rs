@@ -271,11 +271,7 @@ async fn twenty_concurrent_claims_over_the_handler_give_one_202() {
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1);
     assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 19);
-    assert_eq!(
-        fx.history_len("dev-race").await,
-        3,
-        "imported, claimed, endpoint_published"
-    );
+    assert_eq!(fx.history_len("dev-race").await, 2, "imported, claimed");
     assert_eq!(fx.published.0.lock().unwrap().len(), 1, "one publish");
 }
 

@@ -255,6 +255,17 @@ impl OwnershipStore for MemoryStore {
         Ok(())
     }
 
+    async fn update_claim(&self, claim: &Claim, expected_version: u64) -> Result<(), CommitError> {
+        let mut tables = self.tables()?;
+        match tables.claims.get_mut(claim.claim_id.as_str()) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = claim.clone();
+                Ok(())
+            }
+            _ => Err(CommitError::Conflict),
+        }
+    }
+
     async fn devices_held_by(
         &self,
         user: &UserId,

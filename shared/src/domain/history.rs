@@ -10,6 +10,8 @@ use super::ids::{ClaimId, UserId};
 pub enum HistoryEvent {
     Imported,
     Claimed,
+    /// Only in histories written before a publish was recorded on the claim alone: the claim's
+    /// own history and its `claim.endpoint_published` event say when it was published.
     EndpointPublished,
     Provisioned,
     Expired,

@@ -157,16 +157,21 @@ impl LifecycleEvent {
         })
     }
 
-    /// The event of a claim write, if it recorded a failed publish attempt (one more attempt, and a
-    /// failure shown). Its id is the claim's version after the write, so each attempt has its own.
+    /// The event of a claim write, if it recorded a publish attempt (one more attempt): confirmed
+    /// (`claim.endpoint_published`, the first publish and any requested again) or failed
+    /// (`claim.publish_failed`, with the failure shown). Its id is the claim's version after the
+    /// write, so each attempt has its own.
     pub fn of_claim_write(before: &Claim, after: &Claim, at: OffsetDateTime) -> Option<Self> {
-        let failure = after.failure.as_ref()?;
         if after.publish_attempts <= before.publish_attempts || after.claim_id != before.claim_id {
             return None;
         }
+        let failure = after.failure.as_ref();
         Some(Self {
             event_id: format!("{}/claim/{}", after.claim_id.as_str(), after.version),
-            kind: LifecycleKind::ClaimPublishFailed,
+            kind: match failure {
+                Some(_) => LifecycleKind::ClaimPublishFailed,
+                None => LifecycleKind::ClaimEndpointPublished,
+            },
             at,
             thing_name: after.thing_name.clone(),
             vendor: Some(after.vendor.clone()),
@@ -175,8 +180,8 @@ impl LifecycleEvent {
             actor: Actor::System,
             target_endpoint: Some(after.target_endpoint.clone()),
             reason: None,
-            error_code: Some(failure.code.clone()),
-            attempt: Some(after.publish_attempts),
+            error_code: failure.map(|failure| failure.code.clone()),
+            attempt: failure.map(|_| after.publish_attempts),
         })
     }
 
@@ -195,6 +200,57 @@ mod tests {
         for kind in LifecycleKind::ALL {
             assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::json!(kind.as_str())));
         }
+    }
+
+    #[test]
+    fn a_claim_write_is_an_event_when_it_records_a_publish_attempt() {
+        use crate::domain::{
+            ids::{ClaimId, UserId},
+            publish::{PublishBackoff, PublishError},
+        };
+        let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let thing = ThingName::parse("event-thing").unwrap_or_else(|err| panic!("{err}"));
+        let user = UserId::parse("alice").unwrap_or_else(|err| panic!("{err}"));
+        let pending = Claim::new(
+            ClaimId::new_random(),
+            thing,
+            user,
+            "acme".into(),
+            "oem".into(),
+            t0,
+            time::Duration::minutes(15),
+        );
+        let versioned = |mut claim: Claim, version| {
+            claim.version = version;
+            claim
+        };
+
+        let mut failed = versioned(pending.clone(), 2);
+        failed.record_publish_failure(
+            &PublishError::new("staging_timeout", "slow"),
+            t0,
+            &PublishBackoff::default(),
+        );
+        let event = LifecycleEvent::of_claim_write(&pending, &failed, t0);
+        let event = event.unwrap_or_else(|| panic!("a failed attempt is an event"));
+        assert_eq!(event.kind, LifecycleKind::ClaimPublishFailed);
+        assert_eq!(event.error_code.as_deref(), Some("staging_timeout"));
+        assert_eq!(event.attempt, Some(1));
+        assert_eq!(event.event_id, format!("{}/claim/2", pending.claim_id.as_str()));
+
+        let mut published = versioned(failed.clone(), 3);
+        published.record_published(t0).unwrap_or_else(|err| panic!("{err}"));
+        let event = LifecycleEvent::of_claim_write(&failed, &published, t0);
+        let event = event.unwrap_or_else(|| panic!("a confirmed publish is an event"));
+        assert_eq!(event.kind, LifecycleKind::ClaimEndpointPublished);
+        assert_eq!((event.error_code, event.attempt), (None, None));
+        assert_eq!(event.target_endpoint.as_deref(), Some("oem"));
+        assert_eq!(event.event_id, format!("{}/claim/3", pending.claim_id.as_str()));
+
+        // A write that records no attempt (a retry request, an expiry) is not this kind of event.
+        let mut renewed = versioned(published.clone(), 4);
+        renewed.retried_at = Some(t0);
+        assert_eq!(LifecycleEvent::of_claim_write(&published, &renewed, t0), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::{
     domain::{
         attempts::{AttemptLimits, AttemptScope},
         claim::Claim,
-        device::{ClaimDecision, Device, Holder, NamedBy},
+        device::{ClaimDecision, Holder, NamedBy},
         endpoints::EndpointPlan,
         history::{Actor, HistoryEvent, NewHistoryEntry},
         ids::{ClaimId, IdempotencyKey, ThingName, UserId},
@@ -97,12 +97,10 @@ impl ClaimError {
     }
 }
 
-/// A new claim as this request committed it, for publishing it at once without reading it back.
+/// The claim is new, as this request committed it: published at once and recorded on without
+/// reading it back.
 #[derive(Debug)]
-pub(super) struct Committed {
-    /// The device record as the commit wrote it.
-    pub device: Device,
-}
+pub(super) struct Committed;
 
 /// What a claim request resolved its code to, and what came of it.
 type Decided = (
@@ -426,10 +424,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 self.lift_in(&mut change, quarantine, user, Some(claim.claim_id.clone()), now)
                     .await?;
             }
-            let written = change.device.clone();
             if self.try_commit(change, attempt).await? {
-                let committed = Committed { device: written };
-                return Ok((ClaimOutcome::Created(claim), Some(committed)));
+                return Ok((ClaimOutcome::Created(claim), Some(Committed)));
             }
         }
         Err(ClaimError::Busy)

@@ -181,6 +181,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         settle(result, attempt).await
     }
 
+    /// [`Self::try_commit`] for a change of one claim alone ([`OwnershipStore::update_claim`]).
+    async fn try_update_claim(&self, claim: &Claim, expected_version: u64, attempt: u32) -> Result<bool, StoreError> {
+        let result = self.store.update_claim(claim, expected_version).await;
+        settle(result, attempt).await
+    }
+
     /// The claim a device record points at; a missing one is corrupt data.
     async fn claim_pointed_at(&self, claim_id: &ClaimId) -> Result<Claim, StoreError> {
         self.store

@@ -34,7 +34,7 @@ use super::{claim::Committed, ClaimService, Clock, PublishAttempt};
 use crate::{
     domain::{
         claim::Claim,
-        device::{Device, Holder},
+        device::Holder,
         ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError, PublishTransport},
     },
@@ -239,11 +239,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             }
             let mut report = DrainReport::default();
             match committed {
-                Some(Committed { device }) => {
+                Some(Committed) => {
                     let attempt = self
                         .attempt_publish(delivery, &claim, &credentials, publish_by, &mut report)
                         .await;
-                    Ok(Some(self.record_on(claim.clone(), &device, &attempt).await))
+                    Ok(Some(self.record_on(claim.clone(), &attempt).await))
                 }
                 None => {
                     self.deliver(delivery, &claim.claim_id, &credentials, publish_by, &mut report)
@@ -498,7 +498,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
     /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
     /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`) in pieces of
-    /// [`PUBLISH_PIECE`], each result recorded in one write on the claim and device as read
+    /// [`PUBLISH_PIECE`], each result recorded in one write of the claim as read
     /// ([`Self::record_on`]) while the next piece goes out.
     async fn deliver_all(
         &self,
@@ -532,22 +532,22 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let holds = device.as_ref().is_some_and(
                 |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
             );
-            match device {
-                Some(device) if holds && claim.is_live(now) => live.push(((**claim).clone(), (**device).clone())),
-                _ => unsent.push(claim.claim_id.clone()),
+            if holds && claim.is_live(now) {
+                live.push((**claim).clone());
+            } else {
+                unsent.push(claim.claim_id.clone());
             }
         }
         // Publishing and recording overlap: a piece's results are recorded while the next piece
         // goes out, so a batch takes about as long as the slower of the two, not both.
-        let mut results: Vec<((Claim, Device), PublishAttempt)> = Vec::new();
+        let mut results: Vec<(Claim, PublishAttempt)> = Vec::new();
         let mut live = live.into_iter();
         loop {
-            let piece: Vec<(Claim, Device)> = live.by_ref().take(PUBLISH_PIECE).collect();
+            let piece: Vec<Claim> = live.by_ref().take(PUBLISH_PIECE).collect();
             if piece.is_empty() {
                 break;
             }
-            let sending: Vec<Claim> = piece.iter().map(|(claim, _)| claim.clone()).collect();
-            let publish = self.attempt_publish_all(delivery, &sending, credentials, deadline, report);
+            let publish = self.attempt_publish_all(delivery, &piece, credentials, deadline, report);
             let (sent, ()) = tokio::join!(publish, self.record_all(std::mem::take(&mut results)));
             results = piece.into_iter().zip(sent).collect();
         }
@@ -562,13 +562,15 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// Records each publish attempt on its claim, [`STORE_PARALLEL`] at once.
-    async fn record_all(&self, results: Vec<((Claim, Device), PublishAttempt)>) {
+    async fn record_all(&self, results: Vec<(Claim, PublishAttempt)>) {
         use futures::StreamExt as _;
-        futures::stream::iter(results.into_iter().map(|((claim, device), attempt)| async move {
-            self.record_on(claim, &device, &attempt).await;
-        }))
+        futures::stream::iter(
+            results
+                .into_iter()
+                .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await }),
+        )
         .buffer_unordered(STORE_PARALLEL)
-        .collect::<Vec<()>>()
+        .collect::<Vec<Claim>>()
         .await;
     }
 

@@ -9,8 +9,7 @@ use super::{elapsed_ms, ClaimService, ClaimSettings, Clock, DeviceOpError};
 use crate::{
     domain::{
         claim::{Claim, ClaimState},
-        device::{Device, Holder},
-        history::{Actor, HistoryEvent, NewHistoryEntry},
+        device::Holder,
         ids::ClaimId,
         publish::PublishError,
     },
@@ -66,21 +65,19 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         outcome
     }
 
-    /// Records a publish attempt on a live claim that owes it, from the claim and device as they
-    /// were just committed or read (nothing is read), in one write. If either changed since, the
-    /// result is recorded as [`Self::record_publish_result`] does. A record that
+    /// Records a publish attempt on a live claim that owes it, from the claim as it was just
+    /// committed or read (nothing is read), in one single-item write of the claim. If the claim
+    /// changed since, the result is recorded as [`Self::record_publish_result`] does. A record that
     /// cannot be written is logged; the claim then stays due and is published again later. The
     /// claim as it stands after.
-    pub(super) async fn record_on(&self, claim: Claim, device: &Device, attempt: &PublishAttempt) -> Claim {
+    pub(super) async fn record_on(&self, claim: Claim, attempt: &PublishAttempt) -> Claim {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut recorded = claim.clone();
-        let mut change = DeviceChange::on(device);
-        let applied = apply_attempt(&mut recorded, &mut change, attempt, now, &self.settings);
         let before = recorded.version;
-        change.update_claim(before, recorded.clone());
+        let applied = apply_attempt(&mut recorded, attempt, now, &self.settings);
         recorded.version = before + 1;
-        if applied.is_ok() && self.store.commit(change).await.is_ok() {
+        if applied.is_ok() && self.store.update_claim(&recorded, before).await.is_ok() {
             let outcome = Ok((Progress::Applied(Box::new(recorded.clone())), recorded.clone()));
             log_publish(&claim.claim_id, attempt, &outcome, started);
             return recorded;
@@ -109,29 +106,37 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             };
             let holds = matches!(&device.holder, Holder::Reserved { claim_id: held, .. } if held == claim_id);
             let before = claim.version;
-            let mut change = DeviceChange::on(&device);
-            let progress = if !holds || !claim.is_live(now) {
+            let applied = if !holds || !claim.is_live(now) {
                 if claim.next_publish_at.is_none() {
                     return Ok((Progress::Ignored(claim.effective_state(now)), claim));
                 }
                 if holds && claim.is_overdue(now) {
+                    // The overdue reservation ends here: a change of the device, not only the claim.
+                    let mut change = DeviceChange::on(&device);
                     self.expire_into(&mut change, claim_id, now).await?;
                     change.device.holder = Holder::Free;
-                } else {
-                    claim.next_publish_at = None;
-                    change.update_claim(before, claim.clone());
+                    if self.try_commit(change, attempt).await? {
+                        return Ok((Progress::Ignored(claim.effective_state(now)), claim));
+                    }
+                    continue;
                 }
-                Progress::Ignored(claim.effective_state(now))
+                claim.next_publish_at = None;
+                false
             } else if claim.next_publish_at.is_none() || *delivery == PublishAttempt::NotSent {
                 // No publish was owed (a duplicate report), or the claim became live again
                 // (renewed) after the deliverer decided not to send: it stays due.
                 return Ok((Progress::Ignored(claim.effective_state(now)), claim));
             } else {
-                apply_attempt(&mut claim, &mut change, delivery, now, &self.settings)?;
-                change.update_claim(before, claim.clone());
-                Progress::Applied(Box::new(claim.clone()))
+                apply_attempt(&mut claim, delivery, now, &self.settings)?;
+                true
             };
-            if self.try_commit(change, attempt).await? {
+            claim.version = before + 1;
+            if self.try_update_claim(&claim, before, attempt).await? {
+                let progress = if applied {
+                    Progress::Applied(Box::new(claim.clone()))
+                } else {
+                    Progress::Ignored(claim.effective_state(now))
+                };
                 return Ok((progress, claim));
             }
         }
@@ -139,28 +144,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 }
 
-/// What an attempt changes on a live claim that owes a publish: published (and the device's
-/// history says so), or failed (due again after the backoff).
+/// What an attempt changes on a live claim that owes a publish: published (the claim's own history
+/// says when, and its stream record becomes the `claim.endpoint_published` event), or failed (due
+/// again after the backoff). Only the claim changes, so the record is one write of the claim.
 fn apply_attempt(
     claim: &mut Claim,
-    change: &mut DeviceChange,
     attempt: &PublishAttempt,
     now: OffsetDateTime,
     settings: &ClaimSettings,
 ) -> Result<(), StoreError> {
     match attempt {
         PublishAttempt::NotSent => {}
-        PublishAttempt::Sent => {
-            claim
-                .record_published(now)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            change.record(NewHistoryEntry::new(
-                now,
-                HistoryEvent::EndpointPublished,
-                Actor::System,
-                Some(claim.claim_id.clone()),
-            ));
-        }
+        PublishAttempt::Sent => claim
+            .record_published(now)
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?,
         PublishAttempt::Failed(err) => claim.record_publish_failure(err, now, &settings.publish_backoff),
     }
     Ok(())

@@ -97,6 +97,17 @@ async fn a_claims_life_is_one_event_per_committed_change_and_a_refused_claim_is_
             detail["at"].as_str().map(|t| &t[..16])
         );
     }
+    // The publish comes from the claim's own record (one write of the claim), the others from the
+    // device's history.
+    for event in &events {
+        let id = event["detail"]["event_id"].as_str().unwrap_or_default();
+        let expected = if event["detail-type"] == "claim.endpoint_published" {
+            format!("{claim_id}/claim/")
+        } else {
+            format!("{thing}/history/")
+        };
+        assert!(id.starts_with(&expected), "{id} for {event}");
+    }
     let accepted = &events[0]["detail"];
     assert_eq!(accepted["target_endpoint"], stack.local.oem_endpoint.as_str());
     assert_eq!(accepted["actor"], json!({"kind": "user", "id": user}));

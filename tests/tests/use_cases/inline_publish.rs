@@ -59,12 +59,15 @@ async fn an_https_claim_is_published_in_the_request_even_while_a_delivery_holds_
     // The answer is the claim as stored, though nothing was read back.
     let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
     assert_eq!(stored, claim);
+    // The publish is recorded on the claim alone (its own history says when); the device's
+    // history keeps ownership changes.
+    let states: Vec<ClaimState> = claim.history.iter().map(|change| change.state).collect();
+    assert_eq!(states, [ClaimState::Pending, ClaimState::EndpointPublished]);
     assert_eq!(
         fx.events("inline-1").await,
         [
             (HistoryEvent::Imported, None),
             (HistoryEvent::Claimed, Some(claim.claim_id.clone())),
-            (HistoryEvent::EndpointPublished, Some(claim.claim_id.clone())),
         ]
     );
     assert!(

@@ -108,13 +108,12 @@ async fn only_the_owner_releases_and_the_device_becomes_claimable<S: TestStore>(
         [
             (HistoryEvent::Imported, None),
             (HistoryEvent::Claimed, Some(owned.clone())),
-            (HistoryEvent::EndpointPublished, Some(owned.clone())),
             (HistoryEvent::Provisioned, Some(owned.clone())),
             (HistoryEvent::Released, Some(owned.clone())),
             (HistoryEvent::Claimed, Some(bobs.claim().claim_id.clone())),
         ]
     );
-    let release_entry = &fx.history("dev-rel").await[4];
+    let release_entry = &fx.history("dev-rel").await[3];
     assert_eq!(release_entry.actor, Actor::User(user("alice")));
 }
 

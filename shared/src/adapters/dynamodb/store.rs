@@ -305,6 +305,30 @@ impl OwnershipStore for DynamoOwnershipStore {
         }
     }
 
+    async fn update_claim(&self, claim: &Claim, expected_version: u64) -> Result<(), CommitError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(claim_item(claim)))
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(CommitError::Conflict)
+            }
+            Err(err) => Err(CommitError::Store(unavailable(err))),
+        }
+    }
+
     async fn devices_held_by(
         &self,
         user: &UserId,
