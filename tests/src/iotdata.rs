@@ -31,6 +31,15 @@ impl RecordedPublish {
 
 /// Every publish to `topic` moto has received since the stack started, oldest first.
 pub async fn moto_publishes(moto_url: &str, topic: &str) -> Result<Vec<RecordedPublish>, String> {
+    moto_publishes_where(moto_url, |recorded| recorded == topic).await
+}
+
+/// Every publish moto has received to a topic that `wanted` accepts, oldest first (one download of
+/// the recording, however many topics).
+pub async fn moto_publishes_where(
+    moto_url: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<RecordedPublish>, String> {
     let url = format!("{moto_url}/moto-api/recorder/download-recording");
     let text = reqwest::get(&url)
         .await
@@ -51,7 +60,8 @@ pub async fn moto_publishes(moto_url: &str, topic: &str) -> Result<Vec<RecordedP
         };
         let rest = &raw_url[path_start + "/topics/".len()..];
         let (encoded_topic, query) = rest.split_once('?').unwrap_or((rest, ""));
-        if percent_decode(encoded_topic) != topic {
+        let topic = percent_decode(encoded_topic);
+        if !wanted(&topic) {
             continue;
         }
         let qos = query
@@ -75,7 +85,7 @@ pub async fn moto_publishes(moto_url: &str, topic: &str) -> Result<Vec<RecordedP
             })
             .unwrap_or_default();
         found.push(RecordedPublish {
-            topic: topic.to_owned(),
+            topic,
             qos,
             payload,
             headers,

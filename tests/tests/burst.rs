@@ -19,7 +19,7 @@ use claim_shared::{
     ports::OwnershipStore,
 };
 use claim_tests::{
-    lambda_bench::{built_beside, publisher::StreamFedPublisher, round, Setup, Side},
+    lambda_bench::{built_beside, publisher::StreamFedPublisher, round, Setup, Side, Transport},
     mqtt::Observer,
 };
 
@@ -63,6 +63,8 @@ async fn burst() -> Burst {
         side: &side,
         vendor: &vendor,
         client_id: &client_id,
+        transport: Transport::Mqtt,
+        moto_url: &setup.local.moto_url,
         instances: INSTANCES,
         codes: codes.clone(),
         deliver_within: DELIVER_WITHIN,

@@ -15,7 +15,7 @@ use claim_tests::{
         built_beside,
         report::{markdown, summarise, BASELINE},
         round::{self, Plan, RoundResult},
-        Setup,
+        Setup, Transport,
     },
     mqtt::Observer,
 };
@@ -49,6 +49,10 @@ struct Cli {
     /// Seconds after the last answer that endpoint messages may still come.
     #[arg(long, value_name = "S", default_value_t = 30)]
     deliver_within: u64,
+    /// How the rounds' vendors publish: `mqtt` (the stream-fed publisher, against the baseline) or
+    /// `https` (published in the request; ours only: the baseline speaks MQTT).
+    #[arg(long, value_enum, default_value_t = Transport::Mqtt)]
+    transport: Transport,
     /// Where the table goes (markdown and JSON).
     #[arg(long, value_name = "DIR", default_value = ".local/artefacts/bench")]
     out: PathBuf,
@@ -90,12 +94,14 @@ async fn main() -> std::process::ExitCode {
     for &k in &cli.instances {
         for turn in 0..cli.rounds {
             let mut order = vec![OURS];
-            if cli.python.is_some() {
+            if cli.python.is_some() && cli.transport == Transport::Mqtt {
                 order.insert(usize::from(turn % 2 == 1), BASELINE);
             }
             for implementation in order {
                 let side = if implementation == OURS { &ours } else { &python };
-                let (vendor, client_id) = setup.new_vendor(&format!("bench-{implementation}")).await;
+                let (vendor, client_id) = setup
+                    .new_vendor_over(&format!("bench-{implementation}"), cli.transport)
+                    .await;
                 let codes = setup.import(&side.table, &vendor, cli.claims as usize).await;
                 let runtime = match (implementation, &cli.python) {
                     (BASELINE, Some(python_bin)) => setup.python_baseline(python_bin, side, &vendor),
@@ -107,6 +113,8 @@ async fn main() -> std::process::ExitCode {
                     side,
                     vendor: &vendor,
                     client_id: &client_id,
+                    transport: cli.transport,
+                    moto_url: &setup.local.moto_url,
                     instances: k as usize,
                     codes,
                     retries: 0,
@@ -135,11 +143,15 @@ async fn main() -> std::process::ExitCode {
     let when = time::OffsetDateTime::now_utc();
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
-         {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
+         Transport: {}. {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
          Engines: a DynamoDB Local of the run's own; moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.",
+        match cli.transport {
+            Transport::Mqtt => "mqtt (claim-publisher sends; an MQTT observer times each message)",
+            Transport::Https => "https (claim-api publishes in the request; moto's recording says what arrived)",
+        },
         claim_api.display(),
         claim_publisher.display(),
-        cli.python.as_ref().map_or("none".to_owned(), |p| format!(
+        cli.python.as_ref().filter(|_| cli.transport == Transport::Mqtt).map_or("none".to_owned(), |p| format!(
             "tools/bench-baseline/handler.py under awslambdaric ({})",
             p.display()
         )),
@@ -190,5 +202,8 @@ mod tests {
         let cli = Cli::try_parse_from(["claim-bench-lambda", "--instances", "1,8,16"]).unwrap();
         assert_eq!(cli.instances, [1, 8, 16]);
         assert!(Cli::try_parse_from(["claim-bench-lambda", "--instances", "0"]).is_err());
+        let https = Cli::try_parse_from(["claim-bench-lambda", "--transport", "https"]).unwrap();
+        assert_eq!(https.transport, Transport::Https);
+        assert!(Cli::try_parse_from(["claim-bench-lambda", "--transport", "iot"]).is_err());
     }
 }

@@ -36,6 +36,19 @@ use crate::{
 use instance::Runtime;
 use publisher::StreamFedPublisher;
 
+/// How a round's vendor publishes its endpoint messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// MQTT to the staging broker: `claim-api` leaves the claims to the stream-fed publisher, and
+    /// an MQTT observer times each message.
+    Mqtt,
+    /// HTTPS publishes (mutual TLS) to the staging endpoint: `claim-api` publishes in the request
+    /// and answers `endpoint_published` once the endpoint confirmed; moto's recording says what
+    /// arrived. The Python baseline speaks MQTT only.
+    Https,
+}
+
 /// Where the harness's vendors keep their claim-thing secrets (as the local stack's functions).
 pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
 
@@ -103,9 +116,23 @@ impl Setup {
     /// A new module vendor whose claim-thing (a client id of its own) publishes to the staging
     /// listener; its name and client id.
     pub async fn new_vendor(&self, prefix: &str) -> (String, String) {
+        self.new_vendor_over(prefix, Transport::Mqtt).await
+    }
+
+    /// [`Self::new_vendor`] publishing over `transport`: `mqtt` to the staging broker, `https` to
+    /// the local HTTPS staging endpoint (nginx, mutual TLS, passing publishes on to moto).
+    pub async fn new_vendor_over(&self, prefix: &str, transport: Transport) -> (String, String) {
         let vendor = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-        let profile = local_claim_thing_secret(&self.pki, self.local.staging_port)
-            .unwrap_or_else(|err| panic!("claim-thing profile: {err}"));
+        let profile = local_claim_thing_secret(&self.pki, self.local.staging_port).and_then(|mut profile| {
+            if transport == Transport::Https {
+                let identity = self.pki.client(crate::pki::CLAIM_THING)?;
+                let client_id = profile["client_id"].clone();
+                profile = crate::iotdata::https_profile(&self.pki, &identity, self.local.https_staging_port)?;
+                profile["client_id"] = client_id;
+            }
+            Ok(profile)
+        });
+        let profile = profile.unwrap_or_else(|err| panic!("claim-thing profile: {err}"));
         let client_id = profile["client_id"].as_str().unwrap_or_default().to_owned();
         put_claim_thing_secret(&local_secrets().await, &format!("{SECRET_PREFIX}{vendor}"), &profile)
             .await

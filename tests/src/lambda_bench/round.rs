@@ -1,7 +1,9 @@
 //! One round: K fresh instances of one implementation claim N fresh devices of a vendor of the
 //! round's own — first one claim each (cold), then the rest as a burst over the warm instances —
-//! while an MQTT observer times every endpoint message and proxies count the AWS calls; then the
-//! broker's log tells how the vendor's client id connected.
+//! while an MQTT observer times every endpoint message (`mqtt`; for `https`, moto's recording says
+//! what arrived, and each answer that says `endpoint_published` came after its message was
+//! confirmed) and proxies count the AWS calls; then the broker's log tells how the vendor's client
+//! id connected.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,7 +15,7 @@ use serde::Serialize;
 use super::{
     instance::{claim_all, Instance, Invocation, Runtime},
     publisher::StreamFedPublisher,
-    Side,
+    Side, Transport,
 };
 use crate::mqtt::{connections_of, Observer};
 
@@ -24,6 +26,9 @@ pub struct Plan<'a> {
     pub side: &'a Side,
     pub vendor: &'a str,
     pub client_id: &'a str,
+    /// How the vendor publishes, and where the `https` publishes are recorded (moto's URL).
+    pub transport: Transport,
+    pub moto_url: &'a str,
     pub instances: usize,
     pub codes: Vec<String>,
     /// How long after the last answer the endpoint messages may still come.
@@ -171,7 +176,10 @@ pub async fn run(
         *result.statuses.entry(invocation.status).or_default() += 1;
     }
     result.answered_published = invocations.iter().filter(|i| i.state == "endpoint_published").count();
-    deliveries(&mut result, &invocations, observer, &plan).await;
+    match plan.transport {
+        Transport::Mqtt => deliveries(&mut result, &invocations, observer, &plan).await,
+        Transport::Https => https_deliveries(&mut result, &invocations, &plan).await,
+    }
     let connections = connections_of(&broker_log(), plan.client_id);
     result.connects = connections.connects.len();
     result.most_connects_per_second = connections.most_per_second();
@@ -270,4 +278,40 @@ async fn deliveries(result: &mut RoundResult, invocations: &[Invocation], observ
             None => -ms(last_answer.duration_since(last.1)),
         };
     }
+}
+
+/// `https`: what moto recorded for the round's vendor, and the message rate from the answers that
+/// said `endpoint_published` (each was confirmed by the endpoint before the answer, so its message
+/// counts as 0 ms after the answer and at most at the answer's time).
+async fn https_deliveries(result: &mut RoundResult, invocations: &[Invocation], plan: &Plan<'_>) {
+    let prefix = format!("{}-", plan.vendor);
+    let recorded = crate::iotdata::moto_publishes_where(plan.moto_url, |topic| topic.starts_with(&prefix))
+        .await
+        .unwrap_or_else(|err| panic!("moto's recording: {err}"));
+    let mut topics: Vec<&str> = recorded.iter().map(|publish| publish.topic.as_str()).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    result.delivered = topics.len();
+    result.duplicates = recorded.len() - topics.len();
+    let mut published: Vec<Instant> = invocations
+        .iter()
+        .filter(|i| i.state == "endpoint_published")
+        .map(|i| i.answered)
+        .collect();
+    published.sort_unstable();
+    result.accept_to_message_ms = vec![0.0; published.len()];
+    let (Some(first), Some(last)) = (published.first().copied(), published.last().copied()) else {
+        return;
+    };
+    let span = last.duration_since(first).as_secs_f64();
+    result.messages_per_second = if span > 0.0 {
+        (published.len() - 1) as f64 / span
+    } else {
+        0.0
+    };
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for at in &published {
+        *per_second.entry(at.duration_since(first).as_secs()).or_default() += 1;
+    }
+    result.most_messages_in_a_second = per_second.values().copied().max().unwrap_or_default();
 }
