@@ -89,6 +89,14 @@ async fn main() -> std::process::ExitCode {
         .await
         .unwrap_or_else(|err| panic!("observer: {err}"));
     let (publisher, publisher_side) = setup.stream_fed_publisher(&claim_publisher, &ours).await;
+    // For `https`, what the local endpoint takes at most, measured in the same run before the rounds.
+    let endpoint_rate = match cli.transport {
+        Transport::Mqtt => None,
+        Transport::Https => Some(setup.https_endpoint_rate(cli.claims as usize).await),
+    };
+    if let Some(rate) = endpoint_rate {
+        println!("the HTTPS staging endpoint alone: {rate:.0} messages/s (our HTTPS adapter, 16 at a time)");
+    }
 
     let mut rounds: Vec<RoundResult> = Vec::new();
     for &k in &cli.instances {
@@ -144,7 +152,7 @@ async fn main() -> std::process::ExitCode {
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
          Transport: {}. {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
-         Engines: a DynamoDB Local of the run's own; moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.",
+         Engines: a DynamoDB Local of the run's own; moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
         match cli.transport {
             Transport::Mqtt => "mqtt (claim-publisher sends; an MQTT observer times each message)",
             Transport::Https => "https (claim-api publishes in the request; moto's recording says what arrived)",
@@ -154,6 +162,10 @@ async fn main() -> std::process::ExitCode {
         cli.python.as_ref().filter(|_| cli.transport == Transport::Mqtt).map_or("none".to_owned(), |p| format!(
             "tools/bench-baseline/handler.py under awslambdaric ({})",
             p.display()
+        )),
+        endpoint_rate.map_or(String::new(), |rate| format!(
+            "\nThe HTTPS staging endpoint alone (nginx → moto; {} messages by our HTTPS adapter, 16 at a time, no claim or table): {rate:.0} messages/s, the ceiling of these rounds.",
+            cli.claims
         )),
     );
     let table = markdown(&summaries, OURS);
@@ -169,6 +181,7 @@ async fn main() -> std::process::ExitCode {
     );
     let json = serde_json::json!({
         "header": header, "cores": cores, "load_before": load_before, "load_after": load_after,
+        "transport": cli.transport, "https_endpoint_messages_per_second": endpoint_rate,
         "summaries": summaries, "rounds": rounds,
     });
     let written = std::fs::create_dir_all(&cli.out)

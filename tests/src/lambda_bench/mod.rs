@@ -123,6 +123,16 @@ impl Setup {
     /// the local HTTPS staging endpoint (nginx, mutual TLS, passing publishes on to moto).
     pub async fn new_vendor_over(&self, prefix: &str, transport: Transport) -> (String, String) {
         let vendor = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+        let profile = self.claim_thing_profile(transport);
+        let client_id = profile["client_id"].as_str().unwrap_or_default().to_owned();
+        put_claim_thing_secret(&local_secrets().await, &format!("{SECRET_PREFIX}{vendor}"), &profile)
+            .await
+            .unwrap_or_else(|err| panic!("secret of {vendor}: {err}"));
+        (vendor, client_id)
+    }
+
+    /// A claim-thing profile (the secret's JSON) of a client id of its own, over `transport`.
+    fn claim_thing_profile(&self, transport: Transport) -> serde_json::Value {
         let profile = local_claim_thing_secret(&self.pki, self.local.staging_port).and_then(|mut profile| {
             if transport == Transport::Https {
                 let identity = self.pki.client(crate::pki::CLAIM_THING)?;
@@ -132,12 +142,39 @@ impl Setup {
             }
             Ok(profile)
         });
-        let profile = profile.unwrap_or_else(|err| panic!("claim-thing profile: {err}"));
-        let client_id = profile["client_id"].as_str().unwrap_or_default().to_owned();
-        put_claim_thing_secret(&local_secrets().await, &format!("{SECRET_PREFIX}{vendor}"), &profile)
-            .await
-            .unwrap_or_else(|err| panic!("secret of {vendor}: {err}"));
-        (vendor, client_id)
+        profile.unwrap_or_else(|err| panic!("claim-thing profile: {err}"))
+    }
+
+    /// What the local HTTPS staging endpoint (nginx passing publishes on to moto) takes at most:
+    /// `count` endpoint messages sent by the product's own HTTPS adapter alone
+    /// ([`HttpsPublisher::publish_batch`](claim_shared::adapters::iotdata::HttpsPublisher), its
+    /// pooled connections, 16 at a time), no claim, no table; messages per second. The ceiling any
+    /// `https` round can reach on this machine.
+    pub async fn https_endpoint_rate(&self, count: usize) -> f64 {
+        use claim_shared::{
+            domain::{ids::ConfigTopic, publish::ClaimThingCredentials},
+            ports::EndpointPublisher as _,
+        };
+        let profile = self.claim_thing_profile(Transport::Https).to_string();
+        let credentials =
+            ClaimThingCredentials::parse(&profile).unwrap_or_else(|err| panic!("claim-thing profile: {err}"));
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let messages: Vec<(ConfigTopic, Vec<u8>)> = (0..count)
+            .map(|i| {
+                let thing = ThingName::parse(&format!("ceiling-{run}-{i}")).unwrap_or_else(|err| panic!("{err}"));
+                (ConfigTopic::for_device(&thing), b"{}".to_vec())
+            })
+            .collect();
+        let https = claim_shared::adapters::iotdata::HttpsPublisher::default();
+        // The connections are opened (and kept) by a first message, as a warm function has them.
+        let _ = https.publish_batch(&credentials, &messages[..1]).await;
+        let started = std::time::Instant::now();
+        let results = https.publish_batch(&credentials, &messages).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Some(Err(err)) = results.iter().find(|result| result.is_err()) {
+            panic!("the HTTPS staging endpoint refused a publish: {err}");
+        }
+        count as f64 / elapsed
     }
 
     /// `count` new devices of `vendor` in `table`, imported as an operator would; their ThingNames.
