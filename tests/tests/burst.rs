@@ -63,6 +63,7 @@ async fn burst() -> Burst {
         side: &side,
         vendor: &vendor,
         client_id: &client_id,
+        engine_pid: Some(setup.dynamodb_pid()),
         transport: Transport::Mqtt,
         moto_url: &setup.local.moto_url,
         instances: INSTANCES,

@@ -311,9 +311,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let delivered = self
             .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut done.report)
             .await;
-        self.store.release_lease(&lease.name, &lease.holder).await?;
+        self.let_lease_go(&lease).await;
         done.claim = delivered?;
         Ok(done)
+    }
+
+    /// Gives the lease back; one that cannot be given back lapses by itself (the same holder may
+    /// take it again meanwhile), so what was delivered under it still stands.
+    async fn let_lease_go(&self, lease: &Lease) {
+        if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
+            tracing::warn!(event = "outbox_lease_release_failed", lease = lease.name.as_str(), error = %err);
+        }
     }
 
     /// Delivers every due claim until none is due, every remaining vendor is busy elsewhere, or
@@ -488,10 +496,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 break;
             }
         }
-        if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
-            // It lapses by itself; the same holder may take it again meanwhile.
-            tracing::warn!(event = "outbox_lease_release_failed", lease = lease.name.as_str(), error = %err);
-        }
+        self.let_lease_go(lease).await;
         outcome
     }
 

@@ -121,6 +121,7 @@ async fn main() -> std::process::ExitCode {
                     side,
                     vendor: &vendor,
                     client_id: &client_id,
+                    engine_pid: Some(setup.dynamodb_pid()),
                     transport: cli.transport,
                     moto_url: &setup.local.moto_url,
                     instances: k as usize,

@@ -86,6 +86,11 @@ impl Setup {
         }
     }
 
+    /// The run's DynamoDB Local process (its CPU time is a round's figure).
+    pub fn dynamodb_pid(&self) -> u32 {
+        self._dynamodb.pid()
+    }
+
     /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
     pub async fn side(&self) -> Side {
         let table = LocalTable::fresh_on(crate::dynamodb_at(&self.dynamodb_url).await).await;

@@ -24,6 +24,8 @@ pub struct Summary {
     pub warm_p99: f64,
     pub cpu_per_warm_claim: f64,
     pub peak_rss_mb: f64,
+    /// DynamoDB Local's CPU time over the rounds per claim (ms).
+    pub engine_cpu_per_claim: f64,
     pub dynamodb_per_warm_claim: f64,
     pub secrets_per_warm_claim: f64,
     pub accepted: usize,
@@ -92,6 +94,7 @@ pub fn summarise(rounds: &[RoundResult]) -> Vec<Summary> {
                 warm_p99: quantile(all(|r| &r.warm_ms), 0.99),
                 cpu_per_warm_claim: rounds.iter().map(|r| r.warm_cpu_ms).sum::<f64>() / warm_claims,
                 peak_rss_mb: mb(rounds.iter().map(|r| r.peak_rss_bytes).max().unwrap_or_default()),
+                engine_cpu_per_claim: rounds.iter().map(|r| r.engine_cpu_ms).sum::<f64>() / claims.max(1) as f64,
                 dynamodb_per_warm_claim: rounds.iter().map(|r| r.calls_per_warm_claim("DynamoDB")).sum::<f64>()
                     / rounds.len() as f64,
                 secrets_per_warm_claim: rounds
@@ -143,6 +146,11 @@ const ROWS: &[Row] = &[
     ("warm p99 (ms)", |s| Some(s.warm_p99), true),
     ("CPU per warm claim (ms)", |s| Some(s.cpu_per_warm_claim), true),
     ("peak RSS (MB)", |s| Some(s.peak_rss_mb), true),
+    (
+        "DynamoDB Local CPU per claim (ms)",
+        |s| Some(s.engine_cpu_per_claim),
+        true,
+    ),
     (
         "DynamoDB calls per warm claim",
         |s| Some(s.dynamodb_per_warm_claim),

@@ -26,6 +26,8 @@ pub struct Plan<'a> {
     pub side: &'a Side,
     pub vendor: &'a str,
     pub client_id: &'a str,
+    /// The DynamoDB Local process the side's table lives in, whose CPU time the round reports.
+    pub engine_pid: Option<u32>,
     /// How the vendor publishes, and where the `https` publishes are recorded (moto's URL).
     pub transport: Transport,
     pub moto_url: &'a str,
@@ -66,6 +68,10 @@ pub struct RoundResult {
     /// CPU time of all instances over the warm claims (user + system).
     pub warm_cpu_ms: f64,
     pub peak_rss_bytes: u64,
+    /// CPU time of the DynamoDB Local process over the whole round, cold claims to the last
+    /// message (the implementation's writes, its publisher's included, and nothing else: the
+    /// rounds take turns).
+    pub engine_cpu_ms: f64,
     /// The calls of the warm claims, by operation (`DynamoDB_20120810.GetItem`, …).
     pub warm_calls: BTreeMap<String, usize>,
     /// Each claim's (last) answer's status.
@@ -130,6 +136,8 @@ pub async fn run(
     publisher: Option<(&StreamFedPublisher, &Side)>,
 ) -> RoundResult {
     let k = plan.instances.clamp(1, plan.codes.len().max(1));
+    let engine_cpu = || plan.engine_pid.and_then(super::proc_stat::cpu_time).unwrap_or_default();
+    let engine_before = engine_cpu();
     let publisher_start = publisher.map(|(p, side)| {
         side.dynamodb.calls.take();
         side.moto.calls.take();
@@ -180,6 +188,7 @@ pub async fn run(
         Transport::Mqtt => deliveries(&mut result, &invocations, observer, &plan).await,
         Transport::Https => https_deliveries(&mut result, &invocations, &plan).await,
     }
+    result.engine_cpu_ms = ms(engine_cpu().saturating_sub(engine_before));
     let connections = connections_of(&broker_log(), plan.client_id);
     result.connects = connections.connects.len();
     result.most_connects_per_second = connections.most_per_second();
