@@ -287,12 +287,7 @@ async fn an_arrival_completes_the_claim_and_duplicates_out_of_order_change_nothi
     assert_eq!(read.state, ClaimState::Provisioned);
     assert_eq!(
         fx.events(THING).await,
-        [
-            HistoryEvent::Imported,
-            HistoryEvent::Claimed,
-            HistoryEvent::EndpointPublished,
-            HistoryEvent::Provisioned
-        ],
+        [HistoryEvent::Imported, HistoryEvent::Claimed, HistoryEvent::Provisioned],
         "one history entry for the arrival"
     );
     let device = fx

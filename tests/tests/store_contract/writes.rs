@@ -25,6 +25,7 @@ on_both_stores!(
     a_change_decided_on_an_old_version_is_refused_whole,
     history_entries_are_never_rewritten,
     claims_change_only_from_the_version_they_were_read_at,
+    a_claim_written_alone_lands_only_at_its_version_and_leaves_its_device_alone,
     an_idempotency_key_is_taken_once_until_it_expires,
     a_label_code_names_one_device_and_moves_with_it,
     a_change_lands_only_if_what_it_requires_absent_is_absent,
@@ -130,6 +131,47 @@ async fn claims_change_only_from_the_version_they_were_read_at<S: TestStore>(fx:
     assert_eq!(
         (stored.state, stored.version),
         (ClaimState::EndpointPublished, claim.version + 1)
+    );
+}
+
+async fn a_claim_written_alone_lands_only_at_its_version_and_leaves_its_device_alone<S: TestStore>(fx: Fixture<S>) {
+    let store = &fx.store;
+    let claim = claim_in("dev-1", "alice", T0, ClaimState::Pending);
+    let mut create = creation(free_device("dev-1"));
+    create.create_claim(claim.clone());
+    store.commit(create).await.unwrap();
+    let device = store.device(&thing("dev-1")).await.unwrap().unwrap();
+    let history = store.history(&thing("dev-1")).await.unwrap();
+    assert_eq!(store.due_publishes(T0, 10).await.unwrap(), [claim.clone()], "owed");
+
+    let mut published = claim.clone();
+    published.state = ClaimState::EndpointPublished;
+    published.next_publish_at = None;
+    published.version = claim.version + 1;
+    assert_eq!(
+        store.update_claim(&published, claim.version + 1).await,
+        Err(CommitError::Conflict),
+        "not at that version"
+    );
+    let unknown = claim_in("dev-1", "alice", T0, ClaimState::Pending);
+    assert_eq!(
+        store.update_claim(&unknown, unknown.version).await,
+        Err(CommitError::Conflict),
+        "no such claim: never created by a write of the claim alone"
+    );
+    assert_eq!(store.claim(&unknown.claim_id).await, Ok(None));
+    assert_eq!(store.claim(&claim.claim_id).await, Ok(Some(claim.clone())));
+
+    store.update_claim(&published, claim.version).await.unwrap();
+    assert_eq!(store.claim(&claim.claim_id).await, Ok(Some(published.clone())));
+    // Its indexes follow (it left the outbox); the device and its history are as they were.
+    assert_eq!(store.due_publishes(T0, 10).await, Ok(Vec::new()));
+    assert_eq!(store.device(&thing("dev-1")).await, Ok(Some(device)));
+    assert_eq!(store.history(&thing("dev-1")).await, Ok(history));
+    assert_eq!(
+        store.update_claim(&published, claim.version).await,
+        Err(CommitError::Conflict),
+        "the same write again finds the claim moved on"
     );
 }
 
