@@ -142,7 +142,11 @@ async fn a_claim_written_alone_lands_only_at_its_version_and_leaves_its_device_a
     store.commit(create).await.unwrap();
     let device = store.device(&thing("dev-1")).await.unwrap().unwrap();
     let history = store.history(&thing("dev-1")).await.unwrap();
-    assert_eq!(store.due_publishes(T0, 10).await.unwrap(), [claim.clone()], "owed");
+    assert_eq!(
+        store.due_publishes(T0, 10).await.unwrap(),
+        std::slice::from_ref(&claim),
+        "owed"
+    );
 
     let mut published = claim.clone();
     published.state = ClaimState::EndpointPublished;
