@@ -270,23 +270,33 @@ async fn deliveries(result: &mut RoundResult, invocations: &[Invocation], observ
             })
         })
         .collect();
-    if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
-        let span = last.1.duration_since(first.1).as_secs_f64();
-        result.messages_per_second = if span > 0.0 {
-            (arrivals.len() - 1) as f64 / span
-        } else {
-            0.0
-        };
-        let mut per_second: HashMap<u64, usize> = HashMap::new();
-        for (_, at) in &arrivals {
-            *per_second.entry(at.duration_since(first.1).as_secs()).or_default() += 1;
-        }
-        result.most_messages_in_a_second = per_second.values().copied().max().unwrap_or_default();
-        result.last_message_after_last_answer_ms = match last.1.checked_duration_since(last_answer) {
+    let times: Vec<Instant> = arrivals.iter().map(|(_, at)| *at).collect();
+    message_rate(result, &times);
+    if let Some((_, last)) = arrivals.last() {
+        result.last_message_after_last_answer_ms = match last.checked_duration_since(last_answer) {
             Some(after) => ms(after),
-            None => -ms(last_answer.duration_since(last.1)),
+            None => -ms(last_answer.duration_since(*last)),
         };
     }
+}
+
+/// The messages' rate from their times, in order: sustained (over the time from the first to the
+/// last) and the most within one second counted from the first.
+fn message_rate(result: &mut RoundResult, times: &[Instant]) {
+    let (Some(&first), Some(&last)) = (times.first(), times.last()) else {
+        return;
+    };
+    let span = last.duration_since(first).as_secs_f64();
+    result.messages_per_second = if span > 0.0 {
+        (times.len() - 1) as f64 / span
+    } else {
+        0.0
+    };
+    let mut per_second: HashMap<u64, usize> = HashMap::new();
+    for at in times {
+        *per_second.entry(at.duration_since(first).as_secs()).or_default() += 1;
+    }
+    result.most_messages_in_a_second = per_second.values().copied().max().unwrap_or_default();
 }
 
 /// `https`: what moto recorded for the round's vendor, and the message rate from the answers that
@@ -309,18 +319,5 @@ async fn https_deliveries(result: &mut RoundResult, invocations: &[Invocation], 
         .collect();
     published.sort_unstable();
     result.accept_to_message_ms = vec![0.0; published.len()];
-    let (Some(first), Some(last)) = (published.first().copied(), published.last().copied()) else {
-        return;
-    };
-    let span = last.duration_since(first).as_secs_f64();
-    result.messages_per_second = if span > 0.0 {
-        (published.len() - 1) as f64 / span
-    } else {
-        0.0
-    };
-    let mut per_second: HashMap<u64, usize> = HashMap::new();
-    for at in &published {
-        *per_second.entry(at.duration_since(first).as_secs()).or_default() += 1;
-    }
-    result.most_messages_in_a_second = per_second.values().copied().max().unwrap_or_default();
+    message_rate(result, &published);
 }
