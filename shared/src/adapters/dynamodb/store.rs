@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::{
-    error::{DisplayErrorContext, SdkError},
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     types::{CancellationReason, ConditionCheck, Delete, Put, TransactWriteItem},
     Client,
 };
@@ -318,13 +318,7 @@ impl OwnershipStore for DynamoOwnershipStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Err(CommitError::Conflict)
-            }
+            Err(err) if condition_failed(&err) => Err(CommitError::Conflict),
             Err(err) => Err(CommitError::Store(unavailable(err))),
         }
     }
@@ -405,13 +399,7 @@ impl OwnershipStore for DynamoOwnershipStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(err) if condition_failed(&err) => Ok(false),
             Err(err) => Err(unavailable(err)),
         }
     }
@@ -429,13 +417,7 @@ impl OwnershipStore for DynamoOwnershipStore {
             .await;
         match result {
             // Someone took it over after it lapsed: theirs now, nothing to release.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(err) if condition_failed(&err) => Ok(()),
             Err(err) => Err(unavailable(err)),
             Ok(_) => Ok(()),
         }
@@ -606,6 +588,12 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
 
 /// A call that failed: DynamoDB named, and whether it ran out of time (the SDK's deadlines, see
 /// `wiring::sdk_timeouts`), so the log says which dependency a `503` came from.
+/// Whether a single-item write was refused by its condition (not a failure of the store).
+fn condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .is_some_and(|service| service.code() == Some("ConditionalCheckFailedException"))
+}
+
 pub(super) fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
