@@ -18,7 +18,7 @@ use claim_tests::{
 };
 use time::Duration;
 
-use super::{claim_in, creation, free_device, thing, user};
+use super::{claim_in, creation, free_device, store_claims, thing, user};
 
 on_both_stores!(
     a_device_is_created_once,
@@ -104,9 +104,7 @@ async fn history_entries_are_never_rewritten<S: TestStore>(fx: Fixture<S>) {
 async fn claims_change_only_from_the_version_they_were_read_at<S: TestStore>(fx: Fixture<S>) {
     let store = &fx.store;
     let claim = claim_in("dev-1", "alice", T0, ClaimState::Pending);
-    let mut create = creation(free_device("dev-1"));
-    create.create_claim(claim.clone());
-    store.commit(create).await.unwrap();
+    store_claims(store, "dev-1", std::slice::from_ref(&claim)).await;
     assert_eq!(store.claim(&claim.claim_id).await, Ok(Some(claim.clone())));
 
     let device = store.device(&thing("dev-1")).await.unwrap().unwrap();
@@ -137,9 +135,7 @@ async fn claims_change_only_from_the_version_they_were_read_at<S: TestStore>(fx:
 async fn a_claim_written_alone_lands_only_at_its_version_and_leaves_its_device_alone<S: TestStore>(fx: Fixture<S>) {
     let store = &fx.store;
     let claim = claim_in("dev-1", "alice", T0, ClaimState::Pending);
-    let mut create = creation(free_device("dev-1"));
-    create.create_claim(claim.clone());
-    store.commit(create).await.unwrap();
+    store_claims(store, "dev-1", std::slice::from_ref(&claim)).await;
     let device = store.device(&thing("dev-1")).await.unwrap().unwrap();
     let history = store.history(&thing("dev-1")).await.unwrap();
     assert_eq!(
