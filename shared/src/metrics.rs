@@ -14,7 +14,14 @@
 //! without dimensions (the total that alarms and the dashboard use) and once per vendor (and
 //! transport), because the collector writes one dimension set per document.
 
-use std::time::Duration;
+use std::{
+    io::Write as _,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
+    time::Duration,
+};
 
 use metrics::{counter, gauge, histogram, Unit};
 
@@ -186,6 +193,36 @@ pub fn endpoint_published(vendor: &str, transport: &'static str, since_claim: Du
     histogram!("ClaimToPublishMs").record(millis(since_claim));
     histogram!("ClaimToPublishMs", &labels).record(millis(since_claim));
     histogram!("PublishAttemptsPerClaim").record(f64::from(attempts));
+    // One invocation of claim-publisher publishes up to a stream batch (1000): its distributions
+    // are written out before the collector's limit, not only when the invocation ends.
+    if PUBLISHED_UNWRITTEN.fetch_add(1, Ordering::Relaxed) + 1 >= WRITE_AFTER_VALUES {
+        write_documents_now();
+    }
+}
+
+/// The installed collector ([`install`]; none in tests and `claimctl`).
+static COLLECTOR: OnceLock<&'static metrics_cloudwatch_embedded::Collector> = OnceLock::new();
+
+/// Publishes recorded since the documents were last written by [`write_documents_now`] (the
+/// writes after each invocation do not reset it: a document is then written early, never late).
+static PUBLISHED_UNWRITTEN: AtomicUsize = AtomicUsize::new(0);
+
+/// The collector keeps at most 100 values of a distribution between two documents (CloudWatch's
+/// limit per metric and document) and drops the rest, each with an ERROR line; half of that leaves
+/// room for publishes recorded concurrently while the documents are written.
+const WRITE_AFTER_VALUES: usize = 50;
+
+/// Writes the documents of everything recorded so far, in one write to stdout so that no log
+/// line lands inside one.
+fn write_documents_now() {
+    PUBLISHED_UNWRITTEN.store(0, Ordering::Relaxed);
+    let Some(collector) = COLLECTOR.get() else {
+        return;
+    };
+    let mut documents = Vec::new();
+    if collector.flush(&mut documents).is_ok() {
+        let _ = std::io::stdout().lock().write_all(&documents);
+    }
 }
 
 pub fn publish_failed(vendor: &str, transport: &'static str, error_code: &'static str) {
@@ -252,6 +289,7 @@ pub fn install() -> Result<&'static metrics_cloudwatch_embedded::Collector, Stri
         .init()
         .map_err(|err| err.to_string())?;
     describe_units();
+    let _ = COLLECTOR.set(collector);
     Ok(collector)
 }
 

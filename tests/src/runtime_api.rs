@@ -382,6 +382,22 @@ impl Function {
             .collect()
     }
 
+    /// The JSON lines the function wrote after the first `from` bytes of its output, and where its
+    /// output ends now (a line still being written is left for the next call).
+    pub fn json_lines_after(&self, from: usize) -> (Vec<Value>, usize) {
+        let output = lock(&self.output);
+        let written = output.get(from..).unwrap_or_default();
+        let complete = written
+            .iter()
+            .rposition(|byte| *byte == b'\n')
+            .map_or(0, |last| last + 1);
+        let lines = String::from_utf8_lossy(&written[..complete])
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        (lines, from + complete)
+    }
+
     /// Stops the process; its stdout and stderr.
     pub fn stop(&mut self) -> String {
         let _ = self.child.kill();

@@ -39,6 +39,29 @@ pub struct PublisherCounts {
     /// error, a busy vendor lease, the budget run out), with the function's last warnings: what a
     /// failed run shows first.
     pub short_answers: Mutex<Vec<serde_json::Value>>,
+    /// The ERROR lines the process wrote.
+    pub error_lines: Mutex<Vec<serde_json::Value>>,
+    /// Values of `ClaimToPublishMs` in its metric documents (the total, without dimensions): one
+    /// per message the staging endpoint confirmed, if no value was dropped.
+    pub claim_to_publish_values: AtomicU64,
+}
+
+impl PublisherCounts {
+    /// Takes in what the process wrote since the last time.
+    fn read_output(&self, lines: &[serde_json::Value]) {
+        for line in lines {
+            if line["level"] == "ERROR" {
+                lock(&self.error_lines).push(line.clone());
+            }
+            let dimensionless = line["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+                .as_array()
+                .is_some_and(Vec::is_empty);
+            if let (true, Some(values)) = (dimensionless, line["ClaimToPublishMs"].as_array()) {
+                self.claim_to_publish_values
+                    .fetch_add(values.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl PublisherCounts {
@@ -66,7 +89,12 @@ impl StreamFedPublisher {
         let counts = Arc::new(PublisherCounts::default());
         let (counted, runtime, current_pid) = (counts.clone(), runtime.clone(), pid.clone());
         let task = tokio::spawn(async move {
+            let mut read_up_to = 0;
             loop {
+                // What the process wrote (its metric documents come after its answers).
+                let (lines, end) = instance.function.json_lines_after(read_up_to);
+                read_up_to = end;
+                counted.read_output(&lines);
                 let batches = stream.next_batches(BATCH_SIZE).await;
                 let idle = batches.is_empty();
                 for records in batches {
@@ -85,6 +113,7 @@ impl StreamFedPublisher {
                             Some(failure) if failure == "timeout" => {
                                 counted.failed_invocations.fetch_add(1, Ordering::Relaxed);
                                 instance = Instance::start(&runtime).await;
+                                read_up_to = 0;
                                 *lock(&current_pid) = instance.function.pid();
                                 continue;
                             }

@@ -54,6 +54,11 @@ pub struct PublisherUse {
     /// Stream invocations so far whose answer left claims to the schedule (see
     /// [`super::publisher::PublisherCounts::short_answers`]).
     pub short_answers_so_far: Vec<serde_json::Value>,
+    /// ERROR lines the process wrote so far in the run.
+    pub error_lines_so_far: usize,
+    /// `ClaimToPublishMs` values in its metric documents so far in the run (one per confirmed
+    /// message, unless the collector dropped some).
+    pub claim_to_publish_values_so_far: u64,
 }
 
 /// What one round measured (times in milliseconds).
@@ -220,6 +225,11 @@ pub async fn run(
                 .lock()
                 .map(|answers| answers.clone())
                 .unwrap_or_default(),
+            error_lines_so_far: publisher.counts.error_lines.lock().map_or(0, |lines| lines.len()),
+            claim_to_publish_values_so_far: publisher
+                .counts
+                .claim_to_publish_values
+                .load(std::sync::atomic::Ordering::Relaxed),
         });
     }
     result.invocations = invocations;
