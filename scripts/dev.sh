@@ -476,8 +476,11 @@ stack_up() {
 # The AWS engines (DynamoDB Local, moto) and the endpoints file every later step reads.
 start_engines() {
   local ddb; ddb=$(ddb_local_dir)
+  # C1 only (-XX:TieredStopAtLevel=1): on 2 cores the JVM's optimising compiler otherwise takes a
+  # core for minutes after a start, and steady state costs more CPU per request, measured in
+  # docs/benchmark.md. tests/src/engines.rs starts private engines the same way.
   start_service dynamodb http_up "http://127.0.0.1:$DDB_PORT" -- \
-    java -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
+    java -XX:TieredStopAtLevel=1 -Djava.library.path="$ddb/DynamoDBLocal_lib" -jar "$ddb/DynamoDBLocal.jar" \
       -inMemory -disableTelemetry -port "$DDB_PORT"
   # moto records every request it gets (.local/moto-recording.jsonl): tests read the IoT data plane
   # publishes back from it (moto keeps them in memory only). scripts/moto_server.py: moto with its IoT

@@ -36,6 +36,8 @@ impl Engine {
         let port = free_port();
         let mut command = Command::new("java");
         command
+            // C1 only, as scripts/dev.sh starts the stack's engine: less JIT work on 2 cores.
+            .arg("-XX:TieredStopAtLevel=1")
             .arg(format!(
                 "-Djava.library.path={}",
                 dir.join("DynamoDBLocal_lib").display()

@@ -8,14 +8,18 @@
 //! per K with the ratios to the baseline and the machine's load, and writes it (markdown and JSON,
 //! every round's figures) to `--out`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use claim_tests::{
     lambda_bench::{
         built_beside,
+        publisher::StreamFedPublisher,
         report::{markdown, summarise, BASELINE},
         round::{self, Plan, RoundResult},
-        Setup, Transport,
+        Setup, Side, Transport,
     },
     mqtt::Observer,
 };
@@ -74,6 +78,65 @@ fn release_binary(name: &str) -> PathBuf {
         .unwrap_or(beside)
 }
 
+/// Claims per implementation in the warm-up round (fewer if `--claims` is smaller).
+const WARM_UP_CLAIMS: u32 = 300;
+
+/// What every round of the run shares.
+struct Rounds<'a> {
+    setup: &'a Setup,
+    cli: &'a Cli,
+    claim_api: &'a Path,
+    observer: &'a Observer,
+    publisher: (&'a StreamFedPublisher, &'a Side),
+    /// Ours, the baseline's.
+    sides: (&'a Side, &'a Side),
+}
+
+impl Rounds<'_> {
+    /// The implementations in the order of turn `turn`: they take turns going first.
+    fn order(&self, turn: u32) -> Vec<&'static str> {
+        let mut order = vec![OURS];
+        if self.cli.python.is_some() && self.cli.transport == Transport::Mqtt {
+            order.insert(usize::from(turn % 2 == 1), BASELINE);
+        }
+        order
+    }
+
+    /// One round of `implementation`: `claims` fresh devices of a new vendor, `k` instances.
+    async fn play(&self, implementation: &'static str, k: u32, claims: u32) -> RoundResult {
+        let (setup, cli) = (self.setup, self.cli);
+        let side = if implementation == OURS {
+            self.sides.0
+        } else {
+            self.sides.1
+        };
+        let (vendor, client_id) = setup
+            .new_vendor_over(&format!("bench-{implementation}"), cli.transport)
+            .await;
+        let codes = setup.import(&side.table, &vendor, claims as usize).await;
+        let runtime = match (implementation, &cli.python) {
+            (BASELINE, Some(python_bin)) => setup.python_baseline(python_bin, side, &vendor),
+            _ => setup.function(self.claim_api, side),
+        };
+        let plan = Plan {
+            implementation,
+            runtime,
+            side,
+            vendor: &vendor,
+            client_id: &client_id,
+            engine_pid: Some(side.engine_pid()),
+            transport: cli.transport,
+            moto_url: &setup.local.moto_url,
+            instances: k as usize,
+            codes,
+            retries: 0,
+            deliver_within: Duration::from_secs(cli.deliver_within),
+        };
+        let with_publisher = (implementation == OURS).then_some(self.publisher);
+        round::run(plan, self.observer, || setup.broker_log(), with_publisher).await
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -98,39 +161,31 @@ async fn main() -> std::process::ExitCode {
         println!("the HTTPS staging endpoint alone: {rate:.0} messages/s (our HTTPS adapter, 16 at a time)");
     }
 
+    // One unmeasured round of each implementation first: DynamoDB Local is a JVM that compiles its
+    // hot paths during its first thousand requests or so, and a round measured then measures that.
+    let warm_up = Rounds {
+        setup: &setup,
+        cli: &cli,
+        claim_api: &claim_api,
+        observer: &observer,
+        publisher: (&publisher, &publisher_side),
+        sides: (&ours, &python),
+    };
+    for implementation in warm_up.order(0) {
+        let k = cli.instances.first().copied().unwrap_or(1);
+        let result = warm_up.play(implementation, k, cli.claims.min(WARM_UP_CLAIMS)).await;
+        println!(
+            "warm-up (not measured): {implementation}: {} claims, {} delivered; load {}",
+            result.claims,
+            result.delivered,
+            load()
+        );
+    }
     let mut rounds: Vec<RoundResult> = Vec::new();
     for &k in &cli.instances {
         for turn in 0..cli.rounds {
-            let mut order = vec![OURS];
-            if cli.python.is_some() && cli.transport == Transport::Mqtt {
-                order.insert(usize::from(turn % 2 == 1), BASELINE);
-            }
-            for implementation in order {
-                let side = if implementation == OURS { &ours } else { &python };
-                let (vendor, client_id) = setup
-                    .new_vendor_over(&format!("bench-{implementation}"), cli.transport)
-                    .await;
-                let codes = setup.import(&side.table, &vendor, cli.claims as usize).await;
-                let runtime = match (implementation, &cli.python) {
-                    (BASELINE, Some(python_bin)) => setup.python_baseline(python_bin, side, &vendor),
-                    _ => setup.function(&claim_api, side),
-                };
-                let plan = Plan {
-                    implementation,
-                    runtime,
-                    side,
-                    vendor: &vendor,
-                    client_id: &client_id,
-                    engine_pid: Some(setup.dynamodb_pid()),
-                    transport: cli.transport,
-                    moto_url: &setup.local.moto_url,
-                    instances: k as usize,
-                    codes,
-                    retries: 0,
-                    deliver_within: Duration::from_secs(cli.deliver_within),
-                };
-                let with_publisher = (implementation == OURS).then_some((&publisher, &publisher_side));
-                let result = round::run(plan, &observer, || setup.broker_log(), with_publisher).await;
+            for implementation in warm_up.order(turn) {
+                let result = warm_up.play(implementation, k, cli.claims).await;
                 println!(
                     "K={k} round {}: {implementation}: {} of {} accepted, {} delivered, warm mean {:.1} ms; load {}",
                     turn + 1,
@@ -153,7 +208,7 @@ async fn main() -> std::process::ExitCode {
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
          Transport: {}. {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
-         Engines: a DynamoDB Local of the run's own; moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
+         Engines: a DynamoDB Local of each implementation's own (C1 JIT only, warmed by an unmeasured round); moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
         match cli.transport {
             Transport::Mqtt => "mqtt (claim-publisher sends; an MQTT observer times each message)",
             Transport::Https => "https (claim-api publishes in the request; moto's recording says what arrived)",

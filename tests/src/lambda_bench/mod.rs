@@ -1,9 +1,10 @@
 //! The claim path as Lambda runs it, measured from outside (`scripts/dev.sh bench --lambda`, the
 //! `claim-bench-lambda` binary, and the 400-claim burst test): built function processes under
 //! Runtime API emulators of their own (one process = one execution environment, K side by side),
-//! fed API Gateway REST proxy events with a Cognito authorizer context, on a DynamoDB Local of the
-//! run's own (a fresh engine: the local stack's slows down as tests and stream readers accumulate
-//! state in it, which would be measured too) and the local stack's moto (Secrets Manager) and
+//! fed API Gateway REST proxy events with a Cognito authorizer context, each implementation on a
+//! DynamoDB Local of its own (a fresh engine: in one engine, a table's writes get dearer the more
+//! stream records another table holds, so implementations sharing one would slow each other down;
+//! the local stack's is slower still, after the tests) and the local stack's moto (Secrets Manager) and
 //! Mosquitto with mutual TLS as the staging endpoint, reached through proxies that count every AWS
 //! call; `claim-publisher` as one process fed
 //! by the table's change stream; an MQTT observer that times every endpoint message; the broker's
@@ -16,7 +17,10 @@ pub mod publisher;
 pub mod report;
 pub mod round;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use claim_shared::{
     domain::{history::Actor, ids::ThingName, registry::NewDevice},
@@ -55,21 +59,28 @@ pub const SECRET_PREFIX: &str = "expresslink/claim-thing/";
 /// Devices imported at once while setting up (not measured).
 const IMPORTS_AT_ONCE: usize = 16;
 
-/// A DynamoDB Local of the run's own, and the local stack's moto and broker, as
-/// `.local/endpoints.env` describes them.
+/// The local stack's moto and broker, as `.local/endpoints.env` describes them (each [`Side`]
+/// brings a DynamoDB Local of its own).
 pub struct Setup {
     pub local: LocalStack,
     pub pki: LocalPki,
-    pub dynamodb_url: String,
-    /// Stopped when the setup is dropped.
-    _dynamodb: Engine,
 }
 
-/// One implementation's way to the engines: its table, and proxies that count its calls.
+/// One implementation's way to the engines: its table in a DynamoDB Local of its own, and proxies
+/// that count its calls.
 pub struct Side {
     pub table: LocalTable,
     pub dynamodb: CountingLink,
     pub moto: CountingLink,
+    /// The engine of the table, stopped when the last side on it is dropped.
+    engine: Arc<Engine>,
+}
+
+impl Side {
+    /// The DynamoDB Local process of the side's table (its CPU time is a round's figure).
+    pub fn engine_pid(&self) -> u32 {
+        self.engine.pid()
+    }
 }
 
 impl Setup {
@@ -77,41 +88,33 @@ impl Setup {
         let local = LocalStack::from_env();
         let pki = LocalPki::ensure(&local.pki_dir)
             .unwrap_or_else(|err| panic!("local PKI: {err} (is the local stack up? scripts/dev.sh up)"));
-        let dynamodb = Engine::dynamodb().await;
-        Self {
-            local,
-            pki,
-            dynamodb_url: dynamodb.url.clone(),
-            _dynamodb: dynamodb,
-        }
+        Self { local, pki }
     }
 
-    /// The run's DynamoDB Local process (its CPU time is a round's figure).
-    pub fn dynamodb_pid(&self) -> u32 {
-        self._dynamodb.pid()
-    }
-
-    /// A fresh table (from `template.yaml`, with its stream) and counting proxies to the engines.
+    /// A fresh DynamoDB Local with a table (from `template.yaml`, with its stream), and counting
+    /// proxies to the engines.
     pub async fn side(&self) -> Side {
-        let table = LocalTable::fresh_on(crate::dynamodb_at(&self.dynamodb_url).await).await;
-        self.side_on(table).await
+        let engine = Arc::new(Engine::dynamodb().await);
+        let table = LocalTable::fresh_on(crate::dynamodb_at(&engine.url).await).await;
+        self.side_on(table, engine).await
     }
 
-    /// `table` and counting proxies of their own to the engines.
-    pub async fn side_on(&self, table: LocalTable) -> Side {
+    /// `table` (in `engine`) and counting proxies of their own to the engines.
+    async fn side_on(&self, table: LocalTable, engine: Arc<Engine>) -> Side {
         Side {
             table,
-            dynamodb: CountingLink::start(&self.dynamodb_url).await,
+            dynamodb: CountingLink::start(&engine.url).await,
             moto: CountingLink::start(&self.local.moto_url).await,
+            engine,
         }
     }
 
     /// `claim-publisher` (`binary`) as one process fed by the change stream of `side`'s table, and
     /// the proxies its calls go through (to count them).
     pub async fn stream_fed_publisher(&self, binary: &Path, side: &Side) -> (StreamFedPublisher, Side) {
-        let own = self.side_on(side.table.clone()).await;
-        let aws = crate::local_sdk_config_at(&self.dynamodb_url).await;
-        let stream = TableStream::open(&aws, Some(self.dynamodb_url.clone()), &side.table.name).await;
+        let own = self.side_on(side.table.clone(), side.engine.clone()).await;
+        let aws = crate::local_sdk_config_at(&side.engine.url).await;
+        let stream = TableStream::open(&aws, Some(side.engine.url.clone()), &side.table.name).await;
         (
             StreamFedPublisher::start(&self.function(binary, &own), stream).await,
             own,
