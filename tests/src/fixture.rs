@@ -69,6 +69,12 @@ impl LocalTable {
         Self { client, name }
     }
 
+    /// [`Self::fresh_on`], with the template's change stream.
+    pub async fn fresh_with_stream_on(client: Client) -> Self {
+        let name = crate::fresh_table_with_stream(&client).await;
+        Self { client, name }
+    }
+
     pub fn store(&self) -> DynamoOwnershipStore {
         DynamoOwnershipStore::new(self.client.clone(), &self.name)
     }

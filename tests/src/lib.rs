@@ -58,13 +58,28 @@ async fn local_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
-/// A new, empty ownership table with a unique name, so tests run in parallel without sharing state.
+/// A new, empty ownership table with a unique name, so tests run in parallel without sharing state:
+/// the template's table without its change stream, which no test reads from a table of its own. In
+/// DynamoDB Local every stream record makes later tables' writes dearer (docs/benchmark.md, "The
+/// engines"), so a test suite whose tables all had streams would slow itself down as it went.
 pub async fn fresh_table(client: &DynamoClient) -> String {
+    create_fresh_table(client, false).await
+}
+
+/// [`fresh_table`] with the template's change stream, for a harness that reads it.
+pub async fn fresh_table_with_stream(client: &DynamoClient) -> String {
+    create_fresh_table(client, true).await
+}
+
+async fn create_fresh_table(client: &DynamoClient, with_stream: bool) -> String {
     let name = format!("claims-test-{}", uuid::Uuid::new_v4().simple());
-    let schema = match schema::TableSchema::from_template_file() {
+    let mut schema = match schema::TableSchema::from_template_file() {
         Ok(schema) => schema,
         Err(err) => panic!("template.yaml: {err}"),
     };
+    if !with_stream {
+        schema.stream_view = None;
+    }
     if let Err(err) = schema.create(client, &name).await {
         panic!("cannot create table {name} (is the local stack up? `scripts/dev.sh up`): {err}");
     }

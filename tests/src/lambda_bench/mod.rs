@@ -95,7 +95,7 @@ impl Setup {
     /// proxies to the engines.
     pub async fn side(&self) -> Side {
         let engine = Arc::new(Engine::dynamodb().await);
-        let table = LocalTable::fresh_on(crate::dynamodb_at(&engine.url).await).await;
+        let table = LocalTable::fresh_with_stream_on(crate::dynamodb_at(&engine.url).await).await;
         self.side_on(table, engine).await
     }
 
