@@ -103,9 +103,9 @@ const STORE_RETRY_MAX: StdDuration = StdDuration::from_secs(4);
 /// Store calls a drain makes at once (reading claims afresh, recording results).
 const STORE_PARALLEL: usize = 16;
 
-/// Publishes sent together while the previous piece's results are recorded ([`STORE_PARALLEL`] at a
-/// time, so two rounds of writes): over `mqtt` about a third of a second at AWS IoT Core's 100
-/// publishes per second per connection; over `https` two full rounds of its parallel requests.
+/// Publishes sent together, whose results then go to the recorder while the next piece goes out:
+/// over `mqtt` about a third of a second at AWS IoT Core's 100 publishes per second per
+/// connection; over `https` two full rounds of its parallel requests.
 const PUBLISH_PIECE: usize = 2 * STORE_PARALLEL;
 
 /// Below this much time an inline publish is not tried at all: the claim stays owed and the
@@ -504,7 +504,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
     /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`) in pieces of
     /// [`PUBLISH_PIECE`], each result recorded in one write of the claim as read
-    /// ([`Self::record_on`]) while the next piece goes out.
+    /// ([`Self::record_on`]) while the next pieces go out.
     async fn deliver_all(
         &self,
         delivery: &Delivery,
@@ -543,20 +543,23 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 unsent.push(claim.claim_id.clone());
             }
         }
-        // Publishing and recording overlap: a piece's results are recorded while the next piece
-        // goes out, so a batch takes about as long as the slower of the two, not both.
-        let mut results: Vec<(Claim, PublishAttempt)> = Vec::new();
-        let mut live = live.into_iter();
-        loop {
-            let piece: Vec<Claim> = live.by_ref().take(PUBLISH_PIECE).collect();
-            if piece.is_empty() {
-                break;
+        // Publishing and recording run side by side: each piece's results go to the recorder as
+        // soon as the piece is confirmed, and the next piece goes out at once, so the messages
+        // leave at the connection's pace however slowly the table takes the records.
+        let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
+        let publishing = async {
+            for piece in live.chunks(PUBLISH_PIECE) {
+                let sent = self
+                    .attempt_publish_all(delivery, piece, credentials, deadline, report)
+                    .await;
+                for result in piece.iter().cloned().zip(sent) {
+                    // The recorder lives until every sender is gone: a send cannot fail here.
+                    let _ = results.unbounded_send(result);
+                }
             }
-            let publish = self.attempt_publish_all(delivery, &piece, credentials, deadline, report);
-            let (sent, ()) = tokio::join!(publish, self.record_all(std::mem::take(&mut results)));
-            results = piece.into_iter().zip(sent).collect();
-        }
-        self.record_all(results).await;
+            drop(results);
+        };
+        tokio::join!(publishing, self.record_all(to_record));
         // Owed but no longer live (expired, superseded): leaves the outbox unsent.
         for claim_id in unsent {
             if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
@@ -566,17 +569,15 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Ok(())
     }
 
-    /// Records each publish attempt on its claim, [`STORE_PARALLEL`] at once.
-    async fn record_all(&self, results: Vec<(Claim, PublishAttempt)>) {
+    /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once, until
+    /// the sender is done.
+    async fn record_all(&self, results: impl futures::Stream<Item = (Claim, PublishAttempt)>) {
         use futures::StreamExt as _;
-        futures::stream::iter(
-            results
-                .into_iter()
-                .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await }),
-        )
-        .buffer_unordered(STORE_PARALLEL)
-        .collect::<Vec<Claim>>()
-        .await;
+        results
+            .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await })
+            .buffer_unordered(STORE_PARALLEL)
+            .collect::<Vec<Claim>>()
+            .await;
     }
 
     /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
