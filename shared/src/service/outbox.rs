@@ -144,6 +144,14 @@ impl Delivery {
     }
 }
 
+/// A piece of owed claims as read afresh: those still live and owing their message, and those
+/// owed but no longer live (they leave the outbox unsent).
+#[derive(Debug, Default)]
+struct OwedPiece {
+    live: Vec<Claim>,
+    unsent: Vec<ClaimId>,
+}
+
 /// What one delivery run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DrainReport {
@@ -501,10 +509,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     }
 
     /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
-    /// `BatchGetItem` per 50), the live ones that still owe a publish sent together
+    /// `BatchGetItem` per piece), the live ones that still owe a publish sent together
     /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`) in pieces of
-    /// [`PUBLISH_PIECE`], each result recorded in one write of the claim as read
-    /// ([`Self::record_on`]) while the next pieces go out.
+    /// [`PUBLISH_PIECE`] (each piece read while the one before goes out), each result recorded in
+    /// one write of the claim as read ([`Self::record_on`]) while the next pieces go out. A failed
+    /// read stops the delivery there: what was sent is recorded, the rest stays owed.
     async fn deliver_all(
         &self,
         delivery: &Delivery,
@@ -513,6 +522,58 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         deadline: Instant,
         report: &mut DrainReport,
     ) -> Result<(), StoreError> {
+        use futures::{SinkExt as _, StreamExt as _};
+        // Three things run side by side: reading each piece afresh (the next piece is read while
+        // one goes out, so only the first read delays the messages), publishing, and recording
+        // each piece's results as soon as it is confirmed (so the messages leave at the
+        // connection's pace however slowly the table takes the records).
+        let (mut to_publish, read_pieces) = futures::channel::mpsc::channel::<Result<OwedPiece, StoreError>>(1);
+        let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
+        let reading = async {
+            for piece in claims.chunks(PUBLISH_PIECE) {
+                let read = self.read_owed(piece).await;
+                let failed = read.is_err();
+                // A closed channel: the publishing stopped at a failed read.
+                if to_publish.send(read).await.is_err() || failed {
+                    break;
+                }
+            }
+            to_publish.close_channel();
+        };
+        let mut unsent = Vec::new();
+        let mut outcome = Ok(());
+        let publishing = async {
+            let (mut read_pieces, results) = (read_pieces, results);
+            while let Some(read) = read_pieces.next().await {
+                let piece = match read {
+                    Ok(piece) => piece,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                };
+                unsent.extend(piece.unsent);
+                let sent = self
+                    .attempt_publish_all(delivery, &piece.live, credentials, deadline, report)
+                    .await;
+                for result in piece.live.into_iter().zip(sent) {
+                    // The recorder lives until every sender is gone: a send cannot fail here.
+                    let _ = results.unbounded_send(result);
+                }
+            }
+        };
+        tokio::join!(reading, publishing, self.record_all(to_record));
+        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
+        for claim_id in unsent {
+            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+            }
+        }
+        outcome
+    }
+
+    /// Owed claims read afresh with their devices (one `BatchGetItem` for a piece).
+    async fn read_owed(&self, claims: &[&Claim]) -> Result<OwedPiece, StoreError> {
         let reads: Vec<Read> = claims
             .iter()
             .flat_map(|claim| {
@@ -524,8 +585,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             .collect();
         let found = self.store.read_many(&reads).await?;
         let now = self.clock.now();
-        let mut unsent = Vec::new();
-        let mut live = Vec::with_capacity(claims.len());
+        let mut piece = OwedPiece::default();
         for pair in found.chunks(2) {
             let [Found::Claim(Some(claim)), Found::Device(device)] = pair else {
                 continue; // gone
@@ -538,35 +598,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
             );
             if holds && claim.is_live(now) {
-                live.push((**claim).clone());
+                piece.live.push((**claim).clone());
             } else {
-                unsent.push(claim.claim_id.clone());
+                piece.unsent.push(claim.claim_id.clone());
             }
         }
-        // Publishing and recording run side by side: each piece's results go to the recorder as
-        // soon as the piece is confirmed, and the next piece goes out at once, so the messages
-        // leave at the connection's pace however slowly the table takes the records.
-        let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
-        let publishing = async {
-            for piece in live.chunks(PUBLISH_PIECE) {
-                let sent = self
-                    .attempt_publish_all(delivery, piece, credentials, deadline, report)
-                    .await;
-                for result in piece.iter().cloned().zip(sent) {
-                    // The recorder lives until every sender is gone: a send cannot fail here.
-                    let _ = results.unbounded_send(result);
-                }
-            }
-            drop(results);
-        };
-        tokio::join!(publishing, self.record_all(to_record));
-        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
-        for claim_id in unsent {
-            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
-                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
-            }
-        }
-        Ok(())
+        Ok(piece)
     }
 
     /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once, until
