@@ -161,9 +161,7 @@ async fn main() -> std::process::ExitCode {
         println!("the HTTPS staging endpoint alone: {rate:.0} messages/s (our HTTPS adapter, 16 at a time)");
     }
 
-    // One unmeasured round of each implementation first: DynamoDB Local is a JVM that compiles its
-    // hot paths during its first thousand requests or so, and a round measured then measures that.
-    let warm_up = Rounds {
+    let run = Rounds {
         setup: &setup,
         cli: &cli,
         claim_api: &claim_api,
@@ -171,9 +169,11 @@ async fn main() -> std::process::ExitCode {
         publisher: (&publisher, &publisher_side),
         sides: (&ours, &python),
     };
-    for implementation in warm_up.order(0) {
-        let k = cli.instances.first().copied().unwrap_or(1);
-        let result = warm_up.play(implementation, k, cli.claims.min(WARM_UP_CLAIMS)).await;
+    // One unmeasured round of each implementation first: DynamoDB Local is a JVM that compiles its
+    // hot paths during its first thousand requests or so, and a round measured then measures that.
+    let first_k = cli.instances.first().copied().unwrap_or(1);
+    for implementation in run.order(0) {
+        let result = run.play(implementation, first_k, cli.claims.min(WARM_UP_CLAIMS)).await;
         println!(
             "warm-up (not measured): {implementation}: {} claims, {} delivered; load {}",
             result.claims,
@@ -184,8 +184,8 @@ async fn main() -> std::process::ExitCode {
     let mut rounds: Vec<RoundResult> = Vec::new();
     for &k in &cli.instances {
         for turn in 0..cli.rounds {
-            for implementation in warm_up.order(turn) {
-                let result = warm_up.play(implementation, k, cli.claims).await;
+            for implementation in run.order(turn) {
+                let result = run.play(implementation, k, cli.claims).await;
                 println!(
                     "K={k} round {}: {implementation}: {} of {} accepted, {} delivered, warm mean {:.1} ms; load {}",
                     turn + 1,

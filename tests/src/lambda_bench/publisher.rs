@@ -62,9 +62,7 @@ impl PublisherCounts {
             }
         }
     }
-}
 
-impl PublisherCounts {
     /// Invocations and records so far.
     pub fn snapshot(&self) -> (u64, u64) {
         (

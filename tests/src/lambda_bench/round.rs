@@ -73,9 +73,9 @@ pub struct RoundResult {
     /// CPU time of all instances over the warm claims (user + system).
     pub warm_cpu_ms: f64,
     pub peak_rss_bytes: u64,
-    /// CPU time of the DynamoDB Local process over the whole round, cold claims to the last
-    /// message (the implementation's writes, its publisher's included, and nothing else: the
-    /// rounds take turns).
+    /// CPU time of the side's own DynamoDB Local over the whole round, cold claims to the last
+    /// message (the implementation's reads and writes, its publisher's and the stream reads
+    /// included).
     pub engine_cpu_ms: f64,
     /// The calls of the warm claims, by operation (`DynamoDB_20120810.GetItem`, …).
     pub warm_calls: BTreeMap<String, usize>,

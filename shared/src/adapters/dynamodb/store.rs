@@ -586,14 +586,14 @@ fn classify_cancellation(reasons: &[CancellationReason], parts: &[Part]) -> Comm
     }
 }
 
-/// A call that failed: DynamoDB named, and whether it ran out of time (the SDK's deadlines, see
-/// `wiring::sdk_timeouts`), so the log says which dependency a `503` came from.
 /// Whether a single-item write was refused by its condition (not a failure of the store).
 fn condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error()
         .is_some_and(|service| service.code() == Some("ConditionalCheckFailedException"))
 }
 
+/// A call that failed: DynamoDB named, and whether it ran out of time (the SDK's deadlines, see
+/// `wiring::sdk_timeouts`), so the log says which dependency a `503` came from.
 pub(super) fn unavailable<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: std::error::Error + 'static,
