@@ -167,6 +167,11 @@ impl Wiring {
     /// minutes) and each vendor's transport: MQTT, HTTPS with the claim-thing certificate, or a
     /// request signed with the function's role (see [`crate::adapters::iotdata`]).
     pub fn delivery(&self) -> Result<Delivery, ConfigError> {
+        self.delivery_with(DeliverySettings::default())
+    }
+
+    /// [`Self::delivery`] with `settings` (the publisher keeps its vendor leases).
+    pub fn delivery_with(&self, settings: DeliverySettings) -> Result<Delivery, ConfigError> {
         let credentials = SecretsManagerCredentials::new(
             aws_sdk_secretsmanager::Client::new(&self.aws),
             env_or("CLAIM_THING_SECRET_PREFIX", "expresslink/claim-thing/"),
@@ -176,7 +181,7 @@ impl Wiring {
         Ok(Delivery::new(
             Arc::new(credentials),
             Arc::new(TransportRouter::from_aws(&self.aws)),
-            DeliverySettings::default(),
+            settings,
         ))
     }
 }

@@ -94,5 +94,6 @@ fn answer(report: &DrainReport, first: (&str, Value)) -> Value {
         "busy_vendors": report.busy_vendors,
         "out_of_time": report.out_of_time,
         "store_retries": report.store_retries,
+        "followed": report.followed,
     })
 }

@@ -15,8 +15,9 @@
 //! - whatever is left (a failed publish whose backoff passed, an instance that died): the
 //!   scheduled `claim-publisher` ([`ClaimService::drain`]), vendor by vendor.
 //!
-//! The publisher's deliveries run under a per-vendor lease in the table with a holder token of its
-//! own, so a drain and a stream delivery (or two drains) never send with one client id at once.
+//! The publisher's deliveries run under a per-vendor lease in the table ([`super::lease`]), so a
+//! drain and a stream delivery (or two drains) never send with one client id at once; the publisher
+//! process keeps its leases between invocations, as it keeps its connections.
 //! Every decision uses a fresh, strongly consistent read of the claim (the index may lag), and a
 //! failed publish is recorded on the claim ([`super::publish`]) and retried with backoff until it
 //! succeeds or the claim expires, without anyone asking again.
@@ -30,21 +31,20 @@ use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 use time::Duration;
 use tokio::time::Instant;
 
-use super::{claim::Committed, ClaimService, Clock, PublishAttempt};
+use super::{claim::Committed, lease::KeptLeases, pipeline::Follow, ClaimService, Clock, PublishAttempt};
 use crate::{
     domain::{
         claim::Claim,
-        device::Holder,
         ids::{ClaimId, ConfigTopic},
         publish::{endpoint_message, ClaimThingCredentials, PublishError, PublishTransport},
     },
     metrics,
-    ports::{CredentialSource, EndpointPublisher, Found, OwnershipStore, Read, StoreError},
+    ports::{CredentialSource, EndpointPublisher, OwnershipStore, StoreError},
 };
 
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    /// How long a vendor lease lasts without renewal; renewed before every publish.
+    /// How long a vendor lease lasts without renewal; renewed before every chunk of a delivery.
     pub lease_for: Duration,
     /// Claims read from the outbox per round.
     pub batch: u32,
@@ -66,6 +66,9 @@ pub struct DeliverySettings {
     /// those to the one stream-fed publisher (tests of the inline path with fake transports may
     /// add it).
     pub inline_transports: Vec<PublishTransport>,
+    /// Keep vendor leases between deliveries instead of giving each back (see `service::lease`):
+    /// for the one publisher process that delivers invocation after invocation, not for the API.
+    pub keep_leases: bool,
 }
 
 impl Default for DeliverySettings {
@@ -77,13 +80,10 @@ impl Default for DeliverySettings {
             record_reserve: StdDuration::from_millis(500),
             credentials_timeout: StdDuration::from_secs(1),
             inline_transports: vec![PublishTransport::Https, PublishTransport::Iam],
+            keep_leases: false,
         }
     }
 }
-
-/// Claims of one vendor a drain sends together, over one connection for `mqtt` (pipelined at AWS
-/// IoT Core's 100 publishes per second: 10 s, a third of the lease, which is renewed per chunk).
-pub const DRAIN_CHUNK: usize = 1000;
 
 /// A claim the API made due "now" by its clock is due for the publisher too, whose host's clock
 /// may be slightly behind; far below the first publish backoff (2 s), so a failed publish still
@@ -100,14 +100,6 @@ const LEASE_RETRY: StdDuration = StdDuration::from_millis(200);
 const STORE_RETRY_FIRST: StdDuration = StdDuration::from_millis(250);
 const STORE_RETRY_MAX: StdDuration = StdDuration::from_secs(4);
 
-/// Store calls a drain makes at once (reading claims afresh, recording results).
-const STORE_PARALLEL: usize = 16;
-
-/// Publishes sent together, whose results then go to the recorder while the next piece goes out:
-/// over `mqtt` about a third of a second at AWS IoT Core's 100 publishes per second per
-/// connection; over `https` two full rounds of its parallel requests.
-const PUBLISH_PIECE: usize = 2 * STORE_PARALLEL;
-
 /// Below this much time an inline publish is not tried at all: the claim stays owed and the
 /// schedule delivers it (a publish cut off at once would only record a false `staging_timeout`).
 pub const MIN_INLINE_PUBLISH: StdDuration = StdDuration::from_millis(250);
@@ -121,7 +113,8 @@ pub const INLINE_STOP_MARGIN: StdDuration = StdDuration::from_millis(100);
 pub struct Delivery {
     credentials: Arc<dyn CredentialSource>,
     transport: Arc<dyn EndpointPublisher>,
-    settings: DeliverySettings,
+    pub(super) settings: DeliverySettings,
+    kept_leases: Option<KeptLeases>,
 }
 
 impl Delivery {
@@ -139,17 +132,15 @@ impl Delivery {
         Self {
             credentials,
             transport,
+            kept_leases: settings.keep_leases.then(KeptLeases::new),
             settings,
         }
     }
-}
 
-/// A piece of owed claims as read afresh: those still live and owing their message, and those
-/// owed but no longer live (they leave the outbox unsent).
-#[derive(Debug, Default)]
-struct OwedPiece {
-    live: Vec<Claim>,
-    unsent: Vec<ClaimId>,
+    /// The leases this process keeps between deliveries, if it does.
+    pub(super) fn kept_leases(&self) -> Option<&KeptLeases> {
+        self.kept_leases.as_ref()
+    }
 }
 
 /// What one delivery run did.
@@ -163,6 +154,9 @@ pub struct DrainReport {
     pub out_of_time: bool,
     /// Storage errors a stream delivery waited out and tried again after.
     pub store_retries: u32,
+    /// Claims a stream delivery found due in the outbox while it ran, beyond those it was given
+    /// (see `service::pipeline`).
+    pub followed: u32,
 }
 
 /// What publishing one claim now did, and the claim as it stands after (`None`: not read, because
@@ -171,23 +165,6 @@ pub struct DrainReport {
 pub struct InlinePublish {
     pub report: DrainReport,
     pub claim: Option<Claim>,
-}
-
-/// A vendor's lease as one delivery run holds it.
-#[derive(Debug, PartialEq, Eq)]
-struct Lease {
-    pub name: String,
-    pub holder: String,
-}
-
-impl Lease {
-    /// A new holder of the vendor's lease.
-    fn new_for(vendor: &str) -> Self {
-        Self {
-            name: format!("publisher#{vendor}"),
-            holder: uuid::Uuid::new_v4().to_string(),
-        }
-    }
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
@@ -310,7 +287,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return Ok(done);
         };
         let deadline = publish_by;
-        let lease = Lease::new_for(&claim.vendor);
+        let lease = self.lease_of(delivery, &claim.vendor);
         if !self.take_lease(delivery, &lease).await? {
             done.report.busy_vendors = 1;
             return Ok(done);
@@ -319,17 +296,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let delivered = self
             .deliver(delivery, &claim.claim_id, &credentials, deadline, &mut done.report)
             .await;
-        self.let_lease_go(&lease).await;
+        self.let_lease_go(delivery, &lease).await;
         done.claim = delivered?;
         Ok(done)
-    }
-
-    /// Gives the lease back; one that cannot be given back lapses by itself (the same holder may
-    /// take it again meanwhile), so what was delivered under it still stands.
-    async fn let_lease_go(&self, lease: &Lease) {
-        if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
-            tracing::warn!(event = "outbox_lease_release_failed", lease = lease.name.as_str(), error = %err);
-        }
     }
 
     /// Delivers every due claim until none is due, every remaining vendor is busy elsewhere, or
@@ -361,9 +330,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let owed: Vec<&Claim> = due.iter().filter(|claim| claim.vendor == vendor).collect();
             tried.extend(owed.iter().map(|claim| claim.claim_id.clone()));
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
-            let lease = Lease::new_for(&vendor);
+            let lease = self.lease_of(delivery, &vendor);
             if !self
-                .deliver_vendor(delivery, &lease, &owed, &credentials, deadline, &mut report)
+                .deliver_vendor(delivery, &lease, &owed, &credentials, deadline, Follow::No, &mut report)
                 .await?
             {
                 report.busy_vendors += 1;
@@ -423,12 +392,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             // lapsing holder may still have it for a moment. A storage error (a throttled or slow
             // table) is tried again after a pause until the budget runs out: nothing was sent
             // unrecorded, as claims are read afresh first, and the schedule would be far later.
-            let lease = Lease::new_for(&vendor);
+            let lease = self.lease_of(delivery, &vendor);
             let wait_until = Instant::now() + LEASE_WAIT;
             let mut store_pause = STORE_RETRY_FIRST;
             loop {
                 let pause = match self
-                    .deliver_vendor(delivery, &lease, &mine, &credentials, deadline, &mut report)
+                    .deliver_vendor(
+                        delivery,
+                        &lease,
+                        &mine,
+                        &credentials,
+                        deadline,
+                        Follow::Outbox,
+                        &mut report,
+                    )
                     .await
                 {
                     Ok(true) => break,
@@ -459,162 +436,12 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             failed = report.failed,
             busy_vendors = report.busy_vendors,
             store_retries = report.store_retries,
+            followed = report.followed,
             inline_transport = skipped_inline,
             out_of_time = report.out_of_time,
             latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         );
         Ok(report)
-    }
-
-    /// Delivers `owed` claims of one vendor under `lease`, [`DRAIN_CHUNK`] at a time, renewing
-    /// the lease before each chunk, and lets it go whatever happened (a lease left behind would
-    /// hold up the vendor's deliveries until it lapses). `Ok(false)`: another delivery holds the
-    /// lease, nothing was sent.
-    async fn deliver_vendor(
-        &self,
-        delivery: &Delivery,
-        lease: &Lease,
-        owed: &[&Claim],
-        credentials: &Result<ClaimThingCredentials, PublishError>,
-        deadline: Instant,
-        report: &mut DrainReport,
-    ) -> Result<bool, StoreError> {
-        if !self.take_lease(delivery, lease).await? {
-            return Ok(false);
-        }
-        let mut outcome = Ok(true);
-        for (i, chunk) in owed.chunks(DRAIN_CHUNK).enumerate() {
-            if Instant::now() >= deadline {
-                report.out_of_time = true;
-                break;
-            }
-            // Renew before each further chunk, so a long delivery never outlives its lease.
-            if i > 0 {
-                match self.take_lease(delivery, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => break,
-                    Err(err) => {
-                        outcome = Err(err);
-                        break;
-                    }
-                }
-            }
-            if let Err(err) = self.deliver_all(delivery, chunk, credentials, deadline, report).await {
-                outcome = Err(err);
-                break;
-            }
-        }
-        self.let_lease_go(lease).await;
-        outcome
-    }
-
-    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
-    /// `BatchGetItem` per piece), the live ones that still owe a publish sent together
-    /// ([`EndpointPublisher::publish_batch`]: one connection for `mqtt`) in pieces of
-    /// [`PUBLISH_PIECE`] (each piece read while the one before goes out), each result recorded in
-    /// one write of the claim as read ([`Self::record_on`]) while the next pieces go out. A failed
-    /// read stops the delivery there: what was sent is recorded, the rest stays owed.
-    async fn deliver_all(
-        &self,
-        delivery: &Delivery,
-        claims: &[&Claim],
-        credentials: &Result<ClaimThingCredentials, PublishError>,
-        deadline: Instant,
-        report: &mut DrainReport,
-    ) -> Result<(), StoreError> {
-        use futures::{SinkExt as _, StreamExt as _};
-        // Three things run side by side: reading each piece afresh (the next piece is read while
-        // one goes out, so only the first read delays the messages), publishing, and recording
-        // each piece's results as soon as it is confirmed (so the messages leave at the
-        // connection's pace however slowly the table takes the records).
-        let (mut to_publish, read_pieces) = futures::channel::mpsc::channel::<Result<OwedPiece, StoreError>>(1);
-        let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
-        let reading = async {
-            for piece in claims.chunks(PUBLISH_PIECE) {
-                let read = self.read_owed(piece).await;
-                let failed = read.is_err();
-                // A closed channel: the publishing stopped at a failed read.
-                if to_publish.send(read).await.is_err() || failed {
-                    break;
-                }
-            }
-            to_publish.close_channel();
-        };
-        let mut unsent = Vec::new();
-        let mut outcome = Ok(());
-        let publishing = async {
-            let (mut read_pieces, results) = (read_pieces, results);
-            while let Some(read) = read_pieces.next().await {
-                let piece = match read {
-                    Ok(piece) => piece,
-                    Err(err) => {
-                        outcome = Err(err);
-                        break;
-                    }
-                };
-                unsent.extend(piece.unsent);
-                let sent = self
-                    .attempt_publish_all(delivery, &piece.live, credentials, deadline, report)
-                    .await;
-                for result in piece.live.into_iter().zip(sent) {
-                    // The recorder lives until every sender is gone: a send cannot fail here.
-                    let _ = results.unbounded_send(result);
-                }
-            }
-        };
-        tokio::join!(reading, publishing, self.record_all(to_record));
-        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
-        for claim_id in unsent {
-            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
-                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
-            }
-        }
-        outcome
-    }
-
-    /// Owed claims read afresh with their devices (one `BatchGetItem` for a piece).
-    async fn read_owed(&self, claims: &[&Claim]) -> Result<OwedPiece, StoreError> {
-        let reads: Vec<Read> = claims
-            .iter()
-            .flat_map(|claim| {
-                [
-                    Read::Claim(claim.claim_id.clone()),
-                    Read::Device(claim.thing_name.clone()),
-                ]
-            })
-            .collect();
-        let found = self.store.read_many(&reads).await?;
-        let now = self.clock.now();
-        let mut piece = OwedPiece::default();
-        for pair in found.chunks(2) {
-            let [Found::Claim(Some(claim)), Found::Device(device)] = pair else {
-                continue; // gone
-            };
-            // A claim delivered meanwhile by someone else owes nothing any more.
-            if claim.next_publish_at.is_none() {
-                continue;
-            }
-            let holds = device.as_ref().is_some_and(
-                |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
-            );
-            if holds && claim.is_live(now) {
-                piece.live.push((**claim).clone());
-            } else {
-                piece.unsent.push(claim.claim_id.clone());
-            }
-        }
-        Ok(piece)
-    }
-
-    /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once, until
-    /// the sender is done.
-    async fn record_all(&self, results: impl futures::Stream<Item = (Claim, PublishAttempt)>) {
-        use futures::StreamExt as _;
-        results
-            .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await })
-            .buffer_unordered(STORE_PARALLEL)
-            .for_each(|_| std::future::ready(()))
-            .await;
     }
 
     /// Publishes one claim's message if, read afresh, it still owes one and is live; records the
@@ -670,7 +497,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
 
     /// Sends live claims' endpoint messages of one vendor together, confirmed by `deadline`, and
     /// counts each attempt: what each did, in order.
-    async fn attempt_publish_all(
+    pub(super) async fn attempt_publish_all(
         &self,
         delivery: &Delivery,
         claims: &[Claim],
@@ -747,14 +574,5 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 ),
             )),
         }
-    }
-
-    /// Takes `lease` (or renews it: the holder is the same) until `lease_for` from now. `false`:
-    /// another holder has it.
-    async fn take_lease(&self, delivery: &Delivery, lease: &Lease) -> Result<bool, StoreError> {
-        let now = self.clock.now();
-        self.store
-            .acquire_lease(&lease.name, &lease.holder, now, now + delivery.settings.lease_for)
-            .await
     }
 }

@@ -30,6 +30,8 @@ on_both_stores!(
     an_https_claim_is_published_in_the_request_even_while_a_delivery_holds_the_vendor_lease,
     an_mqtt_claim_is_answered_owed_and_the_stream_delivery_publishes_it_once,
     a_stream_delivery_waits_for_a_failed_publishs_backoff_and_leaves_https_claims_to_the_api,
+    a_publisher_keeping_its_lease_renews_it_only_after_5_s_and_never_gives_it_back,
+    a_stream_delivery_carries_on_with_its_vendors_claims_that_became_due_meanwhile,
 );
 
 const LEASE: &str = "publisher#espressif";
@@ -161,4 +163,150 @@ async fn a_stream_delivery_waits_for_a_failed_publishs_backoff_and_leaves_https_
         .unwrap();
     assert_eq!(report.published, 0, "{report:?}");
     assert_eq!(staging_https.publishes.load(Ordering::SeqCst), 0);
+}
+
+/// The API (claims over `mqtt` left owed) and a stream-fed publisher with `settings` on the
+/// fixture's store, and the staging endpoint the publisher sends to.
+fn api_and_publisher<S: TestStore>(
+    fx: &Fixture<S>,
+    settings: DeliverySettings,
+) -> (
+    ClaimService<S, ManualClock>,
+    ClaimService<S, ManualClock>,
+    Arc<SlowStaging>,
+) {
+    let mqtt = || Arc::new(FixedCredentials::MQTT);
+    let api = delivering(fx, mqtt(), slow_staging(StdDuration::ZERO), DeliverySettings::default());
+    let staging = slow_staging(StdDuration::ZERO);
+    let publisher = delivering(fx, mqtt(), staging.clone(), settings);
+    (api, publisher, staging)
+}
+
+/// alice's claim of `device`, accepted.
+async fn accepted<S: TestStore>(api: &ClaimService<S, ManualClock>, device: &str) -> Claim {
+    let ClaimOutcome::Created(owed) = api.claim(&request("alice", device, None)).await.unwrap() else {
+        panic!("{device}: accepted")
+    };
+    owed
+}
+
+/// `claim-publisher` keeps its vendor lease between deliveries (`service/lease.rs`): a delivery
+/// within 5 s of the last take uses it without renewing it, a later one renews it, and nothing is
+/// given back, so another deliverer gets the lease once it lapsed, 30 s after the last take.
+async fn a_publisher_keeping_its_lease_renews_it_only_after_5_s_and_never_gives_it_back<S: TestStore>(fx: Fixture<S>) {
+    let seconds = |s: f64| time::Duration::seconds_f64(s);
+    let (api, publisher, staging) = api_and_publisher(
+        &fx,
+        DeliverySettings {
+            keep_leases: true,
+            ..DeliverySettings::default()
+        },
+    );
+    let deliver_new_claim = |device: &'static str| {
+        let (api, publisher, fx) = (&api, &publisher, &fx);
+        async move {
+            fx.import(device).await;
+            let owed = accepted(api, device).await;
+            let report = publisher
+                .deliver_streamed(&[owed], StdDuration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!((report.published, report.busy_vendors), (1, 0), "{device}: {report:?}");
+        }
+    };
+    let taken = fx.clock.now();
+    deliver_new_claim("keep-1").await;
+    assert!(
+        !fx.store
+            .acquire_lease(LEASE, "the-schedule", taken + seconds(29.0), taken + seconds(59.0))
+            .await
+            .unwrap(),
+        "kept after the delivery, not given back"
+    );
+
+    fx.clock.advance(seconds(3.0));
+    deliver_new_claim("keep-2").await;
+    // Not renewed by that delivery: free again 30 s after the first take.
+    assert!(fx
+        .store
+        .acquire_lease(LEASE, "the-schedule", taken + seconds(30.5), taken + seconds(30.6))
+        .await
+        .unwrap());
+    fx.store.release_lease(LEASE, "the-schedule").await.unwrap();
+
+    fx.clock.advance(seconds(3.0));
+    deliver_new_claim("keep-3").await;
+    // Renewed by that one, 6 s after the first take: held until 36 s.
+    assert!(!fx
+        .store
+        .acquire_lease(LEASE, "the-schedule", taken + seconds(35.0), taken + seconds(65.0))
+        .await
+        .unwrap());
+    assert!(fx
+        .store
+        .acquire_lease(LEASE, "the-schedule", taken + seconds(36.5), taken + seconds(66.5))
+        .await
+        .unwrap());
+    assert_eq!(staging.publishes.load(Ordering::SeqCst), 3);
+}
+
+/// A stream delivery, once its batch is sent, carries on with the claims of its vendor that the
+/// outbox holds due and it has not taken on (`service/pipeline.rs`): a burst keeps one delivery
+/// busy instead of waiting for invocation after invocation. Not another vendor's claims, not a
+/// claim waiting for its backoff; the followed claims' own stream records, later, send nothing.
+async fn a_stream_delivery_carries_on_with_its_vendors_claims_that_became_due_meanwhile<S: TestStore>(fx: Fixture<S>) {
+    let (api, publisher, staging) = api_and_publisher(&fx, DeliverySettings::default());
+    let claim = |device: &'static str| accepted(&api, device);
+    for device in ["follow-1", "follow-2", "follow-3", "follow-backoff"] {
+        fx.import(device).await;
+    }
+    fx.service
+        .import(
+            &claim_shared::domain::registry::NewDevice {
+                thing_name: claim_shared::domain::ids::ThingName::parse("follow-other-vendor").unwrap(),
+                vendor: "nordic".into(),
+                sku: None,
+                code_hash: None,
+                allow_thing_name: None,
+                code_as_thing_name: None,
+            },
+            claim_shared::domain::history::Actor::Operator("factory-import".into()),
+        )
+        .await
+        .unwrap();
+    let first = claim("follow-1").await;
+    let later = [claim("follow-2").await, claim("follow-3").await];
+    let other_vendor = claim("follow-other-vendor").await;
+    let waiting = claim("follow-backoff").await;
+    api.record_publish(
+        &waiting.claim_id,
+        &claim_shared::service::PublishAttempt::Failed(PublishError::new("staging_unreachable", "test")),
+    )
+    .await
+    .unwrap();
+
+    let report = publisher
+        .deliver_streamed(std::slice::from_ref(&first), StdDuration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!((report.published, report.followed), (3, 2), "{report:?}");
+    for claim in [&first, &later[0], &later[1]] {
+        let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+        assert_eq!(stored.effective_state(fx.clock.now()), ClaimState::EndpointPublished);
+    }
+    for claim in [&other_vendor, &waiting] {
+        let stored = fx.store.claim(&claim.claim_id).await.unwrap().unwrap();
+        assert_eq!(
+            stored.effective_state(fx.clock.now()),
+            ClaimState::Pending,
+            "{}",
+            claim.thing_name
+        );
+    }
+    let late = publisher
+        .deliver_streamed(&later, StdDuration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(late.published, 0, "{late:?}");
+    assert_eq!(staging.publishes.load(Ordering::SeqCst), 3);
 }

@@ -1,0 +1,295 @@
+//! One vendor's delivery under its lease: claims read afresh, published and recorded side by side;
+//! for a stream delivery, followed by the claims the outbox gains while it runs.
+//!
+//! Why follow the outbox: the stream-fed publisher gets a batch per invocation, and the messages go
+//! out at AWS IoT Core's 100 publishes per second per connection. In a burst that is accepted at
+//! close to that rate, a delivery of one batch lasts almost as long as it took the next batch to
+//! pile up, so a claim waited for the batch before it, the stream's poll and an invocation of its
+//! own. Following the outbox instead, the one delivery that holds the lease keeps its connection
+//! busy while the burst lasts: claims accepted meanwhile go out within about [`FOLLOW_EVERY`] plus
+//! one read. Their stream records still come later; read afresh, they owe nothing and are skipped.
+
+use std::{collections::HashSet, time::Duration as StdDuration};
+
+use tokio::time::Instant;
+
+use super::{
+    lease::Lease,
+    outbox::{Delivery, DrainReport},
+    ClaimService, Clock, PublishAttempt,
+};
+use crate::{
+    domain::{
+        claim::Claim,
+        device::Holder,
+        ids::ClaimId,
+        publish::{ClaimThingCredentials, PublishError},
+    },
+    ports::{Found, OwnershipStore, Read, StoreError},
+};
+
+/// Claims of one vendor a drain sends together, over one connection for `mqtt` (pipelined at AWS
+/// IoT Core's 100 publishes per second: 10 s, a third of the lease, which is renewed per chunk).
+pub const DRAIN_CHUNK: usize = 1000;
+
+/// Store calls a drain makes at once (reading claims afresh, recording results).
+const STORE_PARALLEL: usize = 16;
+
+/// Publishes sent together, whose results then go to the recorder while the next piece goes out:
+/// over `mqtt` about a third of a second at AWS IoT Core's 100 publishes per second per
+/// connection; over `https` two full rounds of its parallel requests.
+const PUBLISH_PIECE: usize = 2 * STORE_PARALLEL;
+
+/// A following delivery looks at the outbox at most this often: about as often as the stream's
+/// event source mapping polls, so a slow burst still goes out in pieces worth a read.
+pub const FOLLOW_EVERY: StdDuration = StdDuration::from_millis(250);
+
+/// A following delivery stops looking for more this long before its deadline, leaving the time to
+/// send and record what it found; the next invocation carries on.
+pub const FOLLOW_STOP: StdDuration = StdDuration::from_secs(15);
+
+/// Whether a delivery, once its claims are read, goes on with what the outbox gained meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Follow {
+    No,
+    Outbox,
+}
+
+/// A piece of owed claims as read afresh: those still live and owing their message, and those
+/// owed but no longer live (they leave the outbox unsent).
+#[derive(Debug, Default)]
+struct OwedPiece {
+    live: Vec<Claim>,
+    unsent: Vec<ClaimId>,
+}
+
+impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
+    /// Delivers `owed` claims of one vendor under `lease`, [`DRAIN_CHUNK`] at a time, renewing
+    /// the lease before each chunk (the last one followed by the outbox's new claims if `follow`
+    /// says so), and lets it go whatever happened (a lease left behind would hold up other
+    /// deliveries of the vendor until it lapses), unless the process keeps its leases.
+    /// `Ok(false)`: another delivery holds the lease, nothing was sent.
+    #[allow(clippy::too_many_arguments)] // one delivery's context, passed down as it is
+    pub(super) async fn deliver_vendor(
+        &self,
+        delivery: &Delivery,
+        lease: &Lease,
+        owed: &[&Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        follow: Follow,
+        report: &mut DrainReport,
+    ) -> Result<bool, StoreError> {
+        if !self.take_lease(delivery, lease).await? {
+            return Ok(false);
+        }
+        let mut outcome = Ok(true);
+        let chunks = owed.chunks(DRAIN_CHUNK).count();
+        for (i, chunk) in owed.chunks(DRAIN_CHUNK).enumerate() {
+            if Instant::now() >= deadline {
+                report.out_of_time = true;
+                break;
+            }
+            // Renew before each further chunk, so a long delivery never outlives its lease.
+            if i > 0 {
+                match self.take_lease(delivery, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+            }
+            let follow = if i + 1 == chunks { follow } else { Follow::No };
+            if let Err(err) = self
+                .deliver_all(delivery, lease, chunk, credentials, deadline, follow, report)
+                .await
+            {
+                outcome = Err(err);
+                break;
+            }
+        }
+        self.let_lease_go(delivery, lease).await;
+        outcome
+    }
+
+    /// [`Self::deliver`] for claims of one vendor at once: each read afresh with its device (a
+    /// `BatchGetItem` per piece), the live ones that still owe a publish sent together
+    /// ([`EndpointPublisher::publish_batch`](crate::ports::EndpointPublisher::publish_batch): one
+    /// connection for `mqtt`) in pieces of [`PUBLISH_PIECE`] (each piece read while the one before
+    /// goes out), each result recorded in one write of the claim as read ([`Self::record_on`])
+    /// while the next pieces go out. With [`Follow::Outbox`], the vendor's claims that became due
+    /// in the outbox meanwhile follow, until a look finds none. A failed read stops the delivery
+    /// there: what was sent is recorded, the rest stays owed.
+    #[allow(clippy::too_many_arguments)] // one delivery's context, passed down as it is
+    async fn deliver_all(
+        &self,
+        delivery: &Delivery,
+        lease: &Lease,
+        claims: &[&Claim],
+        credentials: &Result<ClaimThingCredentials, PublishError>,
+        deadline: Instant,
+        follow: Follow,
+        report: &mut DrainReport,
+    ) -> Result<(), StoreError> {
+        use futures::{SinkExt as _, StreamExt as _};
+        // Three things run side by side: reading each piece afresh (the next piece is read while
+        // one goes out, so only the first read delays the messages), publishing, and recording
+        // each piece's results as soon as it is confirmed (so the messages leave at the
+        // connection's pace however slowly the table takes the records).
+        let (mut to_publish, read_pieces) = futures::channel::mpsc::channel::<Result<OwedPiece, StoreError>>(1);
+        let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
+        let mut followed = 0;
+        let reading = async {
+            // Sends each piece as read; `false`: stop (a failed read, or the publishing stopped).
+            let mut read_and_pass = async |piece: &[&Claim]| {
+                let read = self.read_owed(piece).await;
+                let failed = read.is_err();
+                to_publish.send(read).await.is_ok() && !failed
+            };
+            let mut going = true;
+            for piece in claims.chunks(PUBLISH_PIECE) {
+                going = read_and_pass(piece).await;
+                if !going {
+                    break;
+                }
+            }
+            if follow == Follow::Outbox && going {
+                // Every claim this delivery took on, so a claim whose record has not landed yet
+                // (it still looks due) is never sent twice.
+                let mut taken: HashSet<ClaimId> = claims.iter().map(|claim| claim.claim_id.clone()).collect();
+                let vendor = claims.first().map(|claim| claim.vendor.as_str()).unwrap_or_default();
+                let mut looked = Instant::now();
+                while going {
+                    tokio::time::sleep_until(looked + FOLLOW_EVERY).await;
+                    looked = Instant::now();
+                    let more = self.newly_due(delivery, lease, vendor, &taken, deadline).await;
+                    if more.is_empty() {
+                        break;
+                    }
+                    taken.extend(more.iter().map(|claim| claim.claim_id.clone()));
+                    followed += more.len();
+                    let more: Vec<&Claim> = more.iter().collect();
+                    for piece in more.chunks(PUBLISH_PIECE) {
+                        going = read_and_pass(piece).await;
+                        if !going {
+                            break;
+                        }
+                    }
+                }
+            }
+            to_publish.close_channel();
+        };
+        let mut unsent = Vec::new();
+        let mut outcome = Ok(());
+        let publishing = async {
+            let (mut read_pieces, results) = (read_pieces, results);
+            while let Some(read) = read_pieces.next().await {
+                let piece = match read {
+                    Ok(piece) => piece,
+                    Err(err) => {
+                        outcome = Err(err);
+                        break;
+                    }
+                };
+                unsent.extend(piece.unsent);
+                let sent = self
+                    .attempt_publish_all(delivery, &piece.live, credentials, deadline, report)
+                    .await;
+                for result in piece.live.into_iter().zip(sent) {
+                    // The recorder lives until every sender is gone: a send cannot fail here.
+                    let _ = results.unbounded_send(result);
+                }
+            }
+        };
+        tokio::join!(reading, publishing, self.record_all(to_record));
+        report.followed += u32::try_from(followed).unwrap_or(u32::MAX);
+        // Owed but no longer live (expired, superseded): leaves the outbox unsent.
+        for claim_id in unsent {
+            if let Err(err) = self.record_publish_result(&claim_id, &PublishAttempt::NotSent).await {
+                tracing::warn!(event = "outbox_record_failed", claim_id = claim_id.as_str(), error = %err);
+            }
+        }
+        outcome
+    }
+
+    /// `vendor`'s claims due in the outbox now that this delivery has not `taken` on yet; none (stop
+    /// following) when too little of the delivery's time is left, the lease cannot be renewed, or
+    /// the outbox cannot be read (what it holds stays owed for the next delivery).
+    async fn newly_due(
+        &self,
+        delivery: &Delivery,
+        lease: &Lease,
+        vendor: &str,
+        taken: &HashSet<ClaimId>,
+        deadline: Instant,
+    ) -> Vec<Claim> {
+        if deadline.saturating_duration_since(Instant::now()) < FOLLOW_STOP {
+            return Vec::new();
+        }
+        // Renewed (a kept lease: when it is due), so following never outlives the lease.
+        if !matches!(self.take_lease(delivery, lease).await, Ok(true)) {
+            return Vec::new();
+        }
+        match self
+            .store
+            .due_publishes(self.clock.now(), delivery.settings.batch)
+            .await
+        {
+            Ok(due) => due
+                .into_iter()
+                .filter(|claim| claim.vendor == vendor && !taken.contains(&claim.claim_id))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(event = "outbox_follow_failed", vendor, error = %err);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Owed claims read afresh with their devices (one `BatchGetItem` for a piece).
+    async fn read_owed(&self, claims: &[&Claim]) -> Result<OwedPiece, StoreError> {
+        let reads: Vec<Read> = claims
+            .iter()
+            .flat_map(|claim| {
+                [
+                    Read::Claim(claim.claim_id.clone()),
+                    Read::Device(claim.thing_name.clone()),
+                ]
+            })
+            .collect();
+        let found = self.store.read_many(&reads).await?;
+        let now = self.clock.now();
+        let mut piece = OwedPiece::default();
+        for pair in found.chunks(2) {
+            let [Found::Claim(Some(claim)), Found::Device(device)] = pair else {
+                continue; // gone
+            };
+            // A claim delivered meanwhile by someone else owes nothing any more.
+            if claim.next_publish_at.is_none() {
+                continue;
+            }
+            let holds = device.as_ref().is_some_and(
+                |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
+            );
+            if holds && claim.is_live(now) {
+                piece.live.push((**claim).clone());
+            } else {
+                piece.unsent.push(claim.claim_id.clone());
+            }
+        }
+        Ok(piece)
+    }
+
+    /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once, until
+    /// the sender is done.
+    async fn record_all(&self, results: impl futures::Stream<Item = (Claim, PublishAttempt)>) {
+        use futures::StreamExt as _;
+        results
+            .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await })
+            .buffer_unordered(STORE_PARALLEL)
+            .for_each(|_| std::future::ready(()))
+            .await;
+    }
+}
