@@ -40,6 +40,11 @@ const STORE_PARALLEL: usize = 16;
 /// connection; over `https` two full rounds of its parallel requests.
 const PUBLISH_PIECE: usize = 2 * STORE_PARALLEL;
 
+/// Records of one delivery start at most this often: a piece's results come all at once, and
+/// sixteen writes landing together on the table hold up the API's claims behind them; spread at
+/// twice the connection's 100 publishes per second they keep up with it.
+const RECORD_SPACING: StdDuration = StdDuration::from_millis(5);
+
 /// A following delivery looks at the outbox at most this often: about as often as the stream's
 /// event source mapping polls, so a slow burst still goes out in pieces worth a read.
 pub const FOLLOW_EVERY: StdDuration = StdDuration::from_millis(250);
@@ -282,11 +287,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         Ok(piece)
     }
 
-    /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once, until
-    /// the sender is done.
+    /// Records each publish attempt on its claim as it comes, [`STORE_PARALLEL`] at once and one
+    /// started per [`RECORD_SPACING`] at most, until the sender is done.
     async fn record_all(&self, results: impl futures::Stream<Item = (Claim, PublishAttempt)>) {
         use futures::StreamExt as _;
+        let mut next_start = Instant::now();
         results
+            .then(|result| {
+                let start = next_start.max(Instant::now());
+                next_start = start + RECORD_SPACING;
+                async move {
+                    tokio::time::sleep_until(start).await;
+                    result
+                }
+            })
             .map(|(claim, attempt)| async move { self.record_on(claim, &attempt).await })
             .buffer_unordered(STORE_PARALLEL)
             .for_each(|_| std::future::ready(()))
