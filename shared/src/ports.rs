@@ -339,6 +339,10 @@ pub trait OwnershipStore: Send + Sync {
     /// Claims whose endpoint message is due for publishing at `now` (the outbox), earliest first.
     async fn due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
 
+    /// [`Self::due_publishes`], the latest due first: the claims a running delivery has not seen
+    /// yet, whatever the outbox holds behind them.
+    async fn newest_due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError>;
+
     /// Takes the named lease until `until` if it is free, lapsed, or already `holder`'s. A lease keeps
     /// one publisher per claim-thing at a time (AWS IoT disconnects duplicate client ids).
     async fn acquire_lease(

@@ -82,6 +82,18 @@ impl MemoryStore {
         Ok(self.lock())
     }
 
+    /// Every claim due at `now`, earliest first (ties by claim id, as the outbox index sorts).
+    fn all_due(&self, now: OffsetDateTime) -> Result<Vec<Claim>, StoreError> {
+        let tables = self.tables()?;
+        let mut due: Vec<&Claim> = tables
+            .claims
+            .values()
+            .filter(|claim| claim.next_publish_at.is_some_and(|at| millis(at) <= millis(now)))
+            .collect();
+        due.sort_by_key(|claim| (claim.next_publish_at.map(millis), claim.claim_id.as_str().to_owned()));
+        Ok(due.into_iter().cloned().collect())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tables> {
         // A panic while the lock was held leaves consistent data (every change is applied after
         // all its checks), so the poison is ignored.
@@ -296,14 +308,16 @@ impl OwnershipStore for MemoryStore {
     }
 
     async fn due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
-        let tables = self.tables()?;
-        let mut due: Vec<&Claim> = tables
-            .claims
-            .values()
-            .filter(|claim| claim.next_publish_at.is_some_and(|at| millis(at) <= millis(now)))
-            .collect();
-        due.sort_by_key(|claim| (claim.next_publish_at.map(millis), claim.claim_id.as_str().to_owned()));
-        Ok(due.into_iter().take(page_size(limit, 1000)).cloned().collect())
+        let mut due = self.all_due(now)?;
+        due.truncate(page_size(limit, 1000));
+        Ok(due)
+    }
+
+    async fn newest_due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
+        let mut due = self.all_due(now)?;
+        due.reverse();
+        due.truncate(page_size(limit, 1000));
+        Ok(due)
     }
 
     async fn acquire_lease(

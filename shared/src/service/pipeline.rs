@@ -49,6 +49,11 @@ const RECORD_SPACING: StdDuration = StdDuration::from_millis(5);
 /// event source mapping polls, so a slow burst still goes out in pieces worth a read.
 pub const FOLLOW_EVERY: StdDuration = StdDuration::from_millis(250);
 
+/// Claims a look at the outbox reads at most, the latest due first: a second at the connection's
+/// pace, and a bounded read however far behind the records are (a claim behind them is still
+/// delivered: its stream record comes, and the schedule is there).
+pub const FOLLOW_LOOK: u32 = 100;
+
 /// A following delivery stops looking for more this long before its deadline, leaving the time to
 /// send and record what it found; the next invocation carries on.
 pub const FOLLOW_STOP: StdDuration = StdDuration::from_secs(15);
@@ -237,11 +242,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         if !matches!(self.take_lease(delivery, lease).await, Ok(true)) {
             return Vec::new();
         }
-        match self
-            .store
-            .due_publishes(self.clock.now(), delivery.settings.batch)
-            .await
-        {
+        match self.store.newest_due_publishes(self.clock.now(), FOLLOW_LOOK).await {
             Ok(due) => due
                 .into_iter()
                 .filter(|claim| claim.vendor == vendor && !taken.contains(&claim.claim_id))

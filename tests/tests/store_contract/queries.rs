@@ -15,7 +15,7 @@ use super::{claim_in, creation, free_device, ids, store_claims, thing, user};
 
 on_both_stores!(
     a_users_devices_page_through_their_own_devices_only,
-    the_outbox_lists_due_claims_earliest_first,
+    the_outbox_lists_due_claims_earliest_or_latest_first,
     overdue_claims_are_live_claims_past_their_deadline,
     claims_in_a_state_are_found_by_deadline_in_a_half_open_range,
 );
@@ -76,7 +76,7 @@ async fn a_users_devices_page_through_their_own_devices_only<S: TestStore>(fx: F
     assert!(erins.items.is_empty(), "{:?}", erins.items);
 }
 
-async fn the_outbox_lists_due_claims_earliest_first<S: TestStore>(fx: Fixture<S>) {
+async fn the_outbox_lists_due_claims_earliest_or_latest_first<S: TestStore>(fx: Fixture<S>) {
     let store = &fx.store;
     let mut claims = Vec::new();
     for seconds in [20, 0, 10] {
@@ -97,6 +97,14 @@ async fn the_outbox_lists_due_claims_earliest_first<S: TestStore>(fx: Fixture<S>
         .await
         .unwrap()
         .is_empty());
+    // The latest due first (what a running delivery has not seen yet).
+    let newest = store
+        .newest_due_publishes(T0 + Duration::seconds(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(ids(&newest), [claims[2].claim_id.clone(), claims[1].claim_id.clone()]);
+    let newest = store.newest_due_publishes(T0 + Duration::seconds(60), 1).await.unwrap();
+    assert_eq!(ids(&newest), [claims[0].claim_id.clone()]);
 }
 
 async fn overdue_claims_are_live_claims_past_their_deadline<S: TestStore>(fx: Fixture<S>) {

@@ -203,6 +203,36 @@ impl DynamoOwnershipStore {
             ),
         }
     }
+
+    /// Claims due at `now` in the outbox index, up to `limit`, earliest first if `oldest_first`.
+    async fn outbox(&self, now: OffsetDateTime, limit: u32, oldest_first: bool) -> Result<Vec<Claim>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(OUTBOX_INDEX)
+            .key_condition_expression("gsi3pk = :pk AND gsi3sk <= :now")
+            .expression_attribute_values(":pk", s(OUTBOX_PK))
+            // `~` sorts after `#<claim id>`, so everything due at `now` itself is included.
+            .expression_attribute_values(":now", s(format!("{}~", padded_millis(now))))
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .scan_index_forward(oldest_first)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        // One unreadable record must not block every other delivery: it is logged and skipped.
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|item| match claim_from(item) {
+                Ok(claim) => Some(claim),
+                Err(err) => {
+                    tracing::error!(event = "outbox_record_unreadable", error = %err);
+                    None
+                }
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
@@ -352,31 +382,11 @@ impl OwnershipStore for DynamoOwnershipStore {
     }
 
     async fn due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(OUTBOX_INDEX)
-            .key_condition_expression("gsi3pk = :pk AND gsi3sk <= :now")
-            .expression_attribute_values(":pk", s(OUTBOX_PK))
-            // `~` sorts after `#<claim id>`, so everything due at `now` itself is included.
-            .expression_attribute_values(":now", s(format!("{}~", padded_millis(now))))
-            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        // One unreadable record must not block every other delivery: it is logged and skipped.
-        Ok(out
-            .items()
-            .iter()
-            .filter_map(|item| match claim_from(item) {
-                Ok(claim) => Some(claim),
-                Err(err) => {
-                    tracing::error!(event = "outbox_record_unreadable", error = %err);
-                    None
-                }
-            })
-            .collect())
+        self.outbox(now, limit, true).await
+    }
+
+    async fn newest_due_publishes(&self, now: OffsetDateTime, limit: u32) -> Result<Vec<Claim>, StoreError> {
+        self.outbox(now, limit, false).await
     }
 
     async fn acquire_lease(
