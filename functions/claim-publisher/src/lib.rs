@@ -11,7 +11,8 @@
 //!
 //! A stream batch never fails the invocation: a claim not delivered stays owed in the outbox and
 //! the schedule delivers it, so retrying the batch (and holding up the stream) would add nothing.
-//! (The event source mapping retries only batches throttled while the one instance was busy.)
+//! (The event source mapping retries only batches throttled while the one instance was busy; in a
+//! burst that is most of them, as a delivery keeps sending what the outbox gains while it runs.)
 
 use std::{collections::HashMap, time::Duration};
 

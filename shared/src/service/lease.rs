@@ -51,11 +51,14 @@ impl KeptLeases {
         self.taken_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `name` was taken so recently that it needs no renewal at `now`.
-    fn fresh(&self, name: &str, now: OffsetDateTime) -> bool {
+    /// Whether `name` was taken so recently that it needs no renewal at `now`: less than
+    /// [`KEEP_UNRENEWED`] ago, and less than a sixth of a lease lasting `lease_for` (a clock that
+    /// stepped back, or a short lease, asks the table again).
+    fn fresh(&self, name: &str, now: OffsetDateTime, lease_for: Duration) -> bool {
+        let unrenewed = KEEP_UNRENEWED.min(lease_for / 6);
         self.taken()
             .get(name)
-            .is_some_and(|&taken| now - taken < KEEP_UNRENEWED)
+            .is_some_and(|&taken| (Duration::ZERO..unrenewed).contains(&(now - taken)))
     }
 }
 
@@ -76,21 +79,21 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     pub(super) async fn take_lease(&self, delivery: &Delivery, lease: &Lease) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let kept = delivery.kept_leases();
-        if kept.is_some_and(|kept| kept.fresh(&lease.name, now)) {
+        if kept.is_some_and(|kept| kept.fresh(&lease.name, now, delivery.settings.lease_for)) {
             return Ok(true);
         }
-        let taken = self
+        let acquired = self
             .store
             .acquire_lease(&lease.name, &lease.holder, now, now + delivery.settings.lease_for)
             .await;
         if let Some(kept) = kept {
-            match taken {
+            match acquired {
                 Ok(true) => kept.taken().insert(lease.name.clone(), now),
                 // Lost, or unknown after an error: the next delivery asks the table again.
                 Ok(false) | Err(_) => kept.taken().remove(&lease.name),
             };
         }
-        taken
+        acquired
     }
 
     /// Gives the lease back, unless the process keeps it; one that cannot be given back lapses by
@@ -103,5 +106,31 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         if let Err(err) = self.store.release_lease(&lease.name, &lease.holder).await {
             tracing::warn!(event = "outbox_lease_release_failed", lease = lease.name.as_str(), error = %err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_lease_is_fresh_only_shortly_after_its_take_and_never_before_it() {
+        let kept = KeptLeases::new();
+        let taken = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let lease_for = Duration::seconds(30);
+        assert!(!kept.fresh("publisher#v", taken, lease_for), "never taken");
+        kept.taken().insert("publisher#v".into(), taken);
+        assert!(kept.fresh("publisher#v", taken, lease_for));
+        assert!(kept.fresh("publisher#v", taken + Duration::seconds_f64(4.9), lease_for));
+        assert!(!kept.fresh("publisher#v", taken + KEEP_UNRENEWED, lease_for));
+        assert!(
+            !kept.fresh("publisher#v", taken - Duration::seconds(1), lease_for),
+            "a clock stepped back"
+        );
+        assert!(
+            !kept.fresh("publisher#v", taken + Duration::seconds(1), Duration::seconds(6)),
+            "a short lease is used without renewal for a sixth of it only"
+        );
+        assert!(!kept.fresh("publisher#other", taken, lease_for));
     }
 }

@@ -360,6 +360,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// transport the API does not publish inline (`mqtt`; the API delivers the others itself),
     /// and only those due now (a failed publish waits for its backoff, then the schedule).
     /// Claims of a vendor whose lease another delivery holds are left to it or the schedule.
+    /// Once a vendor's claims are read, the delivery follows the outbox for that vendor's claims
+    /// that become due meanwhile (`service::pipeline`), so in a burst one call may run until
+    /// `FOLLOW_STOP` before the end of `budget`.
     pub async fn deliver_streamed(&self, owed: &[Claim], budget: StdDuration) -> Result<DrainReport, StoreError> {
         let started = Instant::now();
         let deadline = started + budget;

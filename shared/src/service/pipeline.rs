@@ -42,7 +42,8 @@ const PUBLISH_PIECE: usize = 2 * STORE_PARALLEL;
 
 /// Records of one delivery start at most this often: a piece's results come all at once, and
 /// sixteen writes landing together on the table hold up the API's claims behind them; spread at
-/// twice the connection's 100 publishes per second they keep up with it.
+/// twice the connection's 100 publishes per second they keep up with it (an `https` drain, which
+/// is not paced, is held to 200 records a second by it too).
 const RECORD_SPACING: StdDuration = StdDuration::from_millis(5);
 
 /// A following delivery looks at the outbox at most this often: about as often as the stream's
@@ -239,8 +240,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             return Vec::new();
         }
         // Renewed (a kept lease: when it is due), so following never outlives the lease.
-        if !matches!(self.take_lease(delivery, lease).await, Ok(true)) {
-            return Vec::new();
+        match self.take_lease(delivery, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    event = "outbox_follow_failed",
+                    vendor,
+                    error = "the vendor's lease is held by another delivery"
+                );
+                return Vec::new();
+            }
+            Err(err) => {
+                tracing::warn!(event = "outbox_follow_failed", vendor, error = %err);
+                return Vec::new();
+            }
         }
         match self.store.newest_due_publishes(self.clock.now(), FOLLOW_LOOK).await {
             Ok(due) => due
