@@ -153,19 +153,19 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         let (results, to_record) = futures::channel::mpsc::unbounded::<(Claim, PublishAttempt)>();
         let mut followed = 0;
         let reading = async {
-            // Sends each piece as read; `false`: stop (a failed read, or the publishing stopped).
-            let mut read_and_pass = async |piece: &[&Claim]| {
-                let read = self.read_owed(piece).await;
-                let failed = read.is_err();
-                to_publish.send(read).await.is_ok() && !failed
-            };
-            let mut going = true;
-            for piece in claims.chunks(PUBLISH_PIECE) {
-                going = read_and_pass(piece).await;
-                if !going {
-                    break;
+            // Reads `claims` piece by piece and passes each on as read; `false`: stop (a failed
+            // read, or the publishing stopped).
+            let mut read_and_pass = async |claims: &[&Claim]| {
+                for piece in claims.chunks(PUBLISH_PIECE) {
+                    let read = self.read_owed(piece).await;
+                    let failed = read.is_err();
+                    if to_publish.send(read).await.is_err() || failed {
+                        return false;
+                    }
                 }
-            }
+                true
+            };
+            let mut going = read_and_pass(claims).await;
             if follow == Follow::Outbox && going {
                 // Every claim this delivery took on, so a claim whose record has not landed yet
                 // (it still looks due) is never sent twice.
@@ -182,12 +182,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     taken.extend(more.iter().map(|claim| claim.claim_id.clone()));
                     followed += more.len();
                     let more: Vec<&Claim> = more.iter().collect();
-                    for piece in more.chunks(PUBLISH_PIECE) {
-                        going = read_and_pass(piece).await;
-                        if !going {
-                            break;
-                        }
-                    }
+                    going = read_and_pass(&more).await;
                 }
             }
             to_publish.close_channel();
