@@ -20,6 +20,17 @@ use std::{
 /// How long an engine may take to start on a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Which of the JVM's compilers DynamoDB Local runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Jit {
+    /// C1 only (`-XX:TieredStopAtLevel=1`): ready sooner, but every call costs more CPU.
+    C1Only,
+    /// The JVM's default (C1, then C2 for the hot paths): the optimising compiler keeps a core busy
+    /// for a minute or two after a start, then a call costs about two thirds of C1's.
+    Full,
+}
+
 /// One engine process of the test's own.
 pub struct Engine {
     name: &'static str,
@@ -30,14 +41,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// DynamoDB Local, in memory, on a free port.
+    /// DynamoDB Local, in memory, on a free port, with the C1 compiler only (as `scripts/dev.sh`
+    /// starts the stack's engine): less JIT work on 2 cores for engines that live one test.
     pub async fn dynamodb() -> Self {
+        Self::dynamodb_with(Jit::C1Only).await
+    }
+
+    /// [`Self::dynamodb`] with the JVM's compilers as `jit` says.
+    pub async fn dynamodb_with(jit: Jit) -> Self {
         let dir = dynamodb_local_dir();
         let port = free_port();
         let mut command = Command::new("java");
+        if jit == Jit::C1Only {
+            command.arg("-XX:TieredStopAtLevel=1");
+        }
         command
-            // C1 only, as scripts/dev.sh starts the stack's engine: less JIT work on 2 cores.
-            .arg("-XX:TieredStopAtLevel=1")
             .arg(format!(
                 "-Djava.library.path={}",
                 dir.join("DynamoDBLocal_lib").display()

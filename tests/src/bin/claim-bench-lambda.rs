@@ -14,6 +14,7 @@ use std::{
 };
 
 use claim_tests::{
+    engines::Jit,
     lambda_bench::{
         built_beside,
         publisher::StreamFedPublisher,
@@ -57,6 +58,10 @@ struct Cli {
     /// `https` (published in the request; ours only: the baseline speaks MQTT).
     #[arg(long, value_enum, default_value_t = Transport::Mqtt)]
     transport: Transport,
+    /// The compilers of the implementations' DynamoDB Local JVMs: `full` (the JVM's default; the
+    /// warm-up lasts until the optimising compiler is done) or `c1-only` (what the tests use).
+    #[arg(long, value_enum, default_value_t = Jit::Full)]
+    engine_jit: Jit,
     /// Where the table goes (markdown and JSON).
     #[arg(long, value_name = "DIR", default_value = ".local/artefacts/bench")]
     out: PathBuf,
@@ -78,8 +83,13 @@ fn release_binary(name: &str) -> PathBuf {
         .unwrap_or(beside)
 }
 
-/// Claims per implementation in the warm-up round (fewer if `--claims` is smaller).
-const WARM_UP_CLAIMS: u32 = 300;
+/// Claims per implementation in a warm-up round (fewer if `--claims` is smaller), and the most
+/// warm-up rounds.
+const WARM_UP_CLAIMS: u32 = 400;
+const WARM_UP_ROUNDS: u32 = 6;
+
+/// How long the run waits at most for an engine's compilers to finish after the warm-up.
+const ENGINE_SETTLE_LIMIT: Duration = Duration::from_secs(180);
 
 /// What every round of the run shares.
 struct Rounds<'a> {
@@ -147,7 +157,10 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or_else(|| release_binary("claim-publisher"));
     let load_before = load();
     let setup = Setup::connect().await;
-    let (ours, python) = (setup.side().await, setup.side().await);
+    let (ours, python) = (
+        setup.side_with(cli.engine_jit).await,
+        setup.side_with(cli.engine_jit).await,
+    );
     let observer = Observer::start(&setup.pki, setup.local.staging_port)
         .await
         .unwrap_or_else(|err| panic!("observer: {err}"));
@@ -169,15 +182,35 @@ async fn main() -> std::process::ExitCode {
         publisher: (&publisher, &publisher_side),
         sides: (&ours, &python),
     };
-    // One unmeasured round of each implementation first: DynamoDB Local is a JVM that compiles its
-    // hot paths during its first thousand requests or so, and a round measured then measures that.
-    let first_k = cli.instances.first().copied().unwrap_or(1);
+    // Unmeasured rounds of each implementation first: DynamoDB Local is a JVM that compiles its hot
+    // paths over its first few thousand requests, and a round measured then measures that. They go
+    // on until a round costs the engine about what the one before did, then the engines are left
+    // until their compilers are done.
+    let warm_up_k = cli.instances.iter().copied().max().unwrap_or(1);
     for implementation in run.order(0) {
-        let result = run.play(implementation, first_k, cli.claims.min(WARM_UP_CLAIMS)).await;
+        let mut before: Option<f64> = None;
+        for warm_up in 1..=WARM_UP_ROUNDS {
+            let result = run
+                .play(implementation, warm_up_k, cli.claims.min(WARM_UP_CLAIMS))
+                .await;
+            let per_claim = result.engine_cpu_ms / result.claims.max(1) as f64;
+            println!(
+                "warm-up {warm_up} (not measured): {implementation}: {} claims, {} delivered, engine CPU {per_claim:.1} ms a claim; load {}",
+                result.claims,
+                result.delivered,
+                load()
+            );
+            if before.is_some_and(|before| per_claim > before * 0.9) {
+                break;
+            }
+            before = Some(per_claim);
+        }
+    }
+    for (name, side) in [(OURS, &ours), (BASELINE, &python)] {
+        let took = side.engine_settled(ENGINE_SETTLE_LIMIT).await;
         println!(
-            "warm-up (not measured): {implementation}: {} claims, {} delivered; load {}",
-            result.claims,
-            result.delivered,
+            "{name}'s engine idle after {:.0} s; load {}",
+            took.as_secs_f64(),
             load()
         );
     }
@@ -208,7 +241,7 @@ async fn main() -> std::process::ExitCode {
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
          Transport: {}. {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
-         Engines: a DynamoDB Local of each implementation's own (C1 JIT only, warmed by an unmeasured round); moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
+         Engines: a DynamoDB Local of each implementation's own (JIT: {}, warmed by an unmeasured round, then idle); moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
         match cli.transport {
             Transport::Mqtt => "mqtt (claim-publisher sends; an MQTT observer times each message)",
             Transport::Https => "https (claim-api publishes in the request; moto's recording says what arrived)",
@@ -219,6 +252,10 @@ async fn main() -> std::process::ExitCode {
             "tools/bench-baseline/handler.py under awslambdaric ({})",
             p.display()
         )),
+        match cli.engine_jit {
+            Jit::Full => "C1 and C2",
+            Jit::C1Only => "C1 only",
+        },
         endpoint_rate.map_or(String::new(), |rate| format!(
             "\nThe HTTPS staging endpoint alone (nginx → moto; {} messages by our HTTPS adapter, 16 at a time, no claim or table): {rate:.0} messages/s, the ceiling of these rounds.",
             cli.claims

@@ -29,7 +29,7 @@ use claim_shared::{
 use futures::StreamExt;
 
 use crate::{
-    engines::{CountingLink, Engine},
+    engines::{CountingLink, Engine, Jit},
     fixture::LocalTable,
     local_claim_thing_secret, local_secrets,
     pki::LocalPki,
@@ -81,6 +81,24 @@ impl Side {
     pub fn engine_pid(&self) -> u32 {
         self.engine.pid()
     }
+
+    /// Waits until the side's engine is idle (under 3 % of a core over a second: its JIT compilers
+    /// are done), at most `limit`; how long that took.
+    pub async fn engine_settled(&self, limit: std::time::Duration) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        let second = std::time::Duration::from_secs(1);
+        while started.elapsed() < limit {
+            let before = proc_stat::cpu_time(self.engine_pid()).unwrap_or_default();
+            tokio::time::sleep(second).await;
+            let used = proc_stat::cpu_time(self.engine_pid())
+                .unwrap_or_default()
+                .saturating_sub(before);
+            if used.as_secs_f64() < 0.03 {
+                break;
+            }
+        }
+        started.elapsed()
+    }
 }
 
 impl Setup {
@@ -94,7 +112,12 @@ impl Setup {
     /// A fresh DynamoDB Local with a table (from `template.yaml`, with its stream), and counting
     /// proxies to the engines.
     pub async fn side(&self) -> Side {
-        let engine = Arc::new(Engine::dynamodb().await);
+        self.side_with(Jit::C1Only).await
+    }
+
+    /// [`Self::side`] on an engine whose JVM compiles as `jit` says.
+    pub async fn side_with(&self, jit: Jit) -> Side {
+        let engine = Arc::new(Engine::dynamodb_with(jit).await);
         let table = LocalTable::fresh_with_stream_on(crate::dynamodb_at(&engine.url).await).await;
         self.side_on(table, engine).await
     }

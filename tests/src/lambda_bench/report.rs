@@ -26,6 +26,8 @@ pub struct Summary {
     pub peak_rss_mb: f64,
     /// DynamoDB Local's CPU time over the rounds per claim (ms).
     pub engine_cpu_per_claim: f64,
+    /// The harness's CPU time over the rounds per claim (ms).
+    pub harness_cpu_per_claim: f64,
     pub dynamodb_per_warm_claim: f64,
     pub secrets_per_warm_claim: f64,
     pub accepted: usize,
@@ -95,6 +97,7 @@ pub fn summarise(rounds: &[RoundResult]) -> Vec<Summary> {
                 cpu_per_warm_claim: rounds.iter().map(|r| r.warm_cpu_ms).sum::<f64>() / warm_claims,
                 peak_rss_mb: mb(rounds.iter().map(|r| r.peak_rss_bytes).max().unwrap_or_default()),
                 engine_cpu_per_claim: rounds.iter().map(|r| r.engine_cpu_ms).sum::<f64>() / claims.max(1) as f64,
+                harness_cpu_per_claim: rounds.iter().map(|r| r.harness_cpu_ms).sum::<f64>() / claims.max(1) as f64,
                 dynamodb_per_warm_claim: rounds.iter().map(|r| r.calls_per_warm_claim("DynamoDB")).sum::<f64>()
                     / rounds.len() as f64,
                 secrets_per_warm_claim: rounds
@@ -151,6 +154,7 @@ const ROWS: &[Row] = &[
         |s| Some(s.engine_cpu_per_claim),
         true,
     ),
+    ("harness CPU per claim (ms)", |s| Some(s.harness_cpu_per_claim), true),
     (
         "DynamoDB calls per warm claim",
         |s| Some(s.dynamodb_per_warm_claim),

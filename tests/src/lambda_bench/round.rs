@@ -77,6 +77,9 @@ pub struct RoundResult {
     /// message (the implementation's reads and writes, its publisher's and the stream reads
     /// included).
     pub engine_cpu_ms: f64,
+    /// CPU time of this harness (emulators, counting proxies, observer) over the same span: it runs
+    /// on the same cores as both sides.
+    pub harness_cpu_ms: f64,
     /// The calls of the warm claims, by operation (`DynamoDB_20120810.GetItem`, …).
     pub warm_calls: BTreeMap<String, usize>,
     /// Each claim's (last) answer's status.
@@ -143,6 +146,8 @@ pub async fn run(
     let k = plan.instances.clamp(1, plan.codes.len().max(1));
     let engine_cpu = || plan.engine_pid.and_then(super::proc_stat::cpu_time).unwrap_or_default();
     let engine_before = engine_cpu();
+    let harness_cpu = || super::proc_stat::cpu_time(std::process::id()).unwrap_or_default();
+    let harness_before = harness_cpu();
     let publisher_start = publisher.map(|(p, side)| {
         side.dynamodb.calls.take();
         side.moto.calls.take();
@@ -200,6 +205,7 @@ pub async fn run(
         Transport::Https => https_deliveries(&mut result, &invocations, &plan).await,
     }
     result.engine_cpu_ms = ms(engine_cpu().saturating_sub(engine_before));
+    result.harness_cpu_ms = ms(harness_cpu().saturating_sub(harness_before));
     let connections = connections_of(&broker_log(), plan.client_id);
     result.connects = connections.connects.len();
     result.most_connects_per_second = connections.most_per_second();
