@@ -31,7 +31,12 @@ use std::{collections::HashSet, sync::Arc, time::Duration as StdDuration};
 use time::Duration;
 use tokio::time::Instant;
 
-use super::{claim::Committed, lease::KeptLeases, pipeline::Follow, ClaimService, Clock, PublishAttempt};
+use super::{
+    claim::Committed,
+    lease::KeptLeases,
+    pipeline::{Follow, VendorRun},
+    ClaimService, Clock, PublishAttempt,
+};
 use crate::{
     domain::{
         claim::Claim,
@@ -331,10 +336,15 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             tried.extend(owed.iter().map(|claim| claim.claim_id.clone()));
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
             let lease = self.lease_of(delivery, &vendor);
-            if !self
-                .deliver_vendor(delivery, &lease, &owed, &credentials, deadline, Follow::No, &mut report)
-                .await?
-            {
+            let run = VendorRun {
+                delivery,
+                vendor: &vendor,
+                lease: &lease,
+                credentials: &credentials,
+                deadline,
+                follow: Follow::No,
+            };
+            if !self.deliver_vendor(&run, &owed, &mut report).await? {
                 report.busy_vendors += 1;
                 busy.insert(vendor);
             }
@@ -398,19 +408,16 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let lease = self.lease_of(delivery, &vendor);
             let wait_until = Instant::now() + LEASE_WAIT;
             let mut store_pause = STORE_RETRY_FIRST;
+            let run = VendorRun {
+                delivery,
+                vendor: &vendor,
+                lease: &lease,
+                credentials: &credentials,
+                deadline,
+                follow: Follow::Outbox,
+            };
             loop {
-                let pause = match self
-                    .deliver_vendor(
-                        delivery,
-                        &lease,
-                        &mine,
-                        &credentials,
-                        deadline,
-                        Follow::Outbox,
-                        &mut report,
-                    )
-                    .await
-                {
+                let pause = match self.deliver_vendor(&run, &mine, &mut report).await {
                     Ok(true) => break,
                     Ok(false) if Instant::now() >= wait_until.min(deadline) => {
                         report.busy_vendors += 1;

@@ -66,6 +66,17 @@ pub(super) enum Follow {
     Outbox,
 }
 
+/// One vendor's delivery as a drain or a stream delivery sets it up.
+#[derive(Clone, Copy)]
+pub(super) struct VendorRun<'a> {
+    pub delivery: &'a Delivery,
+    pub vendor: &'a str,
+    pub lease: &'a Lease,
+    pub credentials: &'a Result<ClaimThingCredentials, PublishError>,
+    pub deadline: Instant,
+    pub follow: Follow,
+}
+
 /// A piece of owed claims as read afresh: those still live and owing their message, and those
 /// owed but no longer live (they leave the outbox unsent).
 #[derive(Debug, Default)]
@@ -75,22 +86,23 @@ struct OwedPiece {
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
-    /// Delivers `owed` claims of one vendor under `lease`, [`DRAIN_CHUNK`] at a time, renewing
-    /// the lease before each chunk (the last one followed by the outbox's new claims if `follow`
-    /// says so), and lets it go whatever happened (a lease left behind would hold up other
-    /// deliveries of the vendor until it lapses), unless the process keeps its leases.
+    /// Delivers `owed` claims of `run`'s vendor under its lease, [`DRAIN_CHUNK`] at a time,
+    /// renewing the lease before each chunk (the last one followed by the outbox's new claims if
+    /// `run.follow` says so), and lets it go whatever happened (a lease left behind would hold up
+    /// other deliveries of the vendor until it lapses), unless the process keeps its leases.
     /// `Ok(false)`: another delivery holds the lease, nothing was sent.
-    #[allow(clippy::too_many_arguments)] // one delivery's context, passed down as it is
     pub(super) async fn deliver_vendor(
         &self,
-        delivery: &Delivery,
-        lease: &Lease,
+        run: &VendorRun<'_>,
         owed: &[&Claim],
-        credentials: &Result<ClaimThingCredentials, PublishError>,
-        deadline: Instant,
-        follow: Follow,
         report: &mut DrainReport,
     ) -> Result<bool, StoreError> {
+        let VendorRun {
+            delivery,
+            lease,
+            deadline,
+            ..
+        } = *run;
         if !self.take_lease(delivery, lease).await? {
             return Ok(false);
         }
@@ -112,11 +124,8 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     }
                 }
             }
-            let follow = if i + 1 == chunks { follow } else { Follow::No };
-            if let Err(err) = self
-                .deliver_all(delivery, lease, chunk, credentials, deadline, follow, report)
-                .await
-            {
+            let follow = if i + 1 == chunks { run.follow } else { Follow::No };
+            if let Err(err) = self.deliver_all(&VendorRun { follow, ..*run }, chunk, report).await {
                 outcome = Err(err);
                 break;
             }
@@ -133,18 +142,20 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// while the next pieces go out. With [`Follow::Outbox`], the vendor's claims that became due
     /// in the outbox meanwhile follow, until a look finds none. A failed read stops the delivery
     /// there: what was sent is recorded, the rest stays owed.
-    #[allow(clippy::too_many_arguments)] // one delivery's context, passed down as it is
     async fn deliver_all(
         &self,
-        delivery: &Delivery,
-        lease: &Lease,
+        run: &VendorRun<'_>,
         claims: &[&Claim],
-        credentials: &Result<ClaimThingCredentials, PublishError>,
-        deadline: Instant,
-        follow: Follow,
         report: &mut DrainReport,
     ) -> Result<(), StoreError> {
         use futures::{SinkExt as _, StreamExt as _};
+        let VendorRun {
+            delivery,
+            credentials,
+            deadline,
+            follow,
+            ..
+        } = *run;
         // Three things run side by side: reading each piece afresh (the next piece is read while
         // one goes out, so only the first read delays the messages), publishing, and recording
         // each piece's results as soon as it is confirmed (so the messages leave at the
@@ -170,12 +181,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 // Every claim this delivery took on, so a claim whose record has not landed yet
                 // (it still looks due) is never sent twice.
                 let mut taken: HashSet<ClaimId> = claims.iter().map(|claim| claim.claim_id.clone()).collect();
-                let vendor = claims.first().map(|claim| claim.vendor.as_str()).unwrap_or_default();
                 let mut looked = Instant::now();
                 while going {
                     tokio::time::sleep_until(looked + FOLLOW_EVERY).await;
                     looked = Instant::now();
-                    let more = self.newly_due(delivery, lease, vendor, &taken, deadline).await;
+                    let more = self.newly_due(run, &taken).await;
                     if more.is_empty() {
                         break;
                     }
@@ -220,17 +230,17 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         outcome
     }
 
-    /// `vendor`'s claims due in the outbox now that this delivery has not `taken` on yet; none (stop
+    /// `run`'s vendor's claims due in the outbox now that this delivery has not `taken` on yet; none (stop
     /// following) when too little of the delivery's time is left, the lease cannot be renewed, or
     /// the outbox cannot be read (what it holds stays owed for the next delivery).
-    async fn newly_due(
-        &self,
-        delivery: &Delivery,
-        lease: &Lease,
-        vendor: &str,
-        taken: &HashSet<ClaimId>,
-        deadline: Instant,
-    ) -> Vec<Claim> {
+    async fn newly_due(&self, run: &VendorRun<'_>, taken: &HashSet<ClaimId>) -> Vec<Claim> {
+        let VendorRun {
+            delivery,
+            vendor,
+            lease,
+            deadline,
+            ..
+        } = *run;
         if deadline.saturating_duration_since(Instant::now()) < FOLLOW_STOP {
             return Vec::new();
         }

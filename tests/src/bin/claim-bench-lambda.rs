@@ -236,7 +236,7 @@ async fn main() -> std::process::ExitCode {
     let header = format!(
         "Lambda-mode benchmark, {when}: {cores} cores, load average before {load_before}, after {load_after}.\n\
          Transport: {}. {OURS}: {}; claim-publisher: {} (one process, fed by the table's stream); baseline: {}.\n\
-         Engines: a DynamoDB Local of each implementation's own (JIT: {}, warmed by an unmeasured round, then idle); moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
+         Engines: a DynamoDB Local of each implementation's own (JIT: {}, warmed by five unmeasured rounds, then idle); moto and Mosquitto (mutual TLS) of the local stack; times from outside the process.{}",
         match cli.transport {
             Transport::Mqtt => "mqtt (claim-publisher sends; an MQTT observer times each message)",
             Transport::Https => "https (claim-api publishes in the request; moto's recording says what arrived)",
