@@ -797,7 +797,7 @@ ensure_baseline_packages() {
 # LTO: minutes from a cold cache), each alone as `sam build` builds them (no features); and the
 # harness, release too: it runs on the same two cores as both sides (emulators, counting proxies,
 # the MQTT observer), and a debug build of it took CPU from both.
-build_release_functions() (
+build_release_bench() (
   cd "$ROOT"
   cargo build -q --release -p claim-api --bin claim-api
   cargo build -q --release -p claim-publisher --bin claim-publisher
@@ -808,7 +808,7 @@ cmd_bench_lambda() {
   stack_up
   timed tools ensure_baseline_packages
   say "release build of claim-api, claim-publisher and the harness (minutes from a cold cache)"
-  timed "release build" build_release_functions
+  timed "release build" build_release_bench
   cd "$ROOT"
   "$(cargo_target_dir)/release/claim-bench-lambda" --claim-api "$(cargo_target_dir)/release/claim-api" \
     --claim-publisher "$(cargo_target_dir)/release/claim-publisher" --python "$VENV/bin/python" \

@@ -21,8 +21,7 @@ use std::{
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Which of the JVM's compilers DynamoDB Local runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Jit {
     /// C1 only (`-XX:TieredStopAtLevel=1`): ready sooner, but every call costs more CPU.
     C1Only,
