@@ -271,6 +271,18 @@ impl Claim {
         (next > now).then(|| next - now)
     }
 
+    /// Is the publish this claim owes still the request's own to try? A request made it due (the
+    /// claim's creation, or its user's retry) less than `grace` ago, and no attempt has been
+    /// recorded since (a recorded failure moves the due time past the request). An API that
+    /// publishes inline sends it within that request; until `grace` has passed, a drain that sent
+    /// it too would make two publishes of one claim.
+    pub fn awaits_requests_publish(&self, now: OffsetDateTime, grace: Duration) -> bool {
+        let requested = self
+            .retried_at
+            .map_or(self.created_at, |retried| retried.max(self.created_at));
+        now < requested + grace && self.next_publish_at.is_some_and(|due| due <= requested)
+    }
+
     /// Its user asked for the endpoint message again while the claim is live: the message is due
     /// now, or stays due as it was if that is earlier (a retry joins a publish already owed instead
     /// of adding one).
@@ -357,6 +369,35 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", state.as_str()));
         }
         assert_eq!(ClaimState::parse("PENDING"), None);
+    }
+
+    #[test]
+    fn a_requests_own_publish_is_left_to_it_for_the_grace_and_no_longer_once_an_attempt_is_recorded() {
+        let t0 = datetime!(2026-01-01 10:00 UTC);
+        let grace = Duration::seconds(12);
+        let backoff = PublishBackoff::default();
+        let mut claim = claim_at(t0);
+        assert!(claim.awaits_requests_publish(t0, grace));
+        assert!(claim.awaits_requests_publish(t0 + Duration::seconds(11), grace));
+        assert!(
+            !claim.awaits_requests_publish(t0 + grace, grace),
+            "the request is over by then"
+        );
+
+        // The request recorded a failure: the attempt is made, the backoff is everyone's to wait.
+        let failed = PublishError::new("staging_timeout", "no PUBACK");
+        claim.record_publish_failure(&failed, t0 + Duration::seconds(1), &backoff);
+        assert!(!claim.awaits_requests_publish(t0 + Duration::seconds(4), grace));
+
+        // Its user retries: due now again, and the retry's request publishes it.
+        let retried = t0 + Duration::seconds(20);
+        claim.republish_on_retry(retried);
+        assert!(claim.awaits_requests_publish(retried + Duration::seconds(1), grace));
+        assert!(!claim.awaits_requests_publish(retried + grace, grace));
+
+        // Confirmed: nothing is owed at all.
+        claim.record_published(retried + Duration::seconds(1)).expect("pending");
+        assert!(!claim.awaits_requests_publish(retried + Duration::seconds(2), grace));
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub use self::{
     arrival::ArrivalOutcome,
     claim::{ClaimError, ClaimOutcome, ClaimRequest},
     devices::ImportOutcome,
-    outbox::{Delivery, DeliverySettings, DrainReport, InlinePublish, INLINE_STOP_MARGIN, MIN_INLINE_PUBLISH},
+    outbox::{
+        Delivery, DeliverySettings, DrainReport, InlinePublish, INLINE_GRACE, INLINE_STOP_MARGIN, MIN_INLINE_PUBLISH,
+    },
     publish::{Progress, PublishAttempt},
     quarantine::{GateOutcome, LiftOutcome},
     release::ReleaseError,

@@ -95,6 +95,14 @@ impl Default for DeliverySettings {
 /// waits for its backoff.
 const STREAM_CLOCK_SLACK: Duration = Duration::milliseconds(500);
 
+/// How long a drain leaves a claim of an inline transport (`https`, `iam`) to the API request that
+/// made it due ([`Claim::awaits_requests_publish`]): that request's whole invocation, whose
+/// function timeout is 10 s (`template.yaml`; `claim-api` checks it against this at compile time),
+/// plus 2 s for two hosts' clocks. The API takes no lease for an inline publish, so without this a
+/// drain that ran between the request's commit and its record would send the message too.
+/// A request that recorded its attempt (sent or failed) is done with it at once.
+pub const INLINE_GRACE: Duration = Duration::seconds(12);
+
 /// How long a stream delivery waits for a vendor's lease another delivery holds, trying every
 /// [`LEASE_RETRY`], before it leaves the claims to the schedule.
 const LEASE_WAIT: StdDuration = StdDuration::from_secs(3);
@@ -125,7 +133,7 @@ pub struct Delivery {
 impl Delivery {
     /// Whether the API publishes `transport`'s messages itself, right after it accepts a claim
     /// (otherwise the stream-fed publisher does).
-    fn publishes_inline(&self, transport: PublishTransport) -> bool {
+    pub(super) fn publishes_inline(&self, transport: PublishTransport) -> bool {
         self.settings.inline_transports.contains(&transport)
     }
 
@@ -162,6 +170,8 @@ pub struct DrainReport {
     /// Claims a stream delivery found due in the outbox while it ran, beyond those it was given
     /// (see `service::pipeline`).
     pub followed: u32,
+    /// Claims a drain left to the API request that is publishing them (see [`INLINE_GRACE`]).
+    pub left_to_requests: u32,
 }
 
 /// What publishing one claim now did, and the claim as it stands after (`None`: not read, because
@@ -358,6 +368,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                 published = report.published,
                 failed = report.failed,
                 busy_vendors = report.busy_vendors,
+                left_to_requests = report.left_to_requests,
                 out_of_time = report.out_of_time,
                 latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             );

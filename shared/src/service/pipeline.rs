@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{
     lease::Lease,
-    outbox::{Delivery, DrainReport},
+    outbox::{Delivery, DrainReport, INLINE_GRACE},
     ClaimService, Clock, PublishAttempt,
 };
 use crate::{
@@ -78,11 +78,13 @@ pub(super) struct VendorRun<'a> {
 }
 
 /// A piece of owed claims as read afresh: those still live and owing their message, and those
-/// owed but no longer live (they leave the outbox unsent).
+/// owed but no longer live (they leave the outbox unsent); and how many were left to the API
+/// request publishing them.
 #[derive(Debug, Default)]
 struct OwedPiece {
     live: Vec<Claim>,
     unsent: Vec<ClaimId>,
+    left_to_requests: u32,
 }
 
 impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
@@ -156,6 +158,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             follow,
             ..
         } = *run;
+        // The API publishes these itself, without a lease: a claim its request is still on is
+        // left to it.
+        let leave_to_requests = credentials
+            .as_ref()
+            .is_ok_and(|profile| delivery.publishes_inline(profile.transport));
         // Three things run side by side: reading each piece afresh (the next piece is read while
         // one goes out, so only the first read delays the messages), publishing, and recording
         // each piece's results as soon as it is confirmed (so the messages leave at the
@@ -168,7 +175,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             // read, or the publishing stopped).
             let mut read_and_pass = async |claims: &[&Claim]| {
                 for piece in claims.chunks(PUBLISH_PIECE) {
-                    let read = self.read_owed(piece).await;
+                    let read = self.read_owed(piece, leave_to_requests).await;
                     let failed = read.is_err();
                     if to_publish.send(read).await.is_err() || failed {
                         return false;
@@ -210,6 +217,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
                     }
                 };
                 unsent.extend(piece.unsent);
+                report.left_to_requests += piece.left_to_requests;
                 let sent = self
                     .attempt_publish_all(delivery, &piece.live, credentials, deadline, report)
                     .await;
@@ -272,8 +280,10 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         }
     }
 
-    /// Owed claims read afresh with their devices (one `BatchGetItem` for a piece).
-    async fn read_owed(&self, claims: &[&Claim]) -> Result<OwedPiece, StoreError> {
+    /// Owed claims read afresh with their devices (one `BatchGetItem` for a piece). With
+    /// `leave_to_requests` (the vendor's transport is one the API publishes inline), a claim whose
+    /// request may still be publishing it ([`INLINE_GRACE`]) is left alone.
+    async fn read_owed(&self, claims: &[&Claim], leave_to_requests: bool) -> Result<OwedPiece, StoreError> {
         let reads: Vec<Read> = claims
             .iter()
             .flat_map(|claim| {
@@ -297,7 +307,9 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let holds = device.as_ref().is_some_and(
                 |device| matches!(&device.holder, Holder::Reserved { claim_id, .. } if *claim_id == claim.claim_id),
             );
-            if holds && claim.is_live(now) {
+            if leave_to_requests && claim.awaits_requests_publish(now, INLINE_GRACE) {
+                piece.left_to_requests += 1;
+            } else if holds && claim.is_live(now) {
                 piece.live.push((**claim).clone());
             } else {
                 piece.unsent.push(claim.claim_id.clone());

@@ -228,8 +228,9 @@ async fn the_same_claim_with_each_transport_gives_the_same_answers_and_history()
     let https = claim_end_to_end(&stack, "https").await;
     let iam = claim_end_to_end(&stack, "iam").await;
 
-    // The API publishes a new claim at once unless the schedule's drain holds the vendor's lease
-    // at that moment; then the 202 says `pending` and the drain publishes it. On a fast machine the
+    // The API publishes a new https/iam claim in the request (the 202 says `endpoint_published`,
+    // or `pending` if that publish failed or was cut short); an mqtt claim is answered `pending`
+    // and the stream-fed publisher sends it. On a fast machine the
     // module may even have arrived before the API answers (`provisioned`). And the arrival can be
     // recorded before the publisher's report, which is then dropped: `endpoint_published` comes
     // before `provisioned`, or not at all. Either way it is the same claim; apart from that

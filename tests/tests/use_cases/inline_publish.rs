@@ -13,7 +13,7 @@ use claim_shared::{
         history::HistoryEvent,
         publish::PublishError,
     },
-    service::{ClaimOutcome, ClaimService, Clock, DeliverySettings},
+    service::{ClaimOutcome, ClaimService, Clock, DeliverySettings, INLINE_GRACE},
 };
 use claim_tests::{
     fixture::{Fixture, TestStore},
@@ -32,6 +32,7 @@ on_both_stores!(
     a_stream_delivery_waits_for_a_failed_publishs_backoff_and_leaves_https_claims_to_the_api,
     a_publisher_keeping_its_lease_renews_it_only_after_5_s_and_never_gives_it_back,
     a_stream_delivery_carries_on_with_its_vendors_claims_that_became_due_meanwhile,
+    a_drain_leaves_an_https_claim_to_the_request_publishing_it_until_that_request_is_surely_over,
 );
 
 const LEASE: &str = "publisher#espressif";
@@ -309,4 +310,56 @@ async fn a_stream_delivery_carries_on_with_its_vendors_claims_that_became_due_me
         .unwrap();
     assert_eq!(late.published, 0, "{late:?}");
     assert_eq!(staging.publishes.load(Ordering::SeqCst), 3);
+}
+
+/// The API publishes an `https` claim in its request without the vendor's lease, so the schedule's
+/// drain must not send it too while that request is on it: a drain that runs between the request's
+/// commit and its record leaves the claim to it (it used to publish it a second time). A claim
+/// whose request ended without a record (the instance died) is the drain's once the request's
+/// whole invocation is surely over ([`INLINE_GRACE`]), and it goes out once.
+async fn a_drain_leaves_an_https_claim_to_the_request_publishing_it_until_that_request_is_surely_over<S: TestStore>(
+    fx: Fixture<S>,
+) {
+    fx.import("inline-race-1").await;
+    fx.import("inline-race-2").await;
+    let https = || Arc::new(FixedCredentials::INLINE);
+    let api_staging = slow_staging(StdDuration::from_millis(800));
+    let api = delivering(&fx, https(), api_staging.clone(), DeliverySettings::default());
+    let schedule_staging = slow_staging(StdDuration::ZERO);
+    let schedule = delivering(&fx, https(), schedule_staging.clone(), DeliverySettings::default());
+
+    // The drain runs while the request waits for the staging endpoint's answer.
+    let deadline = Instant::now() + StdDuration::from_secs(3);
+    let asked = request("alice", "inline-race-1", None);
+    let (answered, drained) = tokio::join!(api.claim_and_publish(&asked, Some(deadline)), async {
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        schedule.drain(StdDuration::from_secs(10)).await.unwrap()
+    });
+    let ClaimOutcome::Created(claim) = answered.unwrap() else {
+        panic!("accepted")
+    };
+    assert_eq!(
+        (
+            api_staging.publishes.load(Ordering::SeqCst),
+            schedule_staging.publishes.load(Ordering::SeqCst)
+        ),
+        (1, 0),
+        "one publish, the request's: {drained:?}"
+    );
+    assert_eq!((drained.published, drained.left_to_requests), (0, 1), "{drained:?}");
+    assert_eq!(claim.state, ClaimState::EndpointPublished);
+
+    // A request that committed its claim and never recorded a publish (its instance died).
+    let ClaimOutcome::Created(orphan) = api.claim(&request("bob", "inline-race-2", None)).await.unwrap() else {
+        panic!("accepted")
+    };
+    fx.clock.advance(INLINE_GRACE - time::Duration::seconds(1));
+    let early = schedule.drain(StdDuration::from_secs(10)).await.unwrap();
+    assert_eq!((early.published, early.left_to_requests), (0, 1), "{early:?}");
+    fx.clock.advance(time::Duration::seconds(1));
+    let late = schedule.drain(StdDuration::from_secs(10)).await.unwrap();
+    assert_eq!((late.published, late.left_to_requests), (1, 0), "{late:?}");
+    assert_eq!(schedule_staging.publishes.load(Ordering::SeqCst), 1);
+    let stored = fx.store.claim(&orphan.claim_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ClaimState::EndpointPublished);
 }
