@@ -21,7 +21,7 @@ use crate::domain::{
     publish::{ClaimThingCredentials, PublishError},
 };
 
-use super::{MAX_IN_FLIGHT, PUBLISH_INTERVAL};
+use super::{pace::Pace, MAX_IN_FLIGHT};
 
 /// A session unused for longer is closed and replaced rather than reused: AWS IoT drops a
 /// connection silent for 1.5× its keep-alive (30 s here), and a frozen Lambda environment sends no
@@ -59,7 +59,7 @@ pub struct Session {
     /// When it last finished a batch.
     pub last_used: Instant,
     /// When the next publish may go out (AWS IoT: 100 publishes per second per connection).
-    next_publish: Instant,
+    pace: Pace,
 }
 
 impl Session {
@@ -107,7 +107,7 @@ impl Session {
             driver,
             profile,
             last_used: now,
-            next_publish: now,
+            pace: Pace::new(now),
         }
     }
 
@@ -116,7 +116,7 @@ impl Session {
         lock(&self.acks).ended.is_none() && !self.driver.is_finished()
     }
 
-    /// Sends `messages` QoS 1, paced at [`PUBLISH_INTERVAL`] (up to [`MAX_IN_FLIGHT`]
+    /// Sends `messages` QoS 1, paced at AWS IoT's 100 a second ([`Pace`]; up to [`MAX_IN_FLIGHT`]
     /// unacknowledged), and waits for each PUBACK until `by`: each one's result, in order, and
     /// whether all were settled (confirmed, or failed because the connection ended). With
     /// publishes left unsettled at `by`, the session must not be reused: their PUBACKs could
@@ -130,8 +130,8 @@ impl Session {
         let mut results: Vec<Option<Result<(), PublishError>>> = vec![None; messages.len()];
         let feed = async {
             for (i, (topic, payload)) in messages.iter().enumerate() {
-                tokio::time::sleep_until(self.next_publish).await;
-                self.next_publish = next_publish_slot(self.next_publish, Instant::now());
+                tokio::time::sleep_until(self.pace.next()).await;
+                self.pace.sent(Instant::now());
                 let (waiter, receiver) = oneshot::channel();
                 {
                     let mut acks = lock(&self.acks);
@@ -193,18 +193,6 @@ impl Session {
     }
 }
 
-/// When the publish after one sent at `now` (due at `slot`) may go: on the grid of
-/// [`PUBLISH_INTERVAL`] from `slot`, so a wake-up a little late does not push every later publish
-/// back (counting from the send instead held a busy connection at 84–90 a second on a loaded
-/// machine); a slot missed altogether is skipped, not made up for, and two publishes are never
-/// closer than half an interval. At most one publish per slot: about 100 in any second.
-pub(super) fn next_publish_slot(slot: Instant, now: Instant) -> Instant {
-    let behind = now.saturating_duration_since(slot).as_nanos();
-    let interval = PUBLISH_INTERVAL.as_nanos().max(1);
-    let slots = u32::try_from(behind / interval + 1).unwrap_or(u32::MAX);
-    (slot + PUBLISH_INTERVAL * slots).max(now + PUBLISH_INTERVAL / 2)
-}
-
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
@@ -234,74 +222,5 @@ pub fn connection_error(err: &ConnectionError) -> PublishError {
         ConnectionError::Io(io) => PublishError::new("staging_unreachable", io.to_string()),
         ConnectionError::Tls(tls) => PublishError::new("staging_tls", tls.to_string()),
         other => PublishError::new("staging_unreachable", other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    /// Publishes sent by a sender that wakes `late` after each slot, from `start`.
-    fn sent_times(start: Instant, late: impl Fn(usize) -> Duration, count: usize) -> Vec<Instant> {
-        let mut slot = start;
-        (0..count)
-            .map(|i| {
-                let sent = slot + late(i);
-                slot = next_publish_slot(slot, sent);
-                sent
-            })
-            .collect()
-    }
-
-    fn most_in_a_second(times: &[Instant]) -> usize {
-        times
-            .iter()
-            .map(|from| {
-                times
-                    .iter()
-                    .filter(|t| **t >= *from && **t < *from + Duration::from_secs(1))
-                    .count()
-            })
-            .max()
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn a_sender_that_wakes_a_little_late_keeps_the_full_rate_without_drifting() {
-        let start = Instant::now();
-        let times = sent_times(start, |_| Duration::from_micros(1500), 1000);
-        let span = times[999] - times[0];
-        assert_eq!(
-            span,
-            PUBLISH_INTERVAL * 999,
-            "no drift: every publish on its slot plus the same lateness"
-        );
-        assert!(most_in_a_second(&times) <= 100);
-    }
-
-    #[test]
-    fn a_missed_slot_is_skipped_not_made_up_for() {
-        let start = Instant::now();
-        // The fifth wake-up comes 35 ms late (a busy machine), the others on time.
-        let times = sent_times(start, |i| Duration::from_millis(if i == 4 { 35 } else { 0 }), 300);
-        let gaps: Vec<Duration> = times.windows(2).map(|pair| pair[1] - pair[0]).collect();
-        assert!(
-            gaps.iter().all(|gap| *gap >= PUBLISH_INTERVAL / 2),
-            "never closer than half an interval: {gaps:?}"
-        );
-        assert!(most_in_a_second(&times) <= 101);
-        // After the late one, back on the grid of 10 ms from the start.
-        assert_eq!((times[10] - start).as_millis() % 10, 0);
-    }
-
-    #[test]
-    fn after_an_idle_connection_the_next_two_publishes_keep_half_an_interval_apart() {
-        let idle_since = Instant::now();
-        let now = idle_since + Duration::from_millis(2_003);
-        let next = next_publish_slot(idle_since, now);
-        assert!(next >= now + PUBLISH_INTERVAL / 2);
-        assert!(next <= now + PUBLISH_INTERVAL);
     }
 }
