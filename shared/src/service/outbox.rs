@@ -133,8 +133,16 @@ pub struct Delivery {
 impl Delivery {
     /// Whether the API publishes `transport`'s messages itself, right after it accepts a claim
     /// (otherwise the stream-fed publisher does).
-    pub(super) fn publishes_inline(&self, transport: PublishTransport) -> bool {
+    fn publishes_inline(&self, transport: PublishTransport) -> bool {
         self.settings.inline_transports.contains(&transport)
+    }
+
+    /// Whether the API publishes the messages of the vendor whose profile `credentials` is (no
+    /// profile: unknown, so not).
+    pub(super) fn publishes_inline_with(&self, credentials: &Result<ClaimThingCredentials, PublishError>) -> bool {
+        credentials
+            .as_ref()
+            .is_ok_and(|profile| self.publishes_inline(profile.transport))
     }
 
     pub fn new(
@@ -405,10 +413,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
             let (mine, rest): (Vec<&Claim>, Vec<&Claim>) = due.into_iter().partition(|claim| claim.vendor == vendor);
             due = rest;
             let credentials = self.credentials_for(delivery, &vendor, deadline).await;
-            if credentials
-                .as_ref()
-                .is_ok_and(|profile| delivery.publishes_inline(profile.transport))
-            {
+            if delivery.publishes_inline_with(&credentials) {
                 skipped_inline += mine.len();
                 continue;
             }

@@ -146,10 +146,11 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
     /// `BatchGetItem` per piece), the live ones that still owe a publish sent together
     /// ([`EndpointPublisher::publish_batch`](crate::ports::EndpointPublisher::publish_batch): one
     /// connection for `mqtt`) in pieces of [`PUBLISH_PIECE`] (each piece read while the one before
-    /// goes out; up to [`PIECES_PER_SEND`] pieces already read go out in one send), each result recorded in one write of the claim as read ([`Self::record_on`])
-    /// while the next pieces go out. With [`Follow::Outbox`], the vendor's claims that became due
-    /// in the outbox meanwhile follow, until a look finds none. A failed read stops the delivery
-    /// there: what was sent is recorded, the rest stays owed.
+    /// goes out; up to [`PIECES_PER_SEND`] pieces already read go out in one send), each result
+    /// recorded in one write of the claim as read ([`Self::record_on`]) while the next pieces go
+    /// out. With [`Follow::Outbox`], the vendor's claims that became due in the outbox meanwhile
+    /// follow, until a look finds none. A failed read stops the delivery there: what was sent is
+    /// recorded, the rest stays owed.
     async fn deliver_all(
         &self,
         run: &VendorRun<'_>,
@@ -166,9 +167,7 @@ impl<S: OwnershipStore, C: Clock> ClaimService<S, C> {
         } = *run;
         // The API publishes these itself, without a lease: a claim its request is still on is
         // left to it.
-        let leave_to_requests = credentials
-            .as_ref()
-            .is_ok_and(|profile| delivery.publishes_inline(profile.transport));
+        let leave_to_requests = delivery.publishes_inline_with(credentials);
         // Three things run side by side: reading each piece afresh (the next piece is read while
         // one goes out, so only the first read delays the messages), publishing, and recording
         // each piece's results as soon as it is confirmed (so the messages leave at the

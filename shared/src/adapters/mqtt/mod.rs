@@ -6,7 +6,7 @@
 //! publish with the same client id (one `claim-publisher` instance, and the publisher lease). The
 //! TLS configuration is built once per claim-thing profile ([`Built`]).
 
-pub mod pace;
+mod pace;
 pub mod session;
 
 use std::{

@@ -116,7 +116,7 @@ impl Session {
         lock(&self.acks).ended.is_none() && !self.driver.is_finished()
     }
 
-    /// Sends `messages` QoS 1, paced at AWS IoT's 100 a second ([`Pace`]; up to [`MAX_IN_FLIGHT`]
+    /// Sends `messages` QoS 1, paced at AWS IoT's 100 a second (`pace.rs`; up to [`MAX_IN_FLIGHT`]
     /// unacknowledged), and waits for each PUBACK until `by`: each one's result, in order, and
     /// whether all were settled (confirmed, or failed because the connection ended). With
     /// publishes left unsettled at `by`, the session must not be reused: their PUBACKs could
